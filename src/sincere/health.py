@@ -1,0 +1,161 @@
+"""The service registry: declared services, their health checks, and their recorded states."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from sincere.context import RequestContext
+from sincere.errors import ServiceError
+from sincere.events import EventType
+from sincere.redact import redact
+
+
+class HealthState(StrEnum):
+    UNKNOWN = "unknown"
+    READY = "ready"
+    DEGRADED = "degraded"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    state: HealthState
+    message: str
+
+
+HealthCheck = Callable[[], Awaitable["HealthReport | bool"]]
+"""A check returns a report, or True (ready) / False (unavailable); raising means unavailable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    at: float  # unix time
+    state: HealthState
+    message: str
+
+
+@dataclass(slots=True)
+class ServiceRecord:
+    name: str
+    check: HealthCheck
+    critical: bool
+    timeout_s: float
+    state: HealthState = HealthState.UNKNOWN
+    since: float = field(default_factory=time.time)
+    transitions: deque[Transition] = field(default_factory=lambda: deque(maxlen=100))
+
+    def record(self, report: HealthReport) -> None:
+        if report.state != self.state:
+            self.state = report.state
+            self.since = time.time()
+            self.transitions.append(Transition(self.since, report.state, report.message))
+
+
+class InitStatus(StrEnum):
+    READY = "ready"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class InitializationResult:
+    status: InitStatus
+    services: Mapping[str, HealthReport]
+    duration_s: float
+
+
+_RESULT_EVENT = {
+    HealthState.READY: EventType.SERVICE_READY,
+    HealthState.DEGRADED: EventType.SERVICE_DEGRADED,
+    HealthState.UNAVAILABLE: EventType.SERVICE_UNAVAILABLE,
+}
+
+
+class ServiceRegistry:
+    """Knows every service a request may depend on and checks them for a request on demand."""
+
+    def __init__(self) -> None:
+        self._services: dict[str, ServiceRecord] = {}
+
+    def register(
+        self, name: str, check: HealthCheck, *, critical: bool = False, timeout_s: float = 30.0
+    ) -> None:
+        self._services[name] = ServiceRecord(name, check, critical, timeout_s)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._services
+
+    def record(self, name: str) -> ServiceRecord:
+        return self._services[name]
+
+    def records(self) -> tuple[ServiceRecord, ...]:
+        return tuple(self._services.values())
+
+    async def initialize_for_context(
+        self, ctx: RequestContext, required: Iterable[str]
+    ) -> InitializationResult:
+        """Check each required service for this request, telling the user as it happens.
+
+        ``failed`` only when a critical service is unavailable; ``partial`` when any
+        service is not ready; otherwise ``ready``.
+        """
+        names = list(dict.fromkeys(required))
+        unknown = [n for n in names if n not in self._services]
+        if unknown:
+            raise ValueError(f"services not registered: {', '.join(unknown)}")
+        started = time.monotonic()
+        reports = await asyncio.gather(*(self._check(ctx, self._services[n]) for n in names))
+        by_name = dict(zip(names, reports, strict=True))
+        if any(
+            r.state is HealthState.UNAVAILABLE and self._services[n].critical
+            for n, r in by_name.items()
+        ):
+            status = InitStatus.FAILED
+        elif all(r.state is HealthState.READY for r in reports):
+            status = InitStatus.READY
+        else:
+            status = InitStatus.PARTIAL
+        return InitializationResult(status, by_name, time.monotonic() - started)
+
+    async def _check(self, ctx: RequestContext, service: ServiceRecord) -> HealthReport:
+        await ctx.emit(
+            EventType.SERVICE_INITIALIZING,
+            f"Checking {service.name}",
+            service=service.name,
+            state=str(service.state),
+        )
+        started = time.monotonic()
+        timeout = max(0.0, min(service.timeout_s, ctx.remaining()))
+        try:
+            async with asyncio.timeout(timeout):
+                outcome = await service.check()
+        except TimeoutError:
+            report = HealthReport(
+                HealthState.UNAVAILABLE, f"health check did not finish within {timeout:.1f} s"
+            )
+        except ServiceError as exc:
+            report = HealthReport(HealthState.UNAVAILABLE, exc.message)
+        except Exception as exc:  # noqa: BLE001 - any failing check means unavailable
+            report = HealthReport(HealthState.UNAVAILABLE, f"{type(exc).__name__}: {exc}")
+        else:
+            if isinstance(outcome, HealthReport):
+                report = outcome
+            elif outcome:
+                report = HealthReport(HealthState.READY, "ready")
+            else:
+                report = HealthReport(HealthState.UNAVAILABLE, "health check reported failure")
+        report = HealthReport(report.state, redact(report.message))
+        service.record(report)
+        await ctx.emit(
+            _RESULT_EVENT.get(report.state, EventType.SERVICE_DEGRADED),
+            f"{service.name}: {report.message}",
+            service=service.name,
+            check_duration_s=round(time.monotonic() - started, 6),
+            critical=service.critical,
+        )
+        return report

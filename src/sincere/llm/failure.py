@@ -1,0 +1,77 @@
+"""When every route failed: the one honest error that sums up all attempts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sincere.attempts import Attempt
+from sincere.errors import (
+    BadRequest,
+    ContentRejected,
+    ContextTooLong,
+    ErrorContext,
+    RateLimited,
+    ServiceError,
+    ServiceTimeout,
+    ServiceUnavailable,
+)
+
+
+def final_error(
+    model: str,
+    errors: Sequence[ServiceError],
+    attempts: Sequence[Attempt],
+    context: ErrorContext,
+    largest_context_window: int | None,
+) -> ServiceError:
+    """The most actionable error: what the caller can fix, else when to retry, else 503/504."""
+    context = ErrorContext(context.user_id, context.request_id, "model_cascade", context.tier)
+    tried = f"{len(attempts)} attempt{'s' if len(attempts) != 1 else ''}"
+    for kind in (ContentRejected, BadRequest):  # the request itself must change
+        caller = next((e for e in errors if isinstance(e, kind)), None)
+        if caller is not None:
+            suggestions = _caller_suggestions(caller, largest_context_window)
+            return type(caller)(
+                caller.message,
+                context=context,
+                attempts=attempts,
+                suggestions=suggestions,
+                status_code=caller.status_code,
+            )
+    waits = [e.retry_after for e in errors if e.retry_after is not None]
+    retry_after = min(waits) if waits else None
+    if errors and all(isinstance(e, RateLimited) for e in errors):
+        cls: type[ServiceError] = RateLimited
+        message = f"every route for {model!r} is rate-limited ({tried})"
+    elif errors and all(isinstance(e, ServiceTimeout) for e in errors):
+        cls = ServiceTimeout
+        message = f"no route for {model!r} answered in time ({tried})"
+    elif not errors:
+        cls = ServiceTimeout
+        message = f"the request's deadline passed before {model!r} could be tried"
+    else:
+        cls = ServiceUnavailable
+        message = f"no route for {model!r} could answer ({tried})"
+    suggestions = []
+    if retry_after is not None:
+        suggestions.append(f"Retry after {retry_after:.0f} s, when the provider said to.")
+    if cls.should_retry:
+        suggestions.append("Each attempt below says which deployment failed and how.")
+    return cls(
+        message,
+        context=context,
+        attempts=attempts,
+        retry_after=retry_after,
+        suggestions=suggestions,
+    )
+
+
+def _caller_suggestions(error: ServiceError, largest_context_window: int | None) -> list[str]:
+    if isinstance(error, ContextTooLong):
+        hint = "Shorten the messages or ask for a model with a larger context window"
+        if largest_context_window:
+            hint += f" (the largest configured here is {largest_context_window} tokens)"
+        return [hint + "."]
+    if isinstance(error, ContentRejected):
+        return ["The provider's content policy rejected this request; rephrase it."]
+    return ["Check the request against the provider's reason above."]

@@ -1,0 +1,313 @@
+"""Any OpenAI-compatible chat completions endpoint: OpenAI, vLLM, Ollama, llama.cpp server, …"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from sincere.answer import Completion, Usage
+from sincere.config import DeploymentConfig
+from sincere.errors import (
+    BadRequest,
+    ContentRejected,
+    ContextTooLong,
+    ModelNotFound,
+    ProviderAuthFailed,
+    RateLimited,
+    ServiceError,
+    ServiceTimeout,
+    ServiceUnavailable,
+    UpstreamError,
+)
+from sincere.health import HealthReport, HealthState
+from sincere.llm.provider import Delta, StreamItem
+from sincere.llm.request import AttemptLimits, ChatRequest
+from sincere.redact import redact
+
+# Provider error codes that say more than the HTTP status does.
+_ERROR_CODES: dict[str, type[ServiceError]] = {
+    "context_length_exceeded": ContextTooLong,
+    "string_above_max_length": ContextTooLong,
+    "content_policy_violation": ContentRejected,
+    "content_filter": ContentRejected,
+    "invalid_api_key": ProviderAuthFailed,
+    "model_not_found": ModelNotFound,
+    "rate_limit_exceeded": RateLimited,
+    "insufficient_quota": RateLimited,
+}
+
+_STATUSES: dict[int, type[ServiceError]] = {
+    400: BadRequest,
+    401: ProviderAuthFailed,
+    403: ProviderAuthFailed,
+    404: ModelNotFound,
+    408: ServiceTimeout,
+    413: BadRequest,
+    422: BadRequest,
+    429: RateLimited,
+    502: UpstreamError,
+    503: ServiceUnavailable,
+    504: ServiceTimeout,
+    529: ServiceUnavailable,
+}
+
+
+class OpenAIProvider:
+    """Talks to one OpenAI-compatible deployment over a pooled HTTP client."""
+
+    kind = "openai"
+
+    def __init__(self, deployment: DeploymentConfig, api_key: str | None) -> None:
+        assert deployment.base_url is not None  # guaranteed by DeploymentConfig validation
+        self.deployment = deployment
+        self._api_key = api_key
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=deployment.base_url.rstrip("/") + "/", headers=headers
+        )
+
+    @property
+    def started(self) -> bool:
+        # Nothing to load: whether the endpoint serves is learnt from each attempt.
+        return True
+
+    async def start(self) -> HealthReport:
+        return HealthReport(HealthState.READY, "HTTP client ready")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _body(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            **request.extra,
+            "model": self.deployment.model,
+            "messages": request.wire_messages(),
+            "stream": stream,
+        }
+        if request.max_tokens is not None:
+            body["max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    def _timeout(self, limits: AttemptLimits, read_s: float) -> httpx.Timeout:
+        return httpx.Timeout(limits.total_s, connect=limits.connect_s, read=read_s)
+
+    async def complete(self, request: ChatRequest, limits: AttemptLimits) -> Completion:
+        started = time.monotonic()
+        with self._map_transport_errors(limits):
+            async with asyncio.timeout(limits.total_s):
+                response = await self._client.post(
+                    "chat/completions",
+                    json=self._body(request, stream=False),
+                    timeout=self._timeout(limits, read_s=limits.total_s),
+                )
+        if response.status_code >= 400:
+            raise self._error_from_response(response.status_code, response.content, response)
+        try:
+            payload = response.json()
+            choice = payload["choices"][0]
+            text = choice["message"].get("content") or ""
+            finish = choice.get("finish_reason") or "unknown"
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise UpstreamError(
+                f"{self.deployment.name}: the response is not a chat completion",
+                status_code=response.status_code,
+            ) from None
+        return self._completion(text, finish, payload, started, None)
+
+    async def stream(
+        self, request: ChatRequest, limits: AttemptLimits
+    ) -> AsyncIterator[StreamItem]:
+        # No asyncio.timeout spans a yield (it would cancel whatever the consumer awaits):
+        # every wait is bounded on its own, and by the attempt's deadline.
+        started = time.monotonic()
+        deadline = started + limits.total_s
+        first_token_at: float | None = None
+        finish: str | None = None
+        usage_payload: dict[str, Any] = {}
+        parts: list[str] = []
+        read_s = max(limits.first_token_s, limits.stream_idle_s)
+        with self._map_transport_errors(limits):
+            req = self._client.build_request(
+                "POST",
+                "chat/completions",
+                json=self._body(request, stream=True),
+                timeout=self._timeout(limits, read_s=read_s),
+            )
+            async with asyncio.timeout(
+                min(limits.total_s, limits.connect_s + limits.first_token_s)
+            ):
+                response = await self._client.send(req, stream=True)
+            try:
+                if response.status_code >= 400:
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        body = await response.aread()
+                    raise self._error_from_response(response.status_code, body, response)
+                lines = response.aiter_lines()
+                while True:
+                    limit = limits.first_token_s if first_token_at is None else limits.stream_idle_s
+                    wait = min(limit, deadline - time.monotonic())
+                    try:
+                        async with asyncio.timeout(max(0.0, wait)):
+                            line = await anext(lines)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        what = "first token" if first_token_at is None else "next token"
+                        raise ServiceTimeout(
+                            f"{self.deployment.name}: no {what} within {wait:.3g} s"
+                        ) from None
+                    event = self._parse_event(line)
+                    if event is None:
+                        continue
+                    if event is _DONE:
+                        break
+                    assert isinstance(event, dict)
+                    if event.get("usage"):
+                        usage_payload = event
+                    for choice in event.get("choices") or ():
+                        piece = (choice.get("delta") or {}).get("content")
+                        if piece:
+                            if first_token_at is None:
+                                first_token_at = time.monotonic()
+                            parts.append(piece)
+                            yield Delta(piece)
+                        finish = choice.get("finish_reason") or finish
+            finally:
+                await response.aclose()
+        if finish is None:
+            raise UpstreamError(f"{self.deployment.name}: the stream ended without a finish reason")
+        ttft = None if first_token_at is None else first_token_at - started
+        yield self._completion("".join(parts), finish, usage_payload, started, ttft)
+
+    def _parse_event(self, line: str) -> dict[str, Any] | object | None:
+        """One SSE line: a JSON event, ``_DONE``, or None for comments, blanks, other fields."""
+        if not line.startswith("data:"):
+            return None
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return _DONE
+        try:
+            event = json.loads(data)
+        except ValueError:
+            raise UpstreamError(
+                f"{self.deployment.name}: the stream carried an undecodable event"
+            ) from None
+        if not isinstance(event, dict):
+            raise UpstreamError(f"{self.deployment.name}: the stream carried a non-object event")
+        if "error" in event:
+            raise self._error_from_payload(200, event, {})
+        return event
+
+    def _completion(
+        self,
+        text: str,
+        finish: str,
+        payload: Mapping[str, Any],
+        started: float,
+        ttft: float | None,
+    ) -> Completion:
+        usage = None
+        raw = payload.get("usage")
+        if isinstance(raw, dict) and isinstance(raw.get("prompt_tokens"), int):
+            usage = Usage(int(raw["prompt_tokens"]), int(raw.get("completion_tokens") or 0))
+        return Completion(
+            text=text,
+            finish_reason=finish,
+            deployment=self.deployment.name,
+            provider=self.kind,
+            upstream_model=str(payload.get("model") or self.deployment.model),
+            usage=usage,
+            latency_s=time.monotonic() - started,
+            time_to_first_token_s=ttft,
+        )
+
+    # Mapping of everything that can go wrong into ServiceError, in one place.
+
+    def _error_from_response(
+        self, status: int, body: bytes, response: httpx.Response
+    ) -> ServiceError:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        return self._error_from_payload(
+            status, payload if isinstance(payload, dict) else {}, response.headers
+        )
+
+    def _error_from_payload(
+        self, status: int, payload: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> ServiceError:
+        error = payload.get("error")
+        error = error if isinstance(error, dict) else {}
+        code = str(error.get("code") or error.get("type") or "")
+        upstream_message = error.get("message") if isinstance(error.get("message"), str) else None
+        cls = (
+            _ERROR_CODES.get(code)
+            or _STATUSES.get(status)
+            or (UpstreamError if status >= 500 or status < 400 else BadRequest)
+        )
+        message = f"{self.deployment.name}: upstream answered {status}"
+        if upstream_message:
+            message += f": {self._scrub(upstream_message)[:500]}"
+        return cls(message, retry_after=_retry_after(headers), status_code=status)
+
+    def _scrub(self, text: str) -> str:
+        secrets = [self._api_key] if self._api_key else []
+        return redact(text, secrets)
+
+    @contextmanager
+    def _map_transport_errors(self, limits: AttemptLimits) -> Iterator[None]:
+        name = self.deployment.name
+        try:
+            yield
+        except httpx.ConnectTimeout:
+            raise ServiceTimeout(f"{name}: no connection within {limits.connect_s:g} s") from None
+        except httpx.ConnectError as exc:
+            raise ServiceUnavailable(f"{name}: cannot connect: {self._scrub(str(exc))}") from None
+        except httpx.TimeoutException:
+            raise ServiceTimeout(f"{name}: no response within the time limit") from None
+        except TimeoutError:
+            raise ServiceTimeout(f"{name}: no answer within {limits.total_s:g} s") from None
+        except httpx.RemoteProtocolError as exc:
+            raise UpstreamError(f"{name}: the connection broke: {self._scrub(str(exc))}") from None
+        except httpx.TransportError as exc:
+            raise UpstreamError(
+                f"{name}: transport failure ({type(exc).__name__}): {self._scrub(str(exc))}"
+            ) from None
+
+
+_DONE = object()
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
+    if ms := headers.get("retry-after-ms"):
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,94 @@
+"""The sincere command, run as a user runs it: a real process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.faults import refused_port
+
+
+def _sincere(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {"SINCERE_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    return subprocess.run(
+        [sys.executable, "-m", "sincere.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_chat_json_prints_the_answer_and_its_provenance(tmp_path: Path) -> None:
+    result = _sincere(
+        "chat", "What is the capital of France?", "--json", "--max-tokens", "32", tmp_path=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["text"].strip()
+    assert payload["request_id"].startswith("req_")
+    provenance = payload["provenance"]
+    assert provenance["deployment"] == "embedded"
+    assert provenance["usage"]["completion_tokens"] > 0
+    assert provenance["attempts"][0]["outcome"] == "ok"
+
+
+def test_chat_streams_the_answer_then_the_provenance(tmp_path: Path) -> None:
+    result = _sincere("chat", "Say hello.", "--max-tokens", "16", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    answer, _, provenance = result.stdout.partition("── ")
+    assert answer.strip()
+    assert "model smollm2 on embedded" in provenance
+    assert "Answered by 'embedded'" in result.stdout
+
+
+def test_a_retryable_failure_prints_the_error_and_exits_75(tmp_path: Path) -> None:
+    config = tmp_path / "sincere.toml"
+    config.write_text(
+        f"""
+[[models]]
+name = "gpt"
+deployments = ["down"]
+
+[[deployments]]
+name = "down"
+provider = "openai"
+base_url = "http://127.0.0.1:{refused_port()}/v1"
+model = "gpt-4o-mini"
+"""
+    )
+    result = _sincere(
+        "chat", "Hi", "--model", "gpt", "--json", "--config", str(config), tmp_path=tmp_path
+    )
+    assert result.returncode == 75
+    error = json.loads(result.stdout)["error"]
+    assert error["status"] == 503
+    assert error["retryable"] is True
+    assert [a["deployment"] for a in error["attempts"]] == ["down"]
+    assert "text" not in json.loads(result.stdout)
+
+
+def test_a_non_retryable_failure_exits_1(tmp_path: Path) -> None:
+    result = _sincere("chat", "Hi", "--model", "nope", tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert "Model not found (404)" in result.stderr
+    assert "Use one of: smollm2." in result.stderr
+
+
+def test_a_bad_configuration_exits_78_naming_file_and_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[defaults]\ntimeout_s = 'soon'\n")
+    result = _sincere("chat", "Hi", "--config", str(config), tmp_path=tmp_path)
+    assert result.returncode == 78
+    assert str(config) in result.stderr.replace("\n", "")
+    assert "defaults.timeout_s" in result.stderr
+
+
+def test_help_describes_every_option(tmp_path: Path) -> None:
+    result = _sincere("chat", "--help", tmp_path=tmp_path)
+    assert result.returncode == 0
+    for option in ("--model", "--json", "--config", "--max-tokens", "exit code"):
+        assert option in result.stdout

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sincere.config import EMBEDDED_DEPLOYMENT, EMBEDDED_MODEL, load_settings
+from sincere.errors import ConfigError
+
+EXAMPLE = """
+[defaults]
+max_retries = 2
+timeout_s = 60
+connect_timeout_s = 3
+first_token_timeout_s = 10
+stream_idle_timeout_s = 10
+
+[[models]]
+name = "gpt-4o-mini"
+deployments = ["openai-mini"]
+fallbacks = ["smollm2"]
+
+[[deployments]]
+name = "openai-mini"
+provider = "openai"
+base_url = "https://api.openai.com/v1"
+model = "gpt-4o-mini"
+api_key_env = "OPENAI_API_KEY"
+input_price_per_mtok = 0.15
+output_price_per_mtok = 0.60
+context_window = 128000
+supports_prefill = false
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sincere.toml"
+    path.write_text(text)
+    return path
+
+
+def test_no_configuration_means_one_embedded_model(tmp_path: Path) -> None:
+    settings = load_settings(None, env={"SINCERE_DATA_DIR": str(tmp_path)})
+    assert [m.name for m in settings.models] == [EMBEDDED_MODEL]
+    assert [d.name for d in settings.deployments] == [EMBEDDED_DEPLOYMENT]
+    assert settings.data_dir == tmp_path
+    assert settings.defaults.max_retries == 2
+
+
+def test_the_documented_example_loads_and_keeps_the_embedded_fallback(tmp_path: Path) -> None:
+    path = _write(tmp_path, EXAMPLE)
+    settings = load_settings(None, env={"SINCERE_CONFIG": str(path)})
+    assert settings.source == path
+    model = settings.model("gpt-4o-mini")
+    assert model is not None
+    assert model.fallbacks == ("smollm2",)
+    mini = settings.deployment("openai-mini")
+    assert mini.api_key({"OPENAI_API_KEY": "k"}) == "k"
+    assert mini.context_window == 128000
+    assert settings.model("smollm2") is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[defaults]\ntimeout_s = -1\n", "defaults.timeout_s: Input should be greater than 0"),
+        ("[defaults]\ntimeout = 5\n", "defaults.timeout: Extra inputs are not permitted"),
+        (
+            '[[deployments]]\nname = "x"\nprovider = "openai"\nmodel = "m"\n',
+            "deployments[0]: an openai deployment needs base_url",
+        ),
+        (
+            '[[deployments]]\nname = "x"\nprovider = "grpc"\n',
+            "deployments[0].provider: Input should be 'openai' or 'embedded'",
+        ),
+        (
+            '[[models]]\nname = "a"\ndeployments = ["nowhere"]\n',
+            "models[0].deployments: no deployment named 'nowhere'",
+        ),
+        (
+            '[[models]]\nname = "a"\ndeployments = ["embedded"]\nfallbacks = ["ghost"]\n',
+            "models[0].fallbacks: no model named 'ghost'",
+        ),
+        ("[defaults\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_file_names_the_file_the_key_and_the_problem(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert str(path) in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_settings(tmp_path / "absent.toml", env={})

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sincere.context import ContextFactory
+from sincere.events import EventType, InProcessEventBus, SlowConsumer
+
+
+async def _publish(bus: InProcessEventBus, user: str, n: int) -> None:
+    for i in range(n):
+        await bus.publish(user, EventType.SERVICE_READY, f"event {i}", request_id="r", service="s")
+
+
+async def test_ids_increase_by_one_per_user() -> None:
+    bus = InProcessEventBus()
+    await _publish(bus, "alice", 3)
+    await _publish(bus, "bob", 2)
+    assert [e.id for e in bus.replay("alice").events] == [1, 2, 3]
+    assert [e.id for e in bus.replay("bob").events] == [1, 2]
+
+
+async def test_replay_from_a_last_seen_id() -> None:
+    bus = InProcessEventBus()
+    await _publish(bus, "alice", 5)
+    replay = bus.replay("alice", after_id=3)
+    assert [e.id for e in replay.events] == [4, 5]
+    assert [e.message for e in replay.events] == ["event 3", "event 4"]
+    assert replay.gap is False
+
+
+async def test_replay_reports_a_gap_when_history_was_dropped() -> None:
+    bus = InProcessEventBus(history=3)
+    await _publish(bus, "alice", 6)
+    replay = bus.replay("alice", after_id=1)
+    assert [e.id for e in replay.events] == [4, 5, 6]
+    assert replay.gap is True
+    assert bus.replay("alice", after_id=3).gap is False
+
+
+async def test_subscriber_gets_replay_then_live_events_in_order_without_duplicates() -> None:
+    bus = InProcessEventBus()
+    await _publish(bus, "alice", 3)
+    sub = bus.subscribe("alice", after_id=1)
+    await _publish(bus, "alice", 2)
+    received = [await anext(sub) for _ in range(4)]
+    assert [e.id for e in received] == [2, 3, 4, 5]
+
+
+async def test_subscriber_sees_only_its_own_users_events() -> None:
+    bus = InProcessEventBus()
+    alice = bus.subscribe("alice")
+    bob = bus.subscribe("bob")
+    await _publish(bus, "alice", 2)
+    await _publish(bus, "bob", 1)
+    assert [(await anext(alice)).user_id for _ in range(2)] == ["alice", "alice"]
+    only = await anext(bob)
+    assert only.user_id == "bob"
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await anext(bob)
+
+
+async def test_slow_consumer_is_dropped_instead_of_blocking_publishers() -> None:
+    bus = InProcessEventBus(subscriber_buffer=2)
+    sub = bus.subscribe("alice")
+    await _publish(bus, "alice", 5)  # never blocks, though nobody reads
+    assert [(await anext(sub)).id for _ in range(2)] == [1, 2]
+    with pytest.raises(SlowConsumer):
+        await anext(sub)
+    # Nothing lost for a reconnecting client: the history still has everything.
+    assert [e.id for e in bus.replay("alice", after_id=2).events] == [3, 4, 5]
+
+
+async def test_event_messages_are_scrubbed_of_secrets() -> None:
+    bus = InProcessEventBus()
+    event = await bus.publish(
+        "alice", EventType.SERVICE_UNAVAILABLE, "401 for key sk-live-abcdefghijklmnop"
+    )
+    assert "sk-live-abcdefghijklmnop" not in event.message
+    assert event.to_dict()["type"] == "service_unavailable"
+
+
+async def test_contexts_are_fresh_per_request(contexts: ContextFactory) -> None:
+    a = contexts.create("alice", "enterprise")
+    b = contexts.create("alice", "enterprise")
+    assert a.request_id != b.request_id
+    assert a.emitter is not b.emitter
+    assert a.tier == "enterprise"
+    assert 59 < a.remaining() <= 60
+    with pytest.raises(ValueError, match="platinum"):
+        contexts.create("alice", "platinum")
