@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from sincere.answer import Completion
-from sincere.llm.embedded import EmbeddedProvider, default_model_path
+from sincere.llm.embedded import EmbeddedProvider, _worker, default_model_path
 from sincere.llm.provider import Delta
 from sincere.llm.request import AttemptLimits, ChatRequest
 
@@ -28,14 +28,15 @@ def test_the_model_file_comes_from_the_installed_package() -> None:
 async def test_generation_is_real_and_its_usage_matches_llama_cpps_own_count(
     embedded: EmbeddedProvider,
 ) -> None:
-    request = _ask("What is the capital of France?", max_tokens=200)
+    request = _ask("Say hi.", max_tokens=200)
     completion = await embedded.complete(request, LIMITS)
     assert completion.text.strip()
     assert completion.deployment == "embedded"
     assert completion.usage is not None
-    # llama.cpp's own non-streaming count for the same deterministic request.
+    # llama.cpp's own non-streaming count for the same deterministic request, on the
+    # same worker thread that owns the model.
     reference = await asyncio.get_running_loop().run_in_executor(
-        None,
+        _worker,
         lambda: embedded._llama.create_chat_completion(
             messages=request.wire_messages(), temperature=0.0, max_tokens=200
         ),
@@ -80,7 +81,7 @@ async def test_a_prompt_longer_than_the_context_window_is_context_too_long() -> 
     from sincere.config import BUILTIN_DEPLOYMENT
     from sincere.errors import ContextTooLong
 
-    small = EmbeddedProvider(BUILTIN_DEPLOYMENT.model_copy(update={"context_window": 64}))
+    small = EmbeddedProvider(BUILTIN_DEPLOYMENT.model_copy(update={"context_window": 256}))
     await small.start()
     with pytest.raises(ContextTooLong, match="context window"):
-        await small.complete(_ask("word " * 200), LIMITS)
+        await small.complete(_ask("word " * 400), LIMITS)

@@ -519,7 +519,7 @@ class FaultServer:
 
     @property
     def completions(self) -> list[RecordedRequest]:
-        """Only the ``POST /v1/chat/completions`` requests."""
+        """The completion requests that got a fault (``POST /v1/chat/completions``, JSON body)."""
         return [r for r in self.requests if r.fault is not None]
 
     def clear(self) -> None:
@@ -600,7 +600,7 @@ class FaultServer:
             self._tasks.discard(task)
             self._writers.discard(writer)
             writer.close()
-            with suppress(OSError):
+            with suppress(OSError, asyncio.CancelledError):
                 await writer.wait_closed()
 
     async def _serve(self, rd: asyncio.StreamReader, wr: asyncio.StreamWriter, n: int) -> None:

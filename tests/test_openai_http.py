@@ -1,0 +1,177 @@
+"""The OpenAI-compatible provider against a real local server that misbehaves on cue."""
+
+from __future__ import annotations
+
+import pytest
+
+from sincere.answer import Completion
+from sincere.config import DeploymentConfig
+from sincere.errors import (
+    BadRequest,
+    ContentRejected,
+    ContextTooLong,
+    ModelNotFound,
+    ProviderAuthFailed,
+    RateLimited,
+    ServiceError,
+    ServiceTimeout,
+    ServiceUnavailable,
+    UpstreamError,
+)
+from sincere.llm.openai_http import OpenAIProvider
+from sincere.llm.provider import Delta
+from sincere.llm.request import AttemptLimits, ChatRequest
+from tests.faults import Fault, FaultServer, refused_port
+
+LIMITS = AttemptLimits(total_s=10, connect_s=2, first_token_s=1, stream_idle_s=0.5)
+REQUEST = ChatRequest.of("gpt", "hello there world", max_tokens=50, temperature=0.2)
+
+
+def _provider(base_url: str, key: str | None = "secret-key-123456") -> OpenAIProvider:
+    deployment = DeploymentConfig(
+        name="up", provider="openai", base_url=base_url, model="gpt-4o-mini"
+    )
+    return OpenAIProvider(deployment, key)
+
+
+async def _stream(provider: OpenAIProvider) -> list[Delta | Completion]:
+    return [item async for item in provider.stream(REQUEST, LIMITS)]
+
+
+async def test_a_completion_carries_text_usage_and_the_request_it_answered(
+    fault_server: FaultServer,
+) -> None:
+    fault_server.default = Fault.ok(text="Hi from upstream")
+    completion = await _provider(fault_server.base_url).complete(REQUEST, LIMITS)
+    assert completion.text == "Hi from upstream"
+    assert completion.finish_reason == "stop"
+    assert completion.usage is not None
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (3, 3)
+    assert completion.upstream_model == "gpt-4o-mini"
+    sent = fault_server.requests[0].body
+    assert sent is not None
+    assert sent["model"] == "gpt-4o-mini"
+    assert sent["max_tokens"] == 50
+    assert sent["temperature"] == 0.2
+    assert sent["messages"] == [{"role": "user", "content": "hello there world"}]
+
+
+async def test_a_stream_yields_deltas_then_a_completion_with_usage(
+    fault_server: FaultServer,
+) -> None:
+    fault_server.default = Fault.ok(text="one two three four")
+    items = await _stream(_provider(fault_server.base_url))
+    assert "".join(i.text for i in items if isinstance(i, Delta)) == "one two three four"
+    final = items[-1]
+    assert isinstance(final, Completion)
+    assert final.usage is not None
+    assert final.usage.completion_tokens == 4
+    assert final.time_to_first_token_s is not None
+    assert fault_server.requests[0].body["stream_options"] == {"include_usage": True}  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "status_code"),
+    [
+        (Fault.rate_limited(retry_after=7), RateLimited, 429),
+        (Fault.context_length(), ContextTooLong, 400),
+        (Fault.content_policy(message="violence is not allowed"), ContentRejected, 400),
+        (Fault.invalid_key(), ProviderAuthFailed, 401),
+        (Fault.status(403, message="forbidden"), ProviderAuthFailed, 403),
+        (Fault.model_not_found(), ModelNotFound, 404),
+        (Fault.status(400, message="bad temperature"), BadRequest, 400),
+        (Fault.status(500, message="boom"), UpstreamError, 500),
+        (Fault.status(503, message="overloaded"), ServiceUnavailable, 503),
+        (Fault.status(504, message="gateway timeout"), ServiceTimeout, 504),
+    ],
+)
+async def test_status_codes_and_provider_error_codes_map_to_service_errors(
+    fault_server: FaultServer, fault: Fault, error: type[ServiceError], status_code: int
+) -> None:
+    fault_server.default = fault
+    for call in ("complete", "stream"):
+        provider = _provider(fault_server.base_url)
+        with pytest.raises(error) as info:
+            if call == "complete":
+                await provider.complete(REQUEST, LIMITS)
+            else:
+                await _stream(provider)
+        assert type(info.value) is error
+        assert info.value.status_code == status_code
+        assert "secret-key-123456" not in info.value.message
+
+
+async def test_retry_after_is_read_from_the_provider_and_not_invented(
+    fault_server: FaultServer,
+) -> None:
+    fault_server.script(Fault.rate_limited(retry_after=7), Fault.rate_limited())
+    provider = _provider(fault_server.base_url)
+    with pytest.raises(RateLimited) as first:
+        await provider.complete(REQUEST, LIMITS)
+    with pytest.raises(RateLimited) as second:
+        await provider.complete(REQUEST, LIMITS)
+    assert first.value.retry_after == 7
+    assert second.value.retry_after is None
+
+
+async def test_the_content_policy_reason_reaches_the_error(fault_server: FaultServer) -> None:
+    fault_server.default = Fault.content_policy(message="Your request was flagged: self-harm")
+    with pytest.raises(ContentRejected, match="flagged: self-harm"):
+        await _provider(fault_server.base_url).complete(REQUEST, LIMITS)
+
+
+async def test_connection_refused_is_unavailable() -> None:
+    provider = _provider(f"http://127.0.0.1:{refused_port()}/v1")
+    with pytest.raises(ServiceUnavailable, match="cannot connect"):
+        await provider.complete(REQUEST, LIMITS)
+
+
+async def test_dns_failure_is_unavailable() -> None:
+    provider = _provider("http://no-such-host.invalid/v1")
+    with pytest.raises(ServiceUnavailable, match="cannot connect"):
+        await provider.complete(REQUEST, LIMITS)
+
+
+async def test_a_reset_before_headers_is_an_upstream_error(fault_server: FaultServer) -> None:
+    fault_server.default = Fault.reset()
+    with pytest.raises(UpstreamError):
+        await _provider(fault_server.base_url).complete(REQUEST, LIMITS)
+
+
+async def test_no_response_at_all_is_bounded_by_the_first_token_limit(
+    fault_server: FaultServer,
+) -> None:
+    fault_server.default = Fault.hang()
+    with pytest.raises(ServiceTimeout):
+        await _stream(_provider(fault_server.base_url))
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "match"),
+    [
+        (Fault.cut(after_chunks=2), UpstreamError, "connection broke"),
+        (Fault.stall(after_chunks=2), ServiceTimeout, "no next token"),
+        (Fault.malformed_chunk(after_chunks=2), UpstreamError, "undecodable"),
+        (Fault.no_done(finish_reason=False), UpstreamError, "without a finish reason"),
+    ],
+)
+async def test_a_broken_stream_is_never_a_success(
+    fault_server: FaultServer, fault: Fault, error: type[ServiceError], match: str
+) -> None:
+    fault_server.default = fault
+    received: list[Delta | Completion] = []
+    with pytest.raises(error, match=match):
+        async for item in _provider(fault_server.base_url).stream(REQUEST, LIMITS):
+            received.append(item)
+    assert not any(isinstance(i, Completion) for i in received)
+
+
+async def test_a_stream_with_a_finish_reason_but_no_done_is_complete(
+    fault_server: FaultServer,
+) -> None:
+    fault_server.default = Fault.no_done(finish_reason=True)
+    items = await _stream(_provider(fault_server.base_url))
+    final = items[-1]
+    assert isinstance(final, Completion)
+    assert final.text == "Echo: hello there world"
+    assert final.usage is not None
