@@ -24,6 +24,7 @@ def _settings(tmp_path: Path, deployments: list[tuple[str, str]], fallbacks: str
     """A model 'gpt' over the given (name, base_url) deployments, priced like gpt-4o-mini."""
     text = f"""
 [defaults]
+max_retries = 0
 timeout_s = 30
 connect_timeout_s = 2
 first_token_timeout_s = 5

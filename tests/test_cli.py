@@ -67,7 +67,7 @@ model = "gpt-4o-mini"
     error = json.loads(result.stdout)["error"]
     assert error["status"] == 503
     assert error["retryable"] is True
-    assert [a["deployment"] for a in error["attempts"]] == ["down"]
+    assert [a["deployment"] for a in error["attempts"]] == ["down"] * 3  # 2 retries
     assert "text" not in json.loads(result.stdout)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from sincere.answer import Completion
 from sincere.llm.embedded import EmbeddedProvider, _worker, default_model_path
-from sincere.llm.provider import Delta
+from sincere.llm.provider import Delta, collect
 from sincere.llm.request import AttemptLimits, ChatRequest
 
 LIMITS = AttemptLimits(total_s=120, connect_s=3, first_token_s=60, stream_idle_s=30)
@@ -29,7 +29,7 @@ async def test_generation_is_real_and_its_usage_matches_llama_cpps_own_count(
     embedded: EmbeddedProvider,
 ) -> None:
     request = _ask("Say hi.", max_tokens=200)
-    completion = await embedded.complete(request, LIMITS)
+    completion = await collect(embedded.stream(request, LIMITS))
     assert completion.text.strip()
     assert completion.deployment == "embedded"
     assert completion.usage is not None
@@ -50,7 +50,9 @@ async def test_generation_is_real_and_its_usage_matches_llama_cpps_own_count(
 async def test_a_token_limit_ends_with_finish_reason_length_and_exact_usage(
     embedded: EmbeddedProvider,
 ) -> None:
-    completion = await embedded.complete(_ask("Write a long story about a dragon.", 8), LIMITS)
+    completion = await collect(
+        embedded.stream(_ask("Write a long story about a dragon.", 8), LIMITS)
+    )
     assert completion.finish_reason == "length"
     assert completion.usage is not None
     assert completion.usage.completion_tokens == 8
@@ -71,8 +73,8 @@ async def test_streaming_yields_the_text_piece_by_piece_then_the_completion(
 
 async def test_concurrent_requests_do_not_corrupt_each_other(embedded: EmbeddedProvider) -> None:
     prompts = ["What is 2 + 2?", "Name a fruit.", "Say hello in French."]
-    sequential = [(await embedded.complete(_ask(p), LIMITS)).text for p in prompts]
-    concurrent = await asyncio.gather(*(embedded.complete(_ask(p), LIMITS) for p in prompts))
+    sequential = [(await collect(embedded.stream(_ask(p), LIMITS))).text for p in prompts]
+    concurrent = await asyncio.gather(*(collect(embedded.stream(_ask(p), LIMITS)) for p in prompts))
     assert [c.text for c in concurrent] == sequential
     assert len(set(sequential)) == 3
 
@@ -84,4 +86,4 @@ async def test_a_prompt_longer_than_the_context_window_is_context_too_long() -> 
     small = EmbeddedProvider(BUILTIN_DEPLOYMENT.model_copy(update={"context_window": 256}))
     await small.start()
     with pytest.raises(ContextTooLong, match="context window"):
-        await small.complete(_ask("word " * 400), LIMITS)
+        await collect(small.stream(_ask("word " * 400), LIMITS))

@@ -19,7 +19,7 @@ from sincere.errors import (
     UpstreamError,
 )
 from sincere.llm.openai_http import OpenAIProvider
-from sincere.llm.provider import Delta
+from sincere.llm.provider import Delta, collect
 from sincere.llm.request import AttemptLimits, ChatRequest
 from tests.faults import Fault, FaultServer, refused_port
 
@@ -34,6 +34,11 @@ def _provider(base_url: str, key: str | None = "secret-key-123456") -> OpenAIPro
     return OpenAIProvider(deployment, key)
 
 
+async def _drain(provider: OpenAIProvider, into: list[Delta | Completion]) -> None:
+    async for item in provider.stream(REQUEST, LIMITS):
+        into.append(item)
+
+
 async def _stream(provider: OpenAIProvider) -> list[Delta | Completion]:
     return [item async for item in provider.stream(REQUEST, LIMITS)]
 
@@ -42,7 +47,7 @@ async def test_a_completion_carries_text_usage_and_the_request_it_answered(
     fault_server: FaultServer,
 ) -> None:
     fault_server.default = Fault.ok(text="Hi from upstream")
-    completion = await _provider(fault_server.base_url).complete(REQUEST, LIMITS)
+    completion = await collect(_provider(fault_server.base_url).stream(REQUEST, LIMITS))
     assert completion.text == "Hi from upstream"
     assert completion.finish_reason == "stop"
     assert completion.usage is not None
@@ -89,16 +94,12 @@ async def test_status_codes_and_provider_error_codes_map_to_service_errors(
     fault_server: FaultServer, fault: Fault, error: type[ServiceError], status_code: int
 ) -> None:
     fault_server.default = fault
-    for call in ("complete", "stream"):
-        provider = _provider(fault_server.base_url)
-        with pytest.raises(error) as info:
-            if call == "complete":
-                await provider.complete(REQUEST, LIMITS)
-            else:
-                await _stream(provider)
-        assert type(info.value) is error
-        assert info.value.status_code == status_code
-        assert "secret-key-123456" not in info.value.message
+    provider = _provider(fault_server.base_url)
+    with pytest.raises(error) as info:
+        await collect(provider.stream(REQUEST, LIMITS))
+    assert type(info.value) is error
+    assert info.value.status_code == status_code
+    assert "secret-key-123456" not in info.value.message
 
 
 async def test_retry_after_is_read_from_the_provider_and_not_invented(
@@ -107,9 +108,9 @@ async def test_retry_after_is_read_from_the_provider_and_not_invented(
     fault_server.script(Fault.rate_limited(retry_after=7), Fault.rate_limited())
     provider = _provider(fault_server.base_url)
     with pytest.raises(RateLimited) as first:
-        await provider.complete(REQUEST, LIMITS)
+        await collect(provider.stream(REQUEST, LIMITS))
     with pytest.raises(RateLimited) as second:
-        await provider.complete(REQUEST, LIMITS)
+        await collect(provider.stream(REQUEST, LIMITS))
     assert first.value.retry_after == 7
     assert second.value.retry_after is None
 
@@ -117,25 +118,25 @@ async def test_retry_after_is_read_from_the_provider_and_not_invented(
 async def test_the_content_policy_reason_reaches_the_error(fault_server: FaultServer) -> None:
     fault_server.default = Fault.content_policy(message="Your request was flagged: self-harm")
     with pytest.raises(ContentRejected, match="flagged: self-harm"):
-        await _provider(fault_server.base_url).complete(REQUEST, LIMITS)
+        await collect(_provider(fault_server.base_url).stream(REQUEST, LIMITS))
 
 
 async def test_connection_refused_is_unavailable() -> None:
     provider = _provider(f"http://127.0.0.1:{refused_port()}/v1")
     with pytest.raises(ServiceUnavailable, match="cannot connect"):
-        await provider.complete(REQUEST, LIMITS)
+        await collect(provider.stream(REQUEST, LIMITS))
 
 
 async def test_dns_failure_is_unavailable() -> None:
     provider = _provider("http://no-such-host.invalid/v1")
     with pytest.raises(ServiceUnavailable, match="cannot connect"):
-        await provider.complete(REQUEST, LIMITS)
+        await collect(provider.stream(REQUEST, LIMITS))
 
 
 async def test_a_reset_before_headers_is_an_upstream_error(fault_server: FaultServer) -> None:
     fault_server.default = Fault.reset()
     with pytest.raises(UpstreamError):
-        await _provider(fault_server.base_url).complete(REQUEST, LIMITS)
+        await collect(_provider(fault_server.base_url).stream(REQUEST, LIMITS))
 
 
 async def test_no_response_at_all_is_bounded_by_the_first_token_limit(
@@ -161,8 +162,7 @@ async def test_a_broken_stream_is_never_a_success(
     fault_server.default = fault
     received: list[Delta | Completion] = []
     with pytest.raises(error, match=match):
-        async for item in _provider(fault_server.base_url).stream(REQUEST, LIMITS):
-            received.append(item)
+        await _drain(_provider(fault_server.base_url), received)
     assert not any(isinstance(i, Completion) for i in received)
 
 

@@ -60,6 +60,9 @@ class Provenance:
     attempts: tuple[Attempt, ...]
     selection_reasoning: str
     cache_hit: bool = False
+    # After a stream broke mid-answer: the deployment whose text was kept as a prefill.
+    continued_from: str | None = None
+    prefill_chars: int = 0
 
     def __post_init__(self) -> None:
         if not self.attempts or not self.attempts[-1].succeeded:
@@ -100,6 +103,11 @@ class Provenance:
             out["cost_usd"] = self.cost_usd
         if self.time_to_first_token_s is not None:
             out["time_to_first_token_s"] = round(self.time_to_first_token_s, 6)
+        if self.continued_from is not None:
+            out["continued_from"] = {
+                "deployment": self.continued_from,
+                "prefill_chars": self.prefill_chars,
+            }
         return out
 
 

@@ -24,6 +24,7 @@ class Attempt:
     status_code: int | None = None
     detail: str | None = None
     retry_after_s: float | None = None
+    cost_usd: float | None = None  # what this attempt was billed; None when unknown
 
     @property
     def succeeded(self) -> bool:

@@ -32,12 +32,26 @@ class Defaults(_Strict):
     connect_timeout_s: float = Field(3.0, gt=0)
     first_token_timeout_s: float = Field(10.0, gt=0)
     stream_idle_timeout_s: float = Field(10.0, gt=0)
+    # Capped exponential backoff with jitter between retries of one deployment.
+    retry_base_s: float = Field(0.5, gt=0)
+    retry_max_s: float = Field(8.0, gt=0)
+    # Circuit breaker per deployment: opens on consecutive failures or a failure ratio.
+    breaker_consecutive_failures: int = Field(5, ge=1)
+    breaker_window: int = Field(20, ge=1)
+    breaker_failure_ratio: float = Field(0.5, gt=0, le=1)
+    breaker_min_calls: int = Field(10, ge=1)
+    breaker_open_s: float = Field(30.0, gt=0)
+    breaker_max_open_s: float = Field(300.0, gt=0)
+    # A deployment whose key is rejected (401/403) stays out of rotation this long.
+    auth_failure_open_s: float = Field(300.0, gt=0)
 
 
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
     deployments: tuple[str, ...] = Field(min_length=1)
     fallbacks: tuple[str, ...] = ()
+    # A content-policy rejection ends the request unless this lets other models try.
+    failover_on_content_policy: bool = False
 
 
 class DeploymentConfig(_Strict):

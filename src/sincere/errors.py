@@ -187,6 +187,14 @@ class ProviderAuthFailed(ServiceError):
     title = "Provider rejected the gateway's credentials"
 
 
+class QualityRejected(ServiceError):
+    """A completion failed the quality gate: empty, whitespace only, or a degenerate loop."""
+
+    status = 502
+    error_type = "quality_rejected"
+    title = "Completion rejected by the quality gate"
+
+
 # The request itself cannot succeed as it is.
 
 

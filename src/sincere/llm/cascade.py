@@ -1,35 +1,55 @@
 """ModelCascade: a model name maps to deployments, then fallback models; try them in order.
 
-The answer names the route that really answered, with its usage and cost, and every failed
-attempt before it. When no route answers, one ServiceError lists every attempt.
+Each route is guarded by a circuit breaker and retried with backoff on transient failures.
+A stream that breaks after text reached the caller continues on a prefill-capable fallback,
+or ends in an error: it is never presented as complete. The answer names the route that
+really answered, with its usage and cost, and every failed attempt before it; when no
+route answers, one ServiceError lists every attempt.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sincere.answer import Answer, Completion, Provenance
-from sincere.attempts import OK, Attempt
+from sincere.attempts import Attempt
 from sincere.config import DeploymentConfig, Settings
 from sincere.context import RequestContext
 from sincere.errors import (
     BadRequest,
-    ContextTooLong,
     ModelNotFound,
+    ProviderAuthFailed,
+    QualityRejected,
+    RateLimited,
     ServiceError,
     ServiceUnavailable,
 )
 from sincere.events import EventType
-from sincere.health import HealthState, ServiceRegistry
+from sincere.health import HealthReport, HealthState, ServiceRegistry
+from sincere.llm.attempt_log import AttemptLog
+from sincere.llm.breaker import BreakerPolicy, BreakerState, BreakerTransition, CircuitBreaker
 from sincere.llm.embedded import EmbeddedProvider
 from sincere.llm.failure import final_error
 from sincere.llm.openai_http import OpenAIProvider
 from sincere.llm.pricing import cost_usd
 from sincere.llm.provider import Delta, Provider
+from sincere.llm.quality import rejection_reason
 from sincere.llm.request import AttemptLimits, ChatRequest
+from sincere.llm.retry import RetryPolicy, backoff_s, is_retryable
+
+# The quality gate looks at a growing stream every this many pieces, to stop a loop early.
+_GATE_EVERY = 16
+
+_TRANSITION_EVENTS = {
+    BreakerState.OPEN: (EventType.SERVICE_UNAVAILABLE, HealthState.UNAVAILABLE),
+    BreakerState.HALF_OPEN: (EventType.SERVICE_DEGRADED, HealthState.DEGRADED),
+    BreakerState.CLOSED: (EventType.SERVICE_RECOVERED, HealthState.READY),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +59,7 @@ class Route:
     model: str
     deployment: DeploymentConfig
     provider: Provider
+    breaker: CircuitBreaker
 
 
 def build_provider(deployment: DeploymentConfig, env: Mapping[str, str]) -> Provider:
@@ -54,8 +75,22 @@ class ModelCascade:
         self, settings: Settings, providers: Mapping[str, Provider], registry: ServiceRegistry
     ) -> None:
         self.settings = settings
-        self._providers = dict(providers)
         self.registry = registry
+        self._providers = dict(providers)
+        d = settings.defaults
+        policy = BreakerPolicy(
+            consecutive_failures=d.breaker_consecutive_failures,
+            window=d.breaker_window,
+            failure_ratio=d.breaker_failure_ratio,
+            min_calls=d.breaker_min_calls,
+            open_s=d.breaker_open_s,
+            max_open_s=d.breaker_max_open_s,
+        )
+        self.breakers = {name: CircuitBreaker(name, policy) for name in self._providers}
+        self._retry = RetryPolicy(d.max_retries, d.retry_base_s, d.retry_max_s)
+        self._open_cause: dict[str, type[ServiceError]] = {}
+        # Requests in flight per deployment: they hear about its breaker transitions.
+        self._dependents: dict[str, dict[str, RequestContext]] = {n: {} for n in self._providers}
 
     @classmethod
     def from_settings(
@@ -94,7 +129,8 @@ class ModelCascade:
             assert config is not None  # settings validated every fallback name
             for d in config.deployments:
                 if not any(r.deployment.name == d for r in routes):
-                    routes.append(Route(name, self.settings.deployment(d), self._providers[d]))
+                    deployment = self.settings.deployment(d)
+                    routes.append(Route(name, deployment, self._providers[d], self.breakers[d]))
             queue.extend(config.fallbacks)
         return routes
 
@@ -105,7 +141,11 @@ class ModelCascade:
         raise AssertionError("the cascade ends with an Answer or raises")  # pragma: no cover
 
     def stream(self, ctx: RequestContext, request: ChatRequest) -> AsyncIterator[Delta | Answer]:
-        """Deltas as they are generated, then the Answer; or a ServiceError."""
+        """Deltas as they are generated, then the Answer; or a ServiceError.
+
+        A ServiceError after some deltas means the answer is incomplete: the caller must
+        show it as failed (for example an in-band error event), never as finished.
+        """
         return self._run(ctx, request, streaming=True)
 
     async def _run(
@@ -116,76 +156,189 @@ class ModelCascade:
             routes = self.routes(request.model)
         except ServiceError as exc:
             raise exc.with_context(ctx.error_context("model_cascade")) from None
-        await ctx.emit(
-            EventType.REQUEST_STARTED,
-            f"Request for {request.model} started",
-            service="model_cascade",
-            model=request.model,
-            routes=[r.deployment.name for r in routes],
-        )
-        attempts: list[Attempt] = []
-        errors: list[ServiceError] = []
-        for route in routes:
-            if ctx.remaining() <= 0:
-                break
-            sent_text = False
+        names = [r.deployment.name for r in routes]
+        for name in names:
+            self._dependents[name][ctx.request_id] = ctx
+        try:
+            await ctx.emit(
+                EventType.REQUEST_STARTED,
+                f"Request for {request.model} started",
+                service="model_cascade",
+                model=request.model,
+                routes=names,
+            )
+            log = AttemptLog(request, streaming)
+            for route in routes:
+                if log.stop or ctx.remaining() <= 0:
+                    break
+                skip = log.skip_reason(route.deployment, route.model)
+                if skip is not None:
+                    log.skip(route.model, route.deployment, route.provider.kind, skip)
+                    continue
+                answer: Answer | None = None
+                async for item in self._try_route(ctx, route, log, started):
+                    if isinstance(item, Answer):
+                        answer = item
+                    else:
+                        yield item
+                if answer is not None:
+                    await ctx.emit(
+                        EventType.REQUEST_COMPLETED,
+                        f"Answered by {route.deployment.name}",
+                        service="model_cascade",
+                        deployment=route.deployment.name,
+                        model=route.model,
+                    )
+                    yield answer
+                    return
+            error = self._final_error(ctx, request, log, routes)
+            await ctx.emit(
+                EventType.REQUEST_FAILED,
+                error.message,
+                service="model_cascade",
+                error_type=error.error_type,
+                attempts=len(log.attempts),
+            )
+            raise error
+        finally:
+            for name in names:
+                self._dependents[name].pop(ctx.request_id, None)
+
+    async def _try_route(
+        self, ctx: RequestContext, route: Route, log: AttemptLog, started: float
+    ) -> AsyncIterator[Delta | Answer]:
+        """One route: attempts with retries, each admitted by the route's breaker."""
+        name = route.deployment.name
+        for retry in itertools.count(1):
+            admission, transition = route.breaker.admit()
+            await self._announce(transition)
+            if not admission.allowed:
+                cause = self._open_cause.get(name, ServiceUnavailable)
+                wait = admission.retry_after_s
+                when = "" if wait is None else f"; next probe in {wait:.1f} s"
+                log.record(
+                    route.model,
+                    route.deployment,
+                    route.provider.kind,
+                    time.monotonic(),
+                    cause(f"{name}: circuit open, skipped{when}", retry_after=wait),
+                    outcome="circuit_open",
+                )
+                return
             attempt_started = time.monotonic()
+            received: list[str] = []
+            completion: Completion | None = None
+            error: ServiceError | None = None
             try:
                 await self._ensure_started(ctx, route)
-                limits = self._limits(ctx)
-                if streaming:
-                    completion: Completion | None = None
-                    async for item in route.provider.stream(request, limits):
-                        if isinstance(item, Delta):
-                            sent_text = True
+                request = log.request_for_next_attempt()
+                async for item in route.provider.stream(request, self._limits(ctx)):
+                    if isinstance(item, Delta):
+                        received.append(item.text)
+                        if log.streaming:
                             yield item
-                        else:
-                            completion = item
-                    if completion is None:  # pragma: no cover - providers end with one
-                        raise ServiceUnavailable(f"{route.deployment.name}: no completion")
-                else:
-                    completion = await route.provider.complete(request, limits)
+                        if len(received) % _GATE_EVERY == 0:
+                            _gate(name, log.sent + "".join(received))
+                    else:
+                        completion = item
+                if completion is not None:
+                    _gate(name, log.sent + completion.text)
             except ServiceError as exc:
-                attempt = self._attempt(route, exc.error_type, attempt_started, exc)
-                attempts.append(attempt)
-                errors.append(exc)
-                await ctx.emit(
-                    EventType.SERVICE_UNAVAILABLE,
-                    f"{route.deployment.name} failed: {exc.message}",
-                    service=route.deployment.name,
-                    outcome=exc.error_type,
+                error = exc
+            finally:
+                # A consumer that walks away mid-attempt leaves no verdict: free the probe.
+                if completion is None and error is None:
+                    route.breaker.release()
+            if completion is not None and error is None:
+                await self._announce(route.breaker.record_success())
+                log.record(
+                    route.model,
+                    route.deployment,
+                    route.provider.kind,
+                    attempt_started,
+                    None,
+                    completion,
                 )
-                if sent_text or not _worth_another_route(exc):
-                    # Text already reached the caller: switching models now would splice two
-                    # answers into one. (Prefill continuation comes with stream recovery.)
-                    break
-                continue
-            attempts.append(self._attempt(route, OK, attempt_started, None))
-            answer = self._answer(request, route, completion, attempts, started)
-            await ctx.emit(
-                EventType.REQUEST_COMPLETED,
-                f"Answered by {route.deployment.name}",
-                service="model_cascade",
-                deployment=route.deployment.name,
-                model=route.model,
+                yield self._answer(log, route, completion, started)
+                return
+            assert error is not None
+            text = "".join(received)
+            log.record(
+                route.model,
+                route.deployment,
+                route.provider.kind,
+                attempt_started,
+                error,
+                completion,
+                text_received=bool(text),
             )
-            yield answer
+            if text and log.streaming:
+                log.stream_error = log.stream_error or error
+                if not isinstance(error, QualityRejected):
+                    log.sent_by = log.sent_by or name
+                    log.sent += text  # a prefill-capable route may continue from here
+                else:
+                    log.stop = True
+            model = self.settings.model(route.model)
+            log.learn(
+                error,
+                route.deployment,
+                route.model,
+                bool(model and model.failover_on_content_policy),
+            )
+            wait = None
+            if is_retryable(error, bool(text)) and not log.sent:
+                wait = backoff_s(self._retry, retry, error.retry_after, ctx.remaining())
+            await self._count_failure(route, error, retried=wait is not None)
+            await ctx.emit(
+                EventType.SERVICE_DEGRADED,
+                f"{name} failed ({error.error_type}); "
+                + (f"retrying in {wait:.2f} s" if wait is not None else "trying the next route"),
+                service=name,
+                outcome=error.error_type,
+                retry_in_s=None if wait is None else round(wait, 3),
+            )
+            if wait is None:
+                return
+            await asyncio.sleep(wait)
+
+    async def _count_failure(self, route: Route, error: ServiceError, *, retried: bool) -> None:
+        """Failures of the deployment (not of the request) count against its breaker."""
+        if isinstance(error, BadRequest | QualityRejected):
+            route.breaker.release()
             return
-        error = final_error(
-            request.model,
-            errors,
-            attempts,
-            ctx.error_context("model_cascade"),
-            max((r.deployment.context_window or 0 for r in routes), default=0) or None,
-        )
-        await ctx.emit(
-            EventType.REQUEST_FAILED,
-            error.message,
-            service="model_cascade",
-            error_type=error.error_type,
-            attempts=len(attempts),
-        )
-        raise error
+        open_for = None
+        if isinstance(error, ProviderAuthFailed):
+            open_for = self.settings.defaults.auth_failure_open_s  # the key will not heal
+        elif isinstance(error, RateLimited) and error.retry_after and not retried:
+            open_for = error.retry_after  # the provider said when: nobody asks before that
+        transition = route.breaker.record_failure(error.error_type, open_for)
+        if transition is not None and transition.after is BreakerState.OPEN:
+            rate_limited = isinstance(error, RateLimited)
+            self._open_cause[route.deployment.name] = (
+                RateLimited if rate_limited else ServiceUnavailable
+            )
+        await self._announce(transition)
+
+    async def _announce(self, transition: BreakerTransition | None) -> None:
+        """Record a breaker transition and tell every request that depends on the deployment."""
+        if transition is None:
+            return
+        event, state = _TRANSITION_EVENTS[transition.after]
+        name = transition.deployment
+        message = f"{name}: circuit {transition.after.replace('_', '-')} ({transition.reason})"
+        if transition.next_probe_in_s is not None and transition.after is BreakerState.OPEN:
+            message += f"; next probe in {transition.next_probe_in_s:.1f} s"
+        if name in self.registry:
+            self.registry.record(name).record(HealthReport(state, message))
+        for ctx in list(self._dependents.get(name, {}).values()):
+            await ctx.emit(
+                event,
+                message,
+                service=name,
+                breaker=str(transition.after),
+                next_probe_in_s=transition.next_probe_in_s,
+            )
 
     async def _ensure_started(self, ctx: RequestContext, route: Route) -> None:
         """Initialize a route's provider for this request, telling the user while it loads."""
@@ -205,30 +358,29 @@ class ModelCascade:
             stream_idle_s=d.stream_idle_timeout_s,
         )
 
-    @staticmethod
-    def _attempt(route: Route, outcome: str, started: float, error: ServiceError | None) -> Attempt:
-        return Attempt(
-            model=route.model,
-            deployment=route.deployment.name,
-            provider=route.provider.kind,
-            outcome=outcome,
-            duration_s=round(time.monotonic() - started, 6),
-            status_code=error.status_code if error else None,
-            detail=error.message if error else None,
-            retry_after_s=error.retry_after if error else None,
+    def _final_error(
+        self, ctx: RequestContext, request: ChatRequest, log: AttemptLog, routes: list[Route]
+    ) -> ServiceError:
+        if log.stream_error is not None:
+            # The caller holds part of an answer: the failure that cut it is the news, not
+            # whatever a fallback said about the prefill afterwards.
+            return log.stream_error.with_context(ctx.error_context("model_cascade"), log.attempts)
+        return final_error(
+            request.model,
+            log.errors,
+            log.attempts,
+            ctx.error_context("model_cascade"),
+            max((r.deployment.context_window or 0 for r in routes), default=0) or None,
         )
 
     def _answer(
-        self,
-        request: ChatRequest,
-        route: Route,
-        completion: Completion,
-        attempts: list[Attempt],
-        started: float,
+        self, log: AttemptLog, route: Route, completion: Completion, started: float
     ) -> Answer:
+        if log.sent:
+            completion = replace(completion, text=log.sent + completion.text)
         provenance = Provenance(
             model=route.model,
-            requested_model=request.model,
+            requested_model=log.request.model,
             deployment=route.deployment.name,
             provider=route.provider.kind,
             upstream_model=completion.upstream_model,
@@ -237,24 +389,34 @@ class ModelCascade:
             latency_s=time.monotonic() - started,
             time_to_first_token_s=completion.time_to_first_token_s,
             finish_reason=completion.finish_reason,
-            attempts=tuple(attempts),
-            selection_reasoning=_reasoning(request.model, route, attempts),
+            attempts=tuple(log.attempts),
+            selection_reasoning=_reasoning(log, route),
+            continued_from=log.sent_by if log.sent else None,
+            prefill_chars=len(log.sent),
         )
         return Answer(completion, provenance)
 
 
-def _worth_another_route(error: ServiceError) -> bool:
-    """A malformed or policy-rejected request fails the same everywhere; a long one may fit."""
-    return isinstance(error, ContextTooLong) or not isinstance(error, BadRequest)
+def _gate(deployment: str, text: str) -> None:
+    reason = rejection_reason(text)
+    if reason is not None:
+        raise QualityRejected(f"{deployment}: {reason}")
 
 
-def _reasoning(requested: str, route: Route, attempts: list[Attempt]) -> str:
+def _reasoning(log: AttemptLog, route: Route) -> str:
     """What actually happened, in one sentence, from the recorded attempts."""
+    requested = log.request.model
     where = f"{route.deployment.name!r} (model {route.model}"
     where += ")" if route.model == requested else f", a fallback for {requested})"
-    failed = attempts[:-1]
+    failed: list[Attempt] = [a for a in log.attempts[:-1] if a.outcome != "skipped"]
     if not failed:
         return f"Answered by {where} at the first attempt."
     tried = "; ".join(f"{a.deployment}: {a.outcome}" for a in failed)
     plural = "s" if len(failed) > 1 else ""
-    return f"Answered by {where} after {len(failed)} failed attempt{plural} ({tried})."
+    text = f"Answered by {where} after {len(failed)} failed attempt{plural} ({tried})"
+    if log.sent:
+        text += (
+            f"; {log.sent_by}'s stream broke after {len(log.sent)} characters and "
+            f"{route.deployment.name} continued from them"
+        )
+    return text + "."

@@ -113,12 +113,6 @@ class EmbeddedProvider:
         # Weights stay cached for the process: other deployments may share them.
         return None
 
-    async def complete(self, request: ChatRequest, limits: AttemptLimits) -> Completion:
-        async for item in self.stream(request, limits):
-            if isinstance(item, Completion):
-                return item
-        raise ServiceUnavailable(f"{self.deployment.name}: generation ended without a result")
-
     async def stream(
         self, request: ChatRequest, limits: AttemptLimits
     ) -> AsyncIterator[StreamItem]:
@@ -200,25 +194,29 @@ def _generation_job(
         from llama_cpp import LogitsProcessorList
 
         counter = _TokenCounter()
-        kwargs: dict[str, Any] = {"max_tokens": request.max_tokens}
+        kwargs: dict[str, Any] = {
+            "max_tokens": request.max_tokens,
+            "stream": True,
+            "logits_processor": LogitsProcessorList([counter]),
+        }
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
-        if request.stop:
-            kwargs["stop"] = list(request.stop)
         finish = "stop"
         try:
-            chunks = llama.create_chat_completion(
-                messages=request.wire_messages(),
-                stream=True,
-                logits_processor=LogitsProcessorList([counter]),
-                **kwargs,
-            )
+            if request.messages and request.messages[-1].role == "assistant":
+                prompt, stop = _prefill_prompt(llama, request)
+                chunks = llama.create_completion(prompt, stop=stop + list(request.stop), **kwargs)
+            else:
+                stops = {"stop": list(request.stop)} if request.stop else {}
+                chunks = llama.create_chat_completion(
+                    messages=request.wire_messages(), **stops, **kwargs
+                )
             for chunk in chunks:
                 if cancelled.is_set():
                     chunks.close()
                     return
                 choice = chunk["choices"][0]
-                piece = choice.get("delta", {}).get("content")
+                piece = choice["text"] if "text" in choice else choice["delta"].get("content")
                 if piece:
                     send("delta", piece)
                 finish = choice.get("finish_reason") or finish
@@ -228,3 +226,26 @@ def _generation_job(
         send("end", (finish, counter.usage(finish)))
 
     return run
+
+
+def _prefill_prompt(llama: Any, request: ChatRequest) -> tuple[str, list[str]]:
+    """The chat prompt up to an open assistant turn that already holds the prefilled text.
+
+    The model's own chat template formats the earlier messages and opens the assistant
+    turn; the partial answer follows, so generation continues it instead of starting anew.
+    """
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llama.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise ValueError("the model has no chat template to continue a prefilled answer with")
+    formatter = Jinja2ChatFormatter(
+        template=template,
+        eos_token=llama._model.token_get_text(llama.token_eos()),
+        bos_token=llama._model.token_get_text(llama.token_bos()),
+        add_generation_prompt=True,
+    )
+    *earlier, prefill = request.wire_messages()
+    result = formatter(messages=earlier)  # type: ignore[arg-type]  # plain role/content dicts
+    stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
+    return result.prompt + prefill["content"], stop

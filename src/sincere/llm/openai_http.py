@@ -104,29 +104,6 @@ class OpenAIProvider:
     def _timeout(self, limits: AttemptLimits, read_s: float) -> httpx.Timeout:
         return httpx.Timeout(limits.total_s, connect=limits.connect_s, read=read_s)
 
-    async def complete(self, request: ChatRequest, limits: AttemptLimits) -> Completion:
-        started = time.monotonic()
-        with self._map_transport_errors(limits):
-            async with asyncio.timeout(limits.total_s):
-                response = await self._client.post(
-                    "chat/completions",
-                    json=self._body(request, stream=False),
-                    timeout=self._timeout(limits, read_s=limits.total_s),
-                )
-        if response.status_code >= 400:
-            raise self._error_from_response(response.status_code, response.content, response)
-        try:
-            payload = response.json()
-            choice = payload["choices"][0]
-            text = choice["message"].get("content") or ""
-            finish = choice.get("finish_reason") or "unknown"
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise UpstreamError(
-                f"{self.deployment.name}: the response is not a chat completion",
-                status_code=response.status_code,
-            ) from None
-        return self._completion(text, finish, payload, started, None)
-
     async def stream(
         self, request: ChatRequest, limits: AttemptLimits
     ) -> AsyncIterator[StreamItem]:
@@ -158,6 +135,10 @@ class OpenAIProvider:
                 lines = response.aiter_lines()
                 while True:
                     limit = limits.first_token_s if first_token_at is None else limits.stream_idle_s
+                    if finish is not None and usage_payload:
+                        # All that matters has arrived; [DONE] normally follows in the same
+                        # packet, and a missing one must not hold the answer back.
+                        limit = min(limit, _DONE_GRACE_S)
                     wait = min(limit, deadline - time.monotonic())
                     try:
                         async with asyncio.timeout(max(0.0, wait)):
@@ -165,6 +146,8 @@ class OpenAIProvider:
                     except StopAsyncIteration:
                         break
                     except TimeoutError:
+                        if finish is not None:  # complete; only [DONE] or usage was missing
+                            break
                         what = "first token" if first_token_at is None else "next token"
                         raise ServiceTimeout(
                             f"{self.deployment.name}: no {what} within {wait:.3g} s"
@@ -290,6 +273,7 @@ class OpenAIProvider:
 
 
 _DONE = object()
+_DONE_GRACE_S = 0.25
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

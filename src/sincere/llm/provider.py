@@ -23,8 +23,20 @@ StreamItem = Delta | Completion
 """A provider's stream yields deltas, then exactly one Completion; anything less is an error."""
 
 
+async def collect(stream: AsyncIterator[StreamItem]) -> Completion:
+    """Drain a provider's stream and return its Completion."""
+    async for item in stream:
+        if isinstance(item, Completion):
+            return item
+    raise RuntimeError("a provider stream ended without a Completion")  # a provider bug
+
+
 class Provider(Protocol):
-    """One deployment's way of producing completions. Failures raise ``ServiceError``."""
+    """One deployment's way of producing completions. Failures raise ``ServiceError``.
+
+    There is only a streaming call: the cascade streams from upstream even for
+    non-streaming clients, so a silent route is caught by the first-token limit.
+    """
 
     kind: str
     deployment: DeploymentConfig
@@ -35,8 +47,6 @@ class Provider(Protocol):
 
     async def start(self) -> HealthReport:
         """Initialize (load weights, open clients) and say whether it can serve."""
-
-    async def complete(self, request: ChatRequest, limits: AttemptLimits) -> Completion: ...
 
     def stream(self, request: ChatRequest, limits: AttemptLimits) -> AsyncIterator[StreamItem]: ...
 

@@ -1,0 +1,142 @@
+"""A circuit breaker per deployment.
+
+Our own small breaker rather than purgatory or pybreaker: the cascade needs one per
+deployment, every transition as a value it can push to the users who depend on it, and the
+schedule (when the next probe is due) to give honest recovery estimates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    consecutive_failures: int = 5  # Envoy's outlier detection default
+    window: int = 20  # sliding window of recent outcomes
+    failure_ratio: float = 0.5  # resilience4j's default threshold
+    min_calls: int = 10  # no ratio verdict on fewer calls than this
+    open_s: float = 30.0  # first open period; doubles per re-open (Envoy), capped
+    max_open_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerTransition:
+    deployment: str
+    before: BreakerState
+    after: BreakerState
+    at: float  # unix time
+    reason: str
+    next_probe_in_s: float | None  # when open: the real schedule of the next probe
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    allowed: bool
+    probe: bool = False  # this request is the half-open probe
+    retry_after_s: float | None = None  # when refused: seconds until a probe is due
+
+
+class CircuitBreaker:
+    """Closed: all pass. Open: all skip until the probe is due. Half-open: one probe passes."""
+
+    def __init__(
+        self,
+        deployment: str,
+        policy: BreakerPolicy,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.deployment = deployment
+        self.policy = policy
+        self._clock = clock
+        self.state = BreakerState.CLOSED
+        self._outcomes: deque[bool] = deque(maxlen=policy.window)
+        self._consecutive = 0
+        self._times_opened = 0
+        self._probe_due = 0.0
+        self._probing = False
+        self.transitions: deque[BreakerTransition] = deque(maxlen=100)
+
+    def seconds_until_probe(self) -> float | None:
+        if self.state is BreakerState.CLOSED:
+            return None
+        return max(0.0, self._probe_due - self._clock())
+
+    def admit(self) -> tuple[Admission, BreakerTransition | None]:
+        if self.state is BreakerState.CLOSED:
+            return Admission(True), None
+        now = self._clock()
+        if self.state is BreakerState.OPEN and now >= self._probe_due:
+            transition = self._move(BreakerState.HALF_OPEN, "open period over: probing")
+            self._probing = True
+            return Admission(True, probe=True), transition
+        if self.state is BreakerState.HALF_OPEN and not self._probing:
+            self._probing = True
+            return Admission(True, probe=True), None
+        wait = self._probe_due - now if self.state is BreakerState.OPEN else None
+        return Admission(False, retry_after_s=None if wait is None else max(0.0, wait)), None
+
+    def release(self) -> None:
+        """An admitted probe ended without a verdict (cancelled): let another one through."""
+        self._probing = False
+
+    def record_success(self) -> BreakerTransition | None:
+        self._outcomes.append(True)
+        self._consecutive = 0
+        self._probing = False
+        if self.state is not BreakerState.CLOSED:
+            self._times_opened = 0
+            self._outcomes.clear()
+            return self._move(BreakerState.CLOSED, "probe succeeded")
+        return None
+
+    def record_failure(
+        self, reason: str, open_for_s: float | None = None
+    ) -> BreakerTransition | None:
+        """Count a failure; ``open_for_s`` opens at once (for example, a rejected API key)."""
+        self._outcomes.append(False)
+        self._consecutive += 1
+        self._probing = False
+        if self.state is BreakerState.HALF_OPEN:
+            return self._open(f"probe failed: {reason}", open_for_s)
+        if self.state is BreakerState.OPEN:
+            return None
+        if open_for_s is not None:
+            return self._open(reason, open_for_s)
+        if self._consecutive >= self.policy.consecutive_failures:
+            return self._open(f"{self._consecutive} consecutive failures, last: {reason}", None)
+        failures = self._outcomes.count(False)
+        if (
+            len(self._outcomes) >= self.policy.min_calls
+            and failures / len(self._outcomes) >= self.policy.failure_ratio
+        ):
+            return self._open(
+                f"{failures} of the last {len(self._outcomes)} calls failed, last: {reason}", None
+            )
+        return None
+
+    def _open(self, reason: str, open_for_s: float | None) -> BreakerTransition:
+        self._times_opened += 1
+        if open_for_s is None:
+            p = self.policy
+            open_for_s = min(p.max_open_s, p.open_s * 2 ** (self._times_opened - 1))
+        self._probe_due = self._clock() + open_for_s
+        return self._move(BreakerState.OPEN, reason)
+
+    def _move(self, after: BreakerState, reason: str) -> BreakerTransition:
+        before, self.state = self.state, after
+        transition = BreakerTransition(
+            self.deployment, before, after, time.time(), reason, self.seconds_until_probe()
+        )
+        self.transitions.append(transition)
+        return transition
