@@ -32,7 +32,8 @@ class Defaults(_Strict):
     connect_timeout_s: float = Field(3.0, gt=0)
     first_token_timeout_s: float = Field(10.0, gt=0)
     stream_idle_timeout_s: float = Field(10.0, gt=0)
-    # Capped exponential backoff with jitter between retries of one deployment.
+    # Capped exponential backoff with jitter between retries of one deployment. A provider's
+    # Retry-After longer than retry_max_s fails over at once instead of parking the request.
     retry_base_s: float = Field(0.5, gt=0)
     retry_max_s: float = Field(8.0, gt=0)
     # Circuit breaker per deployment: opens on consecutive failures or a failure ratio.

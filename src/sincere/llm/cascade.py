@@ -288,7 +288,8 @@ class ModelCascade:
             )
             wait = None
             if is_retryable(error, bool(text)) and not log.sent:
-                wait = backoff_s(self._retry, retry, error.retry_after, ctx.remaining())
+                budget = min(ctx.remaining(), self._retry.max_s)  # never park a request long
+                wait = backoff_s(self._retry, retry, error.retry_after, budget)
             await self._count_failure(route, error, retried=wait is not None)
             await ctx.emit(
                 EventType.SERVICE_DEGRADED,

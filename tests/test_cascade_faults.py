@@ -1,0 +1,641 @@
+"""The fault matrix: the real cascade against real local servers that misbehave on cue.
+
+Each test asserts what the providers saw (requests, their count and spacing) and what the
+user got (an answer with true provenance, or one honest error), never a made-up reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sincere.answer import Answer
+from sincere.config import load_settings
+from sincere.context import ContextFactory
+from sincere.errors import (
+    ContentRejected,
+    ContextTooLong,
+    RateLimited,
+    ServiceError,
+    ServiceTimeout,
+    ServiceUnavailable,
+    UpstreamError,
+)
+from sincere.events import EventType, InProcessEventBus
+from sincere.llm.cascade import ModelCascade
+from sincere.llm.provider import Delta
+from sincere.llm.request import ChatRequest
+from tests.faults import Fault, FaultServer
+
+KEY = "fault-key-0a1b2c3d4e5f"
+DEFAULTS = """
+max_retries = 2
+timeout_s = 20
+connect_timeout_s = 1
+first_token_timeout_s = 0.5
+stream_idle_timeout_s = 0.5
+retry_base_s = 0.05
+retry_max_s = 0.5
+breaker_consecutive_failures = 3
+breaker_open_s = 30
+"""
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[FaultServer, FaultServer, FaultServer]]:
+    with FaultServer() as a, FaultServer() as b, FaultServer() as c:
+        yield a, b, c
+
+
+def _cascade(
+    tmp_path: Path,
+    deployments: list[tuple[str, FaultServer, str]],
+    models: str,
+    defaults: str = "",
+) -> ModelCascade:
+    """Deployments are (name, server, extra TOML lines); models is raw [[models]] TOML."""
+    settings = dict(line.split(" = ") for line in (DEFAULTS + defaults).split("\n") if line)
+    text = "[defaults]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()) + models
+    for name, server, extra in deployments:
+        text += f"""
+[[deployments]]
+name = "{name}"
+provider = "openai"
+base_url = "{server.base_url}"
+model = "{name}-upstream"
+api_key_env = "FAULT_KEY"
+input_price_per_mtok = 1.0
+output_price_per_mtok = 2.0
+{extra}
+"""
+    path = tmp_path / "sincere.toml"
+    path.write_text(text)
+    settings = load_settings(path, env={"SINCERE_DATA_DIR": str(tmp_path)})
+    return ModelCascade.from_settings(settings, env={"FAULT_KEY": KEY})
+
+
+def _pair(
+    tmp_path: Path, servers: tuple[FaultServer, ...], extra_b: str = "", defaults: str = ""
+) -> ModelCascade:
+    """Model 'gpt' on deployment 'a', falling back to model 'backup' on deployment 'b'."""
+    models = """
+[[models]]
+name = "gpt"
+deployments = ["a"]
+fallbacks = ["backup"]
+
+[[models]]
+name = "backup"
+deployments = ["b"]
+"""
+    return _cascade(tmp_path, [("a", servers[0], ""), ("b", servers[1], extra_b)], models, defaults)
+
+
+def _gaps(server: FaultServer) -> list[float]:
+    times = [r.at for r in server.completions]
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+async def _ask(cascade: ModelCascade, contexts: ContextFactory, user: str = "alice") -> Answer:
+    return await cascade.complete(contexts.create(user), ChatRequest.of("gpt", "Tell me a fact."))
+
+
+async def _stream(
+    cascade: ModelCascade, contexts: ContextFactory, user: str = "alice"
+) -> tuple[str, Answer | None, ServiceError | None]:
+    """What a streaming client saw: the text it received, then the answer or the error."""
+    text, answer, error = "", None, None
+    try:
+        async for item in cascade.stream(contexts.create(user), ChatRequest.of("gpt", "Hi")):
+            if isinstance(item, Delta):
+                text += item.text
+            else:
+                answer = item
+    except ServiceError as exc:
+        error = exc
+    return text, answer, error
+
+
+def _outcomes(answer_or_error: Answer | ServiceError) -> list[tuple[str, str]]:
+    attempts = (
+        answer_or_error.provenance.attempts
+        if isinstance(answer_or_error, Answer)
+        else answer_or_error.attempts
+    )
+    return [(a.deployment, a.outcome) for a in attempts]
+
+
+# Retries
+
+
+async def test_429_with_retry_after_waits_as_told_then_succeeds_on_the_same_deployment(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.script(Fault.rate_limited(retry_after=0.4))
+    answer = await _ask(_pair(tmp_path, servers), contexts)
+    assert answer.provenance.deployment == "a"
+    assert _outcomes(answer) == [("a", "rate_limited"), ("a", "ok")]
+    assert len(a.completions) == 2
+    assert _gaps(a)[0] >= 0.4
+    assert b.completions == []
+
+
+async def test_429_with_retry_after_beyond_the_budget_fails_over_at_once_and_cools_down(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, _b, _ = servers
+    a.default = Fault.rate_limited(retry_after=600)
+    cascade = _pair(tmp_path, servers)
+    first = await _ask(cascade, contexts)
+    assert first.provenance.deployment == "b"
+    assert _outcomes(first) == [("a", "rate_limited"), ("b", "ok")]
+    second = await _ask(cascade, contexts)
+    assert _outcomes(second) == [("a", "circuit_open"), ("b", "ok")]
+    assert len(a.completions) == 1  # nobody asks again before the provider's time
+    skipped = second.provenance.attempts[0]
+    assert skipped.retry_after_s is not None
+    assert 590 < skipped.retry_after_s <= 600  # the breaker's real schedule
+
+
+async def test_429_without_retry_after_backs_off_exponentially_with_jitter(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, _, _ = servers
+    a.script(Fault.rate_limited(), Fault.rate_limited())
+    answer = await _ask(_pair(tmp_path, servers), contexts)
+    assert answer.provenance.deployment == "a"
+    assert len(a.completions) == 3
+    first, second = _gaps(a)
+    assert first >= 0.025  # at least half of the 0.05 s ceiling: never back to back
+    assert second >= 0.05  # the ceiling doubled
+
+
+async def test_500_once_then_healthy_is_retried_on_the_same_deployment(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.script(Fault.status(500))
+    answer = await _ask(_pair(tmp_path, servers), contexts)
+    assert _outcomes(answer) == [("a", "upstream_error"), ("a", "ok")]
+    assert b.completions == []
+
+
+async def test_persistent_503_is_retried_up_to_max_retries_then_fails_over(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.default = Fault.status(503)
+    answer = await _ask(_pair(tmp_path, servers), contexts)
+    assert answer.provenance.deployment == "b"
+    assert len(a.completions) == 3  # one try and two retries
+    assert len(b.completions) == 1
+
+
+async def test_tcp_reset_before_headers_is_retried(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, _, _ = servers
+    a.script(Fault.reset())
+    answer = await _ask(_pair(tmp_path, servers), contexts)
+    assert _outcomes(answer) == [("a", "upstream_error"), ("a", "ok")]
+
+
+# Bounded waits
+
+
+@pytest.mark.parametrize(
+    "fault", [Fault.hang(), Fault.slow_first_token(3.0)], ids=["no-response", "slow-first-token"]
+)
+async def test_a_silent_route_fails_over_within_the_first_token_limit_and_is_not_retried(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory, fault: Fault
+) -> None:
+    a, _b, _ = servers
+    a.default = fault
+    started = time.monotonic()
+    answer = await _ask(_pair(tmp_path, servers), contexts)
+    assert answer.provenance.deployment == "b"
+    assert _outcomes(answer) == [("a", "timeout"), ("b", "ok")]
+    assert len(a.completions) == 1
+    assert time.monotonic() - started < 3.0  # it did not wait for the slow route
+
+
+async def test_the_overall_deadline_bounds_the_whole_request(
+    tmp_path: Path, servers: tuple[FaultServer, ...], bus: InProcessEventBus
+) -> None:
+    a, b, _ = servers
+    a.default = b.default = Fault.hang()
+    cascade = _pair(tmp_path, servers, defaults="first_token_timeout_s = 30\n")
+    ctx = ContextFactory(bus, default_timeout_s=0.6).create("alice")
+    with pytest.raises(ServiceTimeout) as info:
+        await cascade.complete(ctx, ChatRequest.of("gpt", "Hi"))
+    assert info.value.status == 504
+    assert len(b.completions) <= 1
+
+
+# Requests that cannot succeed as sent
+
+
+async def test_context_length_exceeded_is_never_resent_to_a_window_that_cannot_hold_it(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    small, same, big = servers
+    small.default = Fault.context_length()
+    models = '[[models]]\nname = "gpt"\ndeployments = ["small", "same", "big"]\n'
+    cascade = _cascade(
+        tmp_path,
+        [
+            ("small", small, "context_window = 8192"),
+            ("same", same, "context_window = 8192"),
+            ("big", big, "context_window = 128000"),
+        ],
+        models,
+    )
+    answer = await _ask(cascade, contexts)
+    assert answer.provenance.deployment == "big"
+    assert _outcomes(answer) == [
+        ("small", "context_length_exceeded"),
+        ("same", "skipped"),
+        ("big", "ok"),
+    ]
+    assert (len(small.completions), len(same.completions)) == (1, 0)
+
+
+async def test_context_length_exceeded_everywhere_is_a_clean_400(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.default = b.default = Fault.context_length()
+    with pytest.raises(ContextTooLong) as info:
+        await _ask(_pair(tmp_path, servers, extra_b="context_window = 128000"), contexts)
+    assert info.value.status == 400
+    assert "largest configured here is 128000 tokens" in info.value.suggestions[0]
+    assert (len(a.completions), len(b.completions)) == (1, 1)
+
+
+async def test_content_policy_is_not_retried_and_the_providers_reason_reaches_the_user(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.default = Fault.content_policy(message="Your request was flagged for: weapons")
+    with pytest.raises(ContentRejected) as info:
+        await _ask(_pair(tmp_path, servers), contexts)
+    assert info.value.status == 400
+    assert "flagged for: weapons" in info.value.message
+    assert info.value.to_openai_error()["error"]["code"] == "content_policy_violation"
+    assert (len(a.completions), len(b.completions)) == (1, 0)
+
+
+async def test_content_policy_fails_over_to_another_model_when_the_model_allows_it(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, twin, other = servers
+    a.default = Fault.content_policy()
+    models = """
+[[models]]
+name = "gpt"
+deployments = ["a", "twin"]
+fallbacks = ["other-model"]
+failover_on_content_policy = true
+
+[[models]]
+name = "other-model"
+deployments = ["other"]
+"""
+    cascade = _cascade(tmp_path, [("a", a, ""), ("twin", twin, ""), ("other", other, "")], models)
+    answer = await _ask(cascade, contexts)
+    assert answer.provenance.model == "other-model"
+    assert len(twin.completions) == 0  # the same model is not asked twice
+
+
+async def test_a_rejected_key_takes_the_deployment_out_of_rotation_and_never_leaks(
+    tmp_path: Path,
+    servers: tuple[FaultServer, ...],
+    contexts: ContextFactory,
+    bus: InProcessEventBus,
+) -> None:
+    a, _b, _ = servers
+    a.default = Fault.invalid_key(echo_key=True)
+    cascade = _pair(tmp_path, servers)
+    first = await _ask(cascade, contexts)
+    second = await _ask(cascade, contexts)
+    assert _outcomes(first) == [("a", "provider_auth_failed"), ("b", "ok")]
+    assert _outcomes(second) == [("a", "circuit_open"), ("b", "ok")]
+    assert len(a.completions) == 1
+    seen = json.dumps([first.to_dict(), second.to_dict()])
+    seen += json.dumps([e.to_dict() for e in bus.replay("alice").events])
+    assert KEY not in seen
+    assert a.completions[0].headers["authorization"] == f"Bearer {KEY}"
+
+
+async def test_model_not_found_at_the_provider_fails_over(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, _, _ = servers
+    a.default = Fault.model_not_found()
+    answer = await _ask(_pair(tmp_path, servers), contexts)
+    assert _outcomes(answer) == [("a", "model_not_found"), ("b", "ok")]
+
+
+# Streams
+
+
+async def test_a_stream_cut_before_any_text_fails_over_invisibly(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.default = Fault.cut(after_chunks=0)
+    b.default = Fault.ok(text="all from b")
+    text, answer, error = await _stream(_pair(tmp_path, servers), contexts)
+    assert error is None
+    assert answer is not None
+    assert text == answer.text == "all from b"
+
+
+async def test_stream_cut_after_tokens_continues_on_prefill_capable_fallback(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.default = Fault(kind="cut", after_chunks=3, text="one two three four five")
+    b.default = Fault.ok(text=" four five.")
+    text, answer, error = await _stream(
+        _pair(tmp_path, servers, "supports_prefill = true"), contexts
+    )
+    assert error is None
+    assert answer is not None
+    assert text == answer.text == "one two three four five."
+    prefill = b.completions[0].body["messages"][-1]  # type: ignore[index]
+    assert prefill == {"role": "assistant", "content": "one two three"}
+    p = answer.provenance
+    assert (p.deployment, p.continued_from, p.prefill_chars) == ("b", "a", 13)
+    assert "a's stream broke after 13 characters and b continued" in p.selection_reasoning
+    assert len(a.completions) == 1  # text was sent: no silent retry that would repeat it
+
+
+async def test_stream_cut_after_tokens_without_a_prefill_fallback_ends_in_an_error(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.default = Fault(kind="cut", after_chunks=2, text="one two three")
+    text, answer, error = await _stream(_pair(tmp_path, servers), contexts)
+    assert text == "one two"
+    assert answer is None
+    assert isinstance(error, UpstreamError)
+    assert b.completions == []
+
+
+async def test_a_prefill_rejection_does_not_hide_the_original_failure(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.default = Fault(kind="cut", after_chunks=2, text="one two three")
+    b.default = Fault.reject_prefill()
+    _text, answer, error = await _stream(
+        _pair(tmp_path, servers, "supports_prefill = true"), contexts
+    )
+    assert answer is None
+    assert isinstance(error, UpstreamError)
+    assert "connection broke" in error.message
+    assert _outcomes(error) == [("a", "upstream_error"), ("b", "bad_request")]
+    assert len(b.completions) == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "error_type"),
+    [
+        (Fault(kind="stall", after_chunks=2, text="one two three"), ServiceTimeout),
+        (Fault(kind="malformed_chunk", after_chunks=2, text="one two three"), UpstreamError),
+        (Fault(kind="no_done", finish_reason=False, text="one two three"), UpstreamError),
+    ],
+    ids=["stall", "malformed-chunk", "no-finish-reason"],
+)
+async def test_a_broken_stream_after_text_is_never_presented_as_complete(
+    tmp_path: Path,
+    servers: tuple[FaultServer, ...],
+    contexts: ContextFactory,
+    fault: Fault,
+    error_type: type[ServiceError],
+) -> None:
+    servers[0].default = fault
+    text, answer, error = await _stream(_pair(tmp_path, servers), contexts)
+    assert text.startswith("one two")
+    assert answer is None
+    assert isinstance(error, error_type)
+
+
+async def test_a_stream_with_a_finish_reason_but_no_done_is_finalized_with_usage(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    servers[0].default = Fault(kind="no_done", finish_reason=True, text="complete answer")
+    text, answer, error = await _stream(_pair(tmp_path, servers), contexts)
+    assert error is None
+    assert answer is not None
+    assert text == answer.text == "complete answer"
+    assert answer.provenance.usage is not None
+    assert answer.provenance.usage.completion_tokens == 2
+
+
+async def test_without_streaming_a_broken_stream_fails_over_invisibly(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.default = Fault(kind="cut", after_chunks=2, text="one two three")
+    b.default = Fault.ok(text="whole answer")
+    answer = await _ask(_pair(tmp_path, servers), contexts)
+    assert answer.text == "whole answer"
+    assert answer.provenance.continued_from is None
+
+
+# The quality gate
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Fault.empty(), Fault.whitespace(), Fault.degenerate()],
+    ids=["empty", "whitespace", "degenerate"],
+)
+async def test_an_empty_or_degenerate_completion_is_a_failure_and_the_cascade_moves_on(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory, fault: Fault
+) -> None:
+    a, b, _ = servers
+    a.default = fault
+    b.default = Fault.ok(text="A real answer.")
+    answer = await _ask(_pair(tmp_path, servers), contexts)
+    assert answer.text == "A real answer."
+    assert _outcomes(answer) == [("a", "quality_rejected"), ("b", "ok")]
+    assert len(a.completions) == 1
+    # A finished completion was billed for its usage: that cost is on its attempt. A loop
+    # is cut as soon as it shows, before any usage report: its bill is unknown, not zero.
+    cost = answer.provenance.attempts[0].cost_usd
+    assert (cost is None) if fault.kind == "degenerate" else (cost is not None and cost > 0)
+
+
+async def test_a_degenerate_stream_is_cut_and_reported_not_finished(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    servers[0].default = Fault.degenerate()
+    _text, answer, error = await _stream(_pair(tmp_path, servers), contexts)
+    assert answer is None
+    assert error is not None
+    assert error.error_type == "quality_rejected"
+    assert servers[1].completions == []
+
+
+async def test_finish_reason_length_is_an_answer_marked_as_cut(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    servers[0].default = Fault.ok(text="one two three four five six")
+    cascade = _pair(tmp_path, servers)
+    answer = await cascade.complete(
+        contexts.create("alice"), ChatRequest.of("gpt", "Count.", max_tokens=3)
+    )
+    assert answer.text == "one two three"
+    assert answer.provenance.truncated is True
+    assert answer.provenance.to_dict()["finish_reason"] == "length"
+
+
+# Circuit breakers
+
+
+async def test_a_primary_that_flaps_down_then_up_opens_serves_from_fallback_probes_and_returns(
+    tmp_path: Path,
+    servers: tuple[FaultServer, ...],
+    bus: InProcessEventBus,
+    contexts: ContextFactory,
+) -> None:
+    a, _b, _ = servers
+    a.default = Fault.status(503)
+    cascade = _pair(
+        tmp_path,
+        servers,
+        defaults="max_retries = 0\nbreaker_open_s = 0.2\nbreaker_max_open_s = 0.4\n",
+    )
+    served_while_down = []
+    for _ in range(12):
+        served_while_down.append((await _ask(cascade, contexts)).provenance.deployment)
+        await asyncio.sleep(0.05)
+    assert set(served_while_down) == {"b"}  # every request answered, by the fallback
+    attempts_while_down = len(a.completions)
+    assert attempts_while_down <= 3 + 4  # 3 to open, then a few half-open probes at most
+
+    a.default = Fault.ok(text="primary is back")
+    recovered_at = time.monotonic()
+    while (await _ask(cascade, contexts)).provenance.deployment != "a":
+        assert time.monotonic() - recovered_at < 3.0, "traffic did not return to the primary"
+        await asyncio.sleep(0.05)
+    assert (await _ask(cascade, contexts)).provenance.deployment == "a"
+
+    types = [e.type for e in bus.replay("alice").events if e.service == "a"]
+    assert EventType.SERVICE_UNAVAILABLE in types
+    assert EventType.SERVICE_RECOVERED in types
+    opened = next(
+        e
+        for e in bus.replay("alice").events
+        if e.service == "a" and e.type is EventType.SERVICE_UNAVAILABLE
+    )
+    assert opened.data["breaker"] == "open"
+    assert 0 < opened.data["next_probe_in_s"] <= 0.2
+    record = cascade.registry.record("a")
+    assert [t.state for t in record.transitions][-1] == "ready"
+
+
+async def test_an_open_circuit_is_skipped_without_added_latency_and_its_schedule_is_the_estimate(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.default = b.default = Fault.status(503)
+    cascade = _pair(tmp_path, servers, defaults="max_retries = 0\n")
+    for _ in range(3):
+        with pytest.raises(ServiceUnavailable):
+            await _ask(cascade, contexts)
+    with pytest.raises(ServiceUnavailable) as info:
+        await _ask(cascade, contexts)
+    assert _outcomes(info.value) == [("a", "circuit_open"), ("b", "circuit_open")]
+    assert (len(a.completions), len(b.completions)) == (3, 3)
+    assert info.value.retry_after is not None
+    assert 25 < info.value.retry_after <= 30  # the breakers' own schedule, not a guess
+    assert all(a.duration_s < 0.01 for a in info.value.attempts)
+
+
+async def test_breaker_transitions_reach_every_user_whose_request_depends_on_the_deployment(
+    tmp_path: Path,
+    servers: tuple[FaultServer, ...],
+    bus: InProcessEventBus,
+    contexts: ContextFactory,
+) -> None:
+    a, b, _ = servers
+    a.default = Fault.status(503)
+    b.default = Fault.ok(text="slow but fine", delay_s=0.3)
+    cascade = _pair(
+        tmp_path, servers, defaults="max_retries = 0\nbreaker_consecutive_failures = 2\n"
+    )
+    # Bob's request is in flight on the fallback when Alice's failure opens a's circuit.
+    bob = asyncio.create_task(_ask(cascade, contexts, "bob"))
+    await asyncio.sleep(0.1)
+    await _ask(cascade, contexts, "alice")
+    await bob
+    for user in ("alice", "bob"):
+        opened = [
+            e
+            for e in bus.replay(user).events
+            if e.service == "a" and e.type is EventType.SERVICE_UNAVAILABLE
+        ]
+        assert len(opened) == 1, user
+        assert opened[0].user_id == user
+
+
+# Accounting and the one honest error
+
+
+async def test_failover_accounting_names_who_answered_and_bills_only_real_work(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.default = Fault.status(503)
+    b.default = Fault.ok(text="three words here")
+    answer = await _ask(_pair(tmp_path, servers, defaults="max_retries = 0\n"), contexts)
+    p = answer.provenance
+    assert (p.model, p.deployment, p.upstream_model) == ("backup", "b", "b-upstream")
+    assert p.usage is not None
+    assert (p.usage.prompt_tokens, p.usage.completion_tokens) == (4, 3)
+    assert p.cost_usd == pytest.approx((4 * 1.0 + 3 * 2.0) / 1e6)
+    assert [a.cost_usd for a in p.attempts] == [0.0, p.cost_usd]
+
+
+async def test_when_every_route_is_rate_limited_the_error_is_429_with_the_earliest_retry(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.default = Fault.rate_limited(retry_after=100)
+    b.default = Fault.rate_limited(retry_after=50)
+    with pytest.raises(RateLimited) as info:
+        await _ask(_pair(tmp_path, servers), contexts)
+    assert info.value.status == 429
+    assert info.value.retry_after == 50
+    assert info.value.retry_after_header() == "50"
+    body = json.dumps(info.value.to_openai_error())
+    assert "Rate limit reached" in body  # the providers' words, per attempt
+    assert "choices" not in body
+
+
+async def test_when_routes_fail_differently_the_error_is_503_with_a_line_per_attempt(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.default = Fault.status(503)
+    b.default = Fault.hang()
+    with pytest.raises(ServiceUnavailable) as info:
+        await _ask(_pair(tmp_path, servers, defaults="max_retries = 0\n"), contexts)
+    problem = info.value.to_problem()
+    assert problem["status"] == 503
+    assert [(x["deployment"], x["outcome"]) for x in problem["attempts"]] == [
+        ("a", "service_unavailable"),
+        ("b", "timeout"),
+    ]
+    assert "retry_after" not in problem  # nobody knows when: nothing invented
