@@ -7,8 +7,10 @@ user got (an answer with true provenance, or one honest error), never a made-up 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,19 +57,20 @@ def servers() -> Iterator[tuple[FaultServer, FaultServer, FaultServer]]:
 
 def _cascade(
     tmp_path: Path,
-    deployments: list[tuple[str, FaultServer, str]],
+    deployments: list[tuple[str, FaultServer | str, str]],
     models: str,
     defaults: str = "",
 ) -> ModelCascade:
-    """Deployments are (name, server, extra TOML lines); models is raw [[models]] TOML."""
+    """Deployments are (name, server or URL, extra TOML lines); models is raw TOML."""
     settings = dict(line.split(" = ") for line in (DEFAULTS + defaults).split("\n") if line)
     text = "[defaults]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()) + models
-    for name, server, extra in deployments:
+    for name, target, extra in deployments:
+        url = target if isinstance(target, str) else target.base_url
         text += f"""
 [[deployments]]
 name = "{name}"
 provider = "openai"
-base_url = "{server.base_url}"
+base_url = "{url}"
 model = "{name}-upstream"
 api_key_env = "FAULT_KEY"
 input_price_per_mtok = 1.0
@@ -224,6 +227,39 @@ async def test_a_silent_route_fails_over_within_the_first_token_limit_and_is_not
     assert _outcomes(answer) == [("a", "timeout"), ("b", "ok")]
     assert len(a.completions) == 1
     assert time.monotonic() - started < 3.0  # it did not wait for the slow route
+
+
+async def test_a_connection_that_never_completes_fails_over_at_the_connect_limit(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    # A listener whose accept queue is full: the kernel drops further SYNs on 127.0.0.1, so
+    # connecting hangs, which is what an unreachable host looks like.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = [socket.socket() for _ in range(4)]
+    for filler in fillers:
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(listener.getsockname())
+    try:
+        hole = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        models = '[[models]]\nname = "gpt"\ndeployments = ["hole", "b"]\n'
+        cascade = _cascade(
+            tmp_path,
+            [("hole", hole, ""), ("b", servers[1], "")],
+            models,
+            defaults="connect_timeout_s = 0.3\nmax_retries = 0\n",
+        )
+        started = time.monotonic()
+        answer = await _ask(cascade, contexts)
+        assert answer.provenance.deployment == "b"
+        assert _outcomes(answer) == [("hole", "timeout"), ("b", "ok")]
+        assert "no connection within 0.3 s" in (answer.provenance.attempts[0].detail or "")
+        assert time.monotonic() - started < 2.0
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()
 
 
 async def test_the_overall_deadline_bounds_the_whole_request(
