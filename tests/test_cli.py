@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.faults import refused_port
+from tests.faults import Fault, FaultServer, refused_port
 
 
 def _sincere(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -92,3 +92,31 @@ def test_help_describes_every_option(tmp_path: Path) -> None:
     assert result.returncode == 0
     for option in ("--model", "--json", "--config", "--max-tokens", "exit code"):
         assert option in result.stdout
+
+
+def test_a_stream_that_breaks_mid_answer_is_reported_incomplete(tmp_path: Path) -> None:
+    with FaultServer(Fault(kind="cut", after_chunks=2, text="one two three")) as server:
+        config = tmp_path / "sincere.toml"
+        config.write_text(
+            f"""
+[defaults]
+max_retries = 0
+
+[[models]]
+name = "gpt"
+deployments = ["cut"]
+
+[[deployments]]
+name = "cut"
+provider = "openai"
+base_url = "{server.base_url}"
+model = "m"
+"""
+        )
+        result = _sincere(
+            "chat", "Hi", "--model", "gpt", "--config", str(config), tmp_path=tmp_path
+        )
+    assert result.returncode == 75
+    assert result.stdout.strip() == "one two"
+    assert "the answer above is incomplete" in result.stderr
+    assert "──" not in result.stdout  # no provenance: there is no answer

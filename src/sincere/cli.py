@@ -112,6 +112,7 @@ async def _chat(settings: Settings, request: ChatRequest, as_json: bool) -> int:
     ctx = ContextFactory(bus, settings.defaults.timeout_s).create(getpass.getuser(), Tier.STANDARD)
     cascade = ModelCascade.from_settings(settings)
     progress = asyncio.create_task(_show_progress(bus, ctx))
+    printed = False
     await asyncio.sleep(0)  # let the progress task subscribe before the first event
     try:
         if as_json:
@@ -120,12 +121,16 @@ async def _chat(settings: Settings, request: ChatRequest, as_json: bool) -> int:
         else:
             async for item in cascade.stream(ctx, request):
                 if isinstance(item, Delta):
+                    printed = True
                     out.out(item.text, end="")
                 else:
                     out.out("")
                     _print_provenance(item)
         return 0
     except ServiceError as exc:
+        if printed:
+            out.out("")
+            err.print("[bold red]the answer above is incomplete: its stream broke[/]")
         _print_error(exc, as_json)
         return EXIT_RETRYABLE if exc.should_retry else EXIT_FAILED
     finally:

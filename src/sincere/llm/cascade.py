@@ -236,7 +236,7 @@ class ModelCascade:
                     if isinstance(item, Delta):
                         received.append(item.text)
                         if log.streaming:
-                            yield item
+                            yield Delta(item.text, route.model)
                         if len(received) % _GATE_EVERY == 0:
                             _gate(name, log.sent + "".join(received))
                     else:

@@ -14,9 +14,10 @@ from sincere.llm.request import AttemptLimits, ChatRequest
 
 @dataclass(frozen=True, slots=True)
 class Delta:
-    """A piece of generated text, as it arrives."""
+    """A piece of generated text, as it arrives; the cascade adds the model producing it."""
 
     text: str
+    model: str | None = None
 
 
 StreamItem = Delta | Completion

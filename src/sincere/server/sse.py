@@ -1,0 +1,59 @@
+"""The cascade's stream as OpenAI-compatible server-sent events.
+
+A finished answer ends with a finish-reason chunk (carrying sincere's provenance), an
+optional usage chunk, and ``[DONE]``. A stream that fails after text was sent ends with an
+in-band ``{"error": ...}`` event and no ``[DONE]``, so no client can take it as complete.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sincere.answer import Answer
+from sincere.errors import ServiceError
+from sincere.llm.provider import Delta
+
+DONE = b"data: [DONE]\n\n"
+
+
+def _event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def openai_sse(
+    stream: AsyncIterator[Delta | Answer],
+    *,
+    request_id: str,
+    requested_model: str,
+    include_usage: bool = False,
+) -> AsyncIterator[bytes]:
+    """Render deltas and the final answer, or the in-band error that cut the stream."""
+    created = int(time.time())
+    base = {"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk", "created": created}
+    first = True
+    try:
+        async for item in stream:
+            if isinstance(item, Delta):
+                delta: dict[str, Any] = {"content": item.text}
+                if first:
+                    delta["role"] = "assistant"
+                    first = False
+                choice = {"index": 0, "delta": delta, "finish_reason": None}
+                yield _event({**base, "model": item.model or requested_model, "choices": [choice]})
+                continue
+            p = item.provenance
+            final = {"index": 0, "delta": {}, "finish_reason": p.finish_reason}
+            yield _event({**base, "model": p.model, "choices": [final], "sincere": p.to_dict()})
+            if include_usage and p.usage is not None:
+                usage = {
+                    "prompt_tokens": p.usage.prompt_tokens,
+                    "completion_tokens": p.usage.completion_tokens,
+                    "total_tokens": p.usage.total_tokens,
+                }
+                yield _event({**base, "model": p.model, "choices": [], "usage": usage})
+            yield DONE
+    except ServiceError as exc:
+        yield _event(exc.to_openai_error())
