@@ -85,6 +85,44 @@ class DeploymentConfig(_Strict):
         return env.get(self.api_key_env) if self.api_key_env else None
 
 
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_body_bytes: int = Field(1_048_576, ge=1024)  # larger bodies get 413
+    heartbeat_s: float = Field(15.0, gt=0)  # WebSocket keep-alive message interval
+    event_history: int = Field(1000, ge=1)  # events kept per user for replay
+    event_buffer: int = Field(256, ge=1)  # events a slow WebSocket may fall behind
+
+
+class TierLimits(_Strict):
+    requests_per_minute: int = Field(ge=1)
+    concurrent_requests: int = Field(ge=1)
+
+
+DEFAULT_TIER_LIMITS = {
+    "free": TierLimits(requests_per_minute=20, concurrent_requests=2),
+    "standard": TierLimits(requests_per_minute=120, concurrent_requests=8),
+    "enterprise": TierLimits(requests_per_minute=600, concurrent_requests=32),
+}
+
+# The three mock-response patterns of the audit that started sincere (see the seed plan).
+DEFAULT_FORBIDDEN_PHRASES = (
+    "I apologize, but I encountered an error processing your request",
+    "Processing completed with fallback response for",
+    "using fallback data",
+)
+
+
+class GuardConfig(_Strict):
+    # Case-insensitive substrings that no outbound answer may contain.
+    forbidden_phrases: tuple[str, ...] = DEFAULT_FORBIDDEN_PHRASES
+
+
+class StoreConfig(_Strict):
+    # SQLAlchemy URL; default: SQLite in the data directory.
+    url: str | None = None
+
+
 BUILTIN_DEPLOYMENT = DeploymentConfig(
     name=EMBEDDED_DEPLOYMENT,
     provider="embedded",
@@ -102,6 +140,10 @@ class Settings(_Strict):
     defaults: Defaults = Defaults()
     models: tuple[ModelConfig, ...] = ()
     deployments: tuple[DeploymentConfig, ...] = ()
+    server: ServerConfig = ServerConfig()
+    tiers: dict[str, TierLimits] = Field(default_factory=lambda: dict(DEFAULT_TIER_LIMITS))
+    guard: GuardConfig = GuardConfig()
+    store: StoreConfig = StoreConfig()
     data_dir: Path
     source: Path | None = None
 
@@ -112,6 +154,9 @@ class Settings(_Strict):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"{kind}: duplicate name {', '.join(dupes)}")
+        missing = sorted({"free", "standard", "enterprise"} - set(self.tiers))
+        if missing:
+            raise ValueError(f"tiers: limits missing for {', '.join(missing)}")
         deployments = {d.name for d in self.deployments}
         models = {m.name for m in self.models}
         for i, m in enumerate(self.models):
@@ -122,6 +167,9 @@ class Settings(_Strict):
                 if f not in models:
                     raise ValueError(f"models[{i}].fallbacks: no model named {f!r}")
         return self
+
+    def database_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.data_dir / 'sincere.db'}"
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
@@ -143,6 +191,9 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     if path is not None:
         raw = _read_toml(path)
     raw = _with_builtins(raw)
+    tiers = raw.get("tiers")
+    if isinstance(tiers, dict):  # a file may set one tier; the others keep their defaults
+        raw["tiers"] = {**{k: v.model_dump() for k, v in DEFAULT_TIER_LIMITS.items()}, **tiers}
     raw["data_dir"] = default_data_dir(env)
     raw["source"] = path
     try:

@@ -232,6 +232,47 @@ class ModelNotFound(ServiceError):
     param = "model"
 
 
+class PayloadTooLarge(BadRequest):
+    """The request body is larger than the configured limit."""
+
+    status = 413
+    error_type = "payload_too_large"
+    title = "Payload too large"
+    param = None
+
+
+# Callers: who may do what.
+
+
+class AuthenticationFailed(ServiceError):
+    """The request carried no API key, or one that is unknown or revoked."""
+
+    status = 401
+    error_type = "invalid_api_key"
+    title = "Authentication failed"
+    openai_type = "authentication_error"
+
+
+class PermissionDenied(ServiceError):
+    """The key is valid but its role may not do this."""
+
+    status = 403
+    error_type = "permission_denied"
+    title = "Permission denied"
+    openai_type = "permission_error"
+
+
+# The gateway's own guarantees.
+
+
+class GuardViolation(ServiceError):
+    """The response guard blocked an outbound answer that failed its honesty checks."""
+
+    status = 500
+    error_type = "mock_response_blocked"
+    title = "Blocked by the response guard"
+
+
 # Data.
 
 
