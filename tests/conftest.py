@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,9 @@ from sincere.config import BUILTIN_DEPLOYMENT, Settings, load_settings
 from sincere.context import ContextFactory
 from sincere.events import InProcessEventBus
 from sincere.llm.embedded import EmbeddedProvider
+from sincere.server.gateway import Gateway
 from tests.faults import FaultServer
+from tests.live import LiveGateway, LiveServer, settings_for
 
 
 @pytest.fixture
@@ -39,3 +42,17 @@ async def embedded() -> AsyncIterator[EmbeddedProvider]:
 def fault_server() -> Iterator[FaultServer]:
     with FaultServer() as server:
         yield server
+
+
+@pytest.fixture
+def live(tmp_path: Path, fault_server: FaultServer) -> Iterator[LiveGateway]:
+    """A running gateway whose model 'gpt' is the fault server; keys for three users."""
+    gateway = Gateway.create(settings_for(tmp_path, fault_server.base_url), env={})
+    with LiveServer(gateway) as running:
+        for name, tier, role in (
+            ("admin", "enterprise", "admin"),
+            ("alice", "free", "user"),
+            ("bob", "enterprise", "user"),
+        ):
+            running.keys[name], _ = gateway.keys.create(name, tier, role)
+        yield running

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import os
 import sys
 from contextlib import suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
+from rich.table import Table
 
 from sincere import __version__
 from sincere.answer import Answer
@@ -24,6 +27,7 @@ from sincere.events import EventType, InProcessEventBus
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest, Message
+from sincere.store import KeyStore, Role, open_database
 
 # Exit codes (sysexits.h): a retry may succeed / it will not / the configuration is wrong.
 EXIT_FAILED = 1
@@ -190,6 +194,116 @@ def _print_error(exc: ServiceError, as_json: bool) -> None:
         err.print(f"  → {suggestion}", markup=False)
     if exc.context.request_id:
         err.print(f"  request id {exc.context.request_id}")
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Run the OpenAI-compatible gateway (HTTP, SSE and the /v1/events WebSocket).
+
+    On a fresh data directory it creates the first admin key and prints it once.
+    """
+    import uvicorn
+
+    from sincere.server.app import create_app
+    from sincere.server.gateway import Gateway
+
+    settings = _settings(config)
+    host = host or settings.server.host
+    port = settings.server.port if port is None else port
+    gateway = Gateway.create(settings)
+    if not gateway.keys.list():
+        key, _ = gateway.keys.create("admin", Tier.ENTERPRISE, "admin")
+        _print_first_key(key, host, port)
+    if workers == 1:
+        uvicorn.run(create_app(gateway), host=host, port=port, log_level="info")
+        return
+    err.print(
+        "[yellow]with several workers each process has its own event bus: a WebSocket sees "
+        "only the events of requests served by its own worker[/]"
+    )
+    asyncio.run(gateway.aclose())
+    if settings.source is not None:
+        os.environ["SINCERE_CONFIG"] = str(settings.source)
+    os.environ["SINCERE_DATA_DIR"] = str(settings.data_dir)
+    uvicorn.run(
+        "sincere.server.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
+
+
+def _print_first_key(key: str, host: str, port: int) -> None:
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/v1"
+    out.print(f"[bold]First admin key (shown once, store it now):[/]\n{key}\n")
+    out.print(f"Gateway: {url}\n")
+    out.print(
+        "from openai import OpenAI\n"
+        f'client = OpenAI(base_url="{url}", api_key="{key}")\n'
+        'reply = client.chat.completions.create(model="smollm2", '
+        'messages=[{"role": "user", "content": "Hello!"}])\n'
+        "print(reply.choices[0].message.content)\n",
+        markup=False,
+    )
+
+
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _key_store(config: Path | None) -> KeyStore:
+    settings = _settings(config)
+    return KeyStore(open_database(settings.database_url()))
+
+
+@keys_app.command("create")
+def keys_create(
+    user: Annotated[str, typer.Option("--user", help="The user id the key acts for.")],
+    tier: Annotated[Tier, typer.Option("--tier", help="free, standard or enterprise.")],
+    role: Annotated[Role, typer.Option("--role", help="user or admin.")] = Role.USER,
+    config: ConfigOption = None,
+) -> None:
+    """Create a key. It is printed once, on the last line; only its hash is stored."""
+    key, record = _key_store(config).create(user, tier, role)
+    err.print(f"created {record.id} for {record.user_id} ({record.tier}, {record.role})")
+    out.out(key)
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOption = None) -> None:
+    """List keys (never their secret), with their state."""
+    table = Table("id", "prefix", "user", "tier", "role", "created", "state")
+    for r in _key_store(config).list():
+        created = datetime.fromtimestamp(r.created_at, UTC).strftime("%Y-%m-%d %H:%M")
+        table.add_row(
+            r.id,
+            r.prefix + "…",
+            r.user_id,
+            r.tier,
+            r.role,
+            created,
+            "active" if r.active else "revoked",
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id, as `keys list` shows it.")],
+    config: ConfigOption = None,
+) -> None:
+    """Revoke a key: requests with it get 401 from now on."""
+    if not _key_store(config).revoke(key_id):
+        err.print(f"no active key with id {key_id}")
+        raise typer.Exit(EXIT_FAILED)
+    err.print(f"revoked {key_id}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -49,11 +49,14 @@ class ServiceRecord:
     since: float = field(default_factory=time.time)
     transitions: deque[Transition] = field(default_factory=lambda: deque(maxlen=100))
 
-    def record(self, report: HealthReport) -> None:
-        if report.state != self.state:
-            self.state = report.state
-            self.since = time.time()
-            self.transitions.append(Transition(self.since, report.state, report.message))
+    def record(self, report: HealthReport) -> Transition | None:
+        if report.state == self.state:
+            return None
+        self.state = report.state
+        self.since = time.time()
+        transition = Transition(self.since, report.state, report.message)
+        self.transitions.append(transition)
+        return transition
 
 
 class InitStatus(StrEnum):
@@ -81,6 +84,18 @@ class ServiceRegistry:
 
     def __init__(self) -> None:
         self._services: dict[str, ServiceRecord] = {}
+        self._listeners: list[Callable[[str, Transition], None]] = []
+
+    def on_transition(self, listener: Callable[[str, Transition], None]) -> None:
+        """Call ``listener(service, transition)`` on every recorded state change."""
+        self._listeners.append(listener)
+
+    def report(self, name: str, report: HealthReport) -> None:
+        """Record a service's state as observed now (by a check, a breaker, a request)."""
+        transition = self._services[name].record(report)
+        if transition is not None:
+            for listener in self._listeners:
+                listener(name, transition)
 
     def register(
         self, name: str, check: HealthCheck, *, critical: bool = False, timeout_s: float = 30.0
@@ -150,7 +165,7 @@ class ServiceRegistry:
             else:
                 report = HealthReport(HealthState.UNAVAILABLE, "health check reported failure")
         report = HealthReport(report.state, redact(report.message))
-        service.record(report)
+        self.report(service.name, report)
         await ctx.emit(
             _RESULT_EVENT.get(report.state, EventType.SERVICE_DEGRADED),
             f"{service.name}: {report.message}",

@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 
 from sincere.answer import Answer, Completion, Provenance
@@ -140,7 +140,9 @@ class ModelCascade:
                 return item
         raise AssertionError("the cascade ends with an Answer or raises")  # pragma: no cover
 
-    def stream(self, ctx: RequestContext, request: ChatRequest) -> AsyncIterator[Delta | Answer]:
+    def stream(
+        self, ctx: RequestContext, request: ChatRequest
+    ) -> AsyncGenerator[Delta | Answer, None]:
         """Deltas as they are generated, then the Answer; or a ServiceError.
 
         A ServiceError after some deltas means the answer is incomplete: the caller must
@@ -150,7 +152,7 @@ class ModelCascade:
 
     async def _run(
         self, ctx: RequestContext, request: ChatRequest, *, streaming: bool
-    ) -> AsyncIterator[Delta | Answer]:
+    ) -> AsyncGenerator[Delta | Answer, None]:
         started = time.monotonic()
         try:
             routes = self.routes(request.model)
@@ -331,7 +333,7 @@ class ModelCascade:
         if transition.next_probe_in_s is not None and transition.after is BreakerState.OPEN:
             message += f"; next probe in {transition.next_probe_in_s:.1f} s"
         if name in self.registry:
-            self.registry.record(name).record(HealthReport(state, message))
+            self.registry.report(name, HealthReport(state, message))
         for ctx in list(self._dependents.get(name, {}).values()):
             await ctx.emit(
                 event,

@@ -47,7 +47,9 @@ class KeyStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def create(self, user_id: str, tier: Tier | str, role: Role | str = Role.USER) -> tuple[str, KeyRecord]:
+    def create(
+        self, user_id: str, tier: Tier | str, role: Role | str = Role.USER
+    ) -> tuple[str, KeyRecord]:
         """A new key: the plaintext is returned here once and never stored."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         record = KeyRecord(

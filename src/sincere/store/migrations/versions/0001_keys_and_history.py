@@ -31,9 +31,7 @@ def upgrade() -> None:
         sa.Column("message", sa.Text, nullable=False),
         sa.Column("at", sa.Float, nullable=False),
     )
-    op.create_index(
-        "ix_service_transitions_service_at", "service_transitions", ["service", "at"]
-    )
+    op.create_index("ix_service_transitions_service_at", "service_transitions", ["service", "at"])
 
 
 def downgrade() -> None:

@@ -1,0 +1,1 @@
+"""Guards against mock responses: at run time (the response guard) and in code (lint)."""

@@ -1,0 +1,38 @@
+"""The FastAPI application: routes, error rendering, middleware, lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from sincere import __version__
+from sincere.config import load_settings
+from sincere.server import http_errors, openai_routes
+from sincere.server.gateway import Gateway
+from sincere.server.middleware import RequestIdAndBodyLimit
+
+
+def create_app(gateway: Gateway) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await gateway.aclose()
+
+    app = FastAPI(
+        title="sincere",
+        version=__version__,
+        summary="An LLM gateway that never fakes an answer.",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    app.include_router(openai_routes.router)
+    http_errors.install(app)
+    app.add_middleware(RequestIdAndBodyLimit, max_body_bytes=gateway.settings.server.max_body_bytes)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The factory uvicorn workers call: settings from SINCERE_CONFIG and SINCERE_DATA_DIR."""
+    return create_app(Gateway.create(load_settings()))

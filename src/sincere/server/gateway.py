@@ -1,0 +1,84 @@
+"""The gateway's parts, assembled once per process from the settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sincere.config import Settings
+from sincere.context import ContextFactory
+from sincere.errors import AuthenticationFailed, ErrorContext, PermissionDenied
+from sincere.events import InProcessEventBus
+from sincere.guard.response_guard import ResponseGuard
+from sincere.health import Transition
+from sincere.llm.cascade import ModelCascade
+from sincere.server.metrics import Metrics
+from sincere.store import Database, KeyRecord, KeyStore, Role, ServiceHistory, open_database
+from sincere.tiers.limits import TierLimiter
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    bus: InProcessEventBus
+    contexts: ContextFactory
+    cascade: ModelCascade
+    database: Database
+    keys: KeyStore
+    history: ServiceHistory
+    limiter: TierLimiter
+    guard: ResponseGuard
+    metrics: Metrics
+
+    @classmethod
+    def create(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Gateway:
+        env = os.environ if env is None else env
+        bus = InProcessEventBus(settings.server.event_history, settings.server.event_buffer)
+        cascade = ModelCascade.from_settings(settings, env)
+        database = open_database(settings.database_url())
+        history = ServiceHistory(database)
+
+        def persist(service: str, transition: Transition) -> None:
+            history.record(service, str(transition.state), transition.message, transition.at)
+
+        cascade.registry.on_transition(persist)
+        return cls(
+            settings=settings,
+            bus=bus,
+            contexts=ContextFactory(bus, settings.defaults.timeout_s),
+            cascade=cascade,
+            database=database,
+            keys=KeyStore(database),
+            history=history,
+            limiter=TierLimiter(settings.tiers),
+            guard=ResponseGuard(settings.guard.forbidden_phrases),
+            metrics=Metrics(lambda: cascade.breakers),
+        )
+
+    async def aclose(self) -> None:
+        await self.cascade.aclose()
+        self.database.engine.dispose()
+
+    def authenticate(self, key: str | None, request_id: str, *, admin: bool = False) -> KeyRecord:
+        """The key's record, or AuthenticationFailed / PermissionDenied."""
+        context = ErrorContext(request_id=request_id, service="auth")
+        if not key:
+            raise AuthenticationFailed(
+                "no API key: send it as 'Authorization: Bearer <key>'",
+                context=context,
+                suggestions=["Create one with: sincere keys create --user U --tier T"],
+            )
+        record = self.keys.verify(key)
+        if record is None:
+            raise AuthenticationFailed(
+                "the API key is unknown or revoked",
+                context=context,
+                suggestions=["Check the key, or create a new one with: sincere keys create"],
+            )
+        if admin and record.role is not Role.ADMIN:
+            raise PermissionDenied(
+                "this needs a key with the admin role",
+                context=ErrorContext(record.user_id, request_id, "auth", str(record.tier)),
+            )
+        return record

@@ -1,0 +1,100 @@
+"""Every failure as an HTTP response: the OpenAI error object under /v1, RFC 9457 elsewhere."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from sincere.errors import BadRequest, ErrorContext, ServiceError
+
+log = logging.getLogger("sincere.server")
+
+
+class RouteNotFound(ServiceError):
+    """No such path here."""
+
+    status = 404
+    error_type = "not_found"
+    title = "Not found"
+    openai_type = "invalid_request_error"
+
+
+class MethodNotAllowed(BadRequest):
+    status = 405
+    error_type = "method_not_allowed"
+    title = "Method not allowed"
+
+
+def request_id(request: Request) -> str:
+    rid = getattr(request.state, "request_id", None)
+    return rid if isinstance(rid, str) else f"req_{uuid.uuid4().hex}"
+
+
+def context_of(request: Request) -> ErrorContext:
+    return ErrorContext(request_id=request_id(request))
+
+
+def error_response(error: ServiceError, path: str) -> Response:
+    """The error rendered for the route family it happened on, with Retry-After when known."""
+    headers = {}
+    if (retry_after := error.retry_after_header()) is not None:
+        headers["Retry-After"] = retry_after
+    if path.startswith("/v1/") and not path.startswith("/v1/events"):
+        body, media = error.to_openai_error(), "application/json"
+    else:
+        body, media = error.to_problem(), "application/problem+json"
+    return Response(json.dumps(body), error.status, headers, media_type=media)
+
+
+def install(app: FastAPI) -> None:
+    """Route every exception through ``error_response``; nothing else reaches a client."""
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> Response:
+        if not exc.context.request_id:
+            exc = exc.with_context(context_of(request))
+        return error_response(exc, request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = []
+        param = None
+        for err in exc.errors():
+            loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+            param = param or (".".join(loc) or None)
+            problems.append(f"{'.'.join(loc) or 'body'}: {err.get('msg', 'invalid')}")
+        error = BadRequest("invalid request: " + "; ".join(problems), context=context_of(request))
+        response = error_response(error, request.url.path)
+        if param and request.url.path.startswith("/v1/"):
+            body = json.loads(bytes(response.body))
+            body["error"]["param"] = param
+            response = Response(json.dumps(body), 400, media_type="application/json")
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        context = context_of(request)
+        error: ServiceError
+        if exc.status_code == 405:
+            error = MethodNotAllowed(f"{request.method} is not allowed here", context=context)
+        elif exc.status_code == 404:
+            error = RouteNotFound(f"no route {request.url.path}", context=context)
+        else:
+            error = BadRequest(str(exc.detail), context=context)
+            error.status = exc.status_code  # type: ignore[misc]
+        return error_response(error, request.url.path)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # The trace goes to the operator's log, never to the client.
+        log.exception("unhandled error in %s %s", request.method, request.url.path)
+        error = ServiceError(
+            "internal error; the operator's log has the details", context=context_of(request)
+        )
+        return error_response(error, request.url.path)

@@ -1,0 +1,91 @@
+"""Prometheus metrics of one gateway process, on its own registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from sincere.attempts import Attempt
+from sincere.llm.breaker import BreakerState, CircuitBreaker
+
+_BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+
+
+class _Breakers(Collector):
+    """Breaker states read at scrape time, so the gauge is never stale."""
+
+    def __init__(self, breakers: Callable[[], Mapping[str, CircuitBreaker]]) -> None:
+        self._breakers = breakers
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "sincere_breaker_state",
+            "Circuit breaker state per deployment: 0 closed, 1 half-open, 2 open.",
+            labels=["deployment"],
+        )
+        for name, breaker in self._breakers().items():
+            family.add_metric([name], _BREAKER_VALUE[breaker.state])
+        yield family
+
+
+class Metrics:
+    def __init__(self, breakers: Callable[[], Mapping[str, CircuitBreaker]]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "sincere_requests",
+            "HTTP requests by route and status.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "sincere_request_duration_seconds",
+            "Time to the complete response, by route.",
+            ["route"],
+            registry=r,
+            buckets=(
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+                10,
+                30,
+                60,
+            ),
+        )
+        self.attempts = Counter(
+            "sincere_attempts",
+            "Attempts on deployments by outcome.",
+            ["deployment", "outcome"],
+            registry=r,
+        )
+        self.failovers = Counter(
+            "sincere_failovers",
+            "Answers served by a route other than the first.",
+            ["model"],
+            registry=r,
+        )
+        self.event_deliveries = Counter(
+            "sincere_event_deliveries", "Events sent to WebSocket clients.", registry=r
+        )
+        self.mock_blocked = Counter(
+            "sincere_mock_responses_blocked",
+            "Answers withheld by the response guard.",
+            registry=r,
+        )
+        r.register(_Breakers(breakers))
+
+    def record_attempts(self, attempts: Iterable[Attempt]) -> None:
+        for attempt in attempts:
+            self.attempts.labels(attempt.deployment, attempt.outcome).inc()

@@ -1,0 +1,288 @@
+"""The OpenAI-compatible routes: chat completions (JSON and SSE) and the model list."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import ExitStack
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
+from starlette.responses import Response, StreamingResponse
+
+from sincere.answer import Answer
+from sincere.context import RequestContext
+from sincere.errors import ServiceError
+from sincere.events import EventType
+from sincere.llm.provider import Delta
+from sincere.llm.request import ChatRequest, Message
+from sincere.server.gateway import Gateway
+from sincere.server.http_errors import request_id
+from sincere.server.sse import openai_sse
+from sincere.store import KeyRecord
+
+router = APIRouter(prefix="/v1")
+
+# Documented so that clients (and schemathesis) know every status these routes can return.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Malformed JSON or an invalid request (OpenAI error object)"},
+    401: {"description": "Missing, unknown or revoked API key"},
+    404: {"description": "Unknown model"},
+    413: {"description": "The body is larger than server.max_body_bytes"},
+    429: {"description": "Rate-limited by the tier's limits or by every provider"},
+    500: {"description": "The response guard withheld an answer that failed its checks"},
+    502: {"description": "A provider failed in a way no other route could make up for"},
+    503: {"description": "No route could answer; attempts are listed"},
+    504: {"description": "No route answered within the deadline"},
+}
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessageIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionIn(BaseModel):
+    """The OpenAI chat completion request; unknown fields are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    stop: str | list[str] | None = Field(None)
+    user: str | None = None
+    n: int | None = Field(None, ge=1, le=1, description="Only one choice is supported.")
+
+    def to_request(self) -> ChatRequest:
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        messages = tuple(
+            Message("system" if m.role == "developer" else m.role, m.text()) for m in self.messages
+        )
+        return ChatRequest(
+            model=self.model,
+            messages=messages,
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            temperature=self.temperature,
+            stop=tuple(stop[:4]),
+        )
+
+
+def gateway(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+def caller(request: Request, gw: Gateway = Depends(gateway)) -> KeyRecord:  # noqa: B008
+    header = request.headers.get("authorization", "")
+    key = header[7:].strip() if header[:7].lower() == "bearer " else None
+    return gw.authenticate(key, request_id(request))
+
+
+@router.get("/models", responses=ERRORS)
+async def list_models(
+    gw: Gateway = Depends(gateway),  # noqa: B008
+    _key: KeyRecord = Depends(caller),  # noqa: B008
+) -> dict[str, Any]:
+    """The models this gateway serves (each with its ordered deployments and fallbacks)."""
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": m.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "sincere",
+                "deployments": list(m.deployments),
+                "fallbacks": list(m.fallbacks),
+            }
+            for m in gw.settings.models
+        ],
+    }
+
+
+@router.post("/chat/completions", responses=ERRORS)
+async def chat_completions(
+    body: ChatCompletionIn,
+    request: Request,
+    gw: Gateway = Depends(gateway),  # noqa: B008
+    key: KeyRecord = Depends(caller),  # noqa: B008
+) -> Response:
+    """Chat completion from a real model, with its provenance in the ``sincere`` member."""
+    rid = request_id(request)
+    started = time.perf_counter()
+    ctx = gw.contexts.create(key.user_id, key.tier, request_id=rid)
+    admission = ExitStack()
+    admission.enter_context(
+        gw.limiter.admit(key.user_id, str(key.tier), ctx.error_context("limits"))
+    )
+    try:
+        chat = body.to_request()
+        if body.stream:
+            return await _stream(
+                gw,
+                ctx,
+                body,
+                admission,
+                gw.cascade.stream(ctx, chat),
+                started,
+            )
+        try:
+            answer = await gw.cascade.complete(ctx, chat)
+        except ServiceError as exc:
+            gw.metrics.record_attempts(exc.attempts)
+            raise
+        gw.metrics.record_attempts(answer.provenance.attempts)
+        answer = await _guarded(gw, ctx, answer)
+    except BaseException:
+        admission.close()
+        raise
+    admission.close()
+    if len(answer.provenance.attempts) > 1:
+        gw.metrics.failovers.labels(body.model).inc()
+    gw.metrics.latency.labels("chat").observe(time.perf_counter() - started)
+    return Response(
+        json.dumps(_completion_body(rid, answer)),
+        media_type="application/json",
+        headers=_provenance_headers(answer),
+    )
+
+
+async def _guarded(gw: Gateway, ctx: RequestContext, answer: Answer) -> Answer:
+    try:
+        return gw.guard.check(answer, ctx.error_context("response_guard"))
+    except ServiceError as exc:
+        await _blocked(gw, ctx, exc)
+        raise
+
+
+async def _blocked(gw: Gateway, ctx: RequestContext, exc: ServiceError) -> None:
+    gw.metrics.mock_blocked.inc()
+    await ctx.emit(
+        EventType.REQUEST_FAILED,
+        exc.message,
+        service="response_guard",
+        error_type=exc.error_type,
+    )
+
+
+async def _stream(
+    gw: Gateway,
+    ctx: RequestContext,
+    body: ChatCompletionIn,
+    admission: ExitStack,
+    stream: AsyncGenerator[Delta | Answer, None],
+    started: float,
+) -> Response:
+    # The first item decides the status: a failure before any text is a plain HTTP error.
+    try:
+        first = await anext(stream)
+    except ServiceError as exc:
+        gw.metrics.record_attempts(exc.attempts)
+        raise
+
+    async def guarded() -> AsyncIterator[Delta | Answer]:
+        sent = ""
+        item: Delta | Answer = first
+        while True:
+            if isinstance(item, Delta):
+                sent += item.text
+                try:
+                    gw.guard.check_text(sent, ctx.error_context("response_guard"), len(item.text))
+                except ServiceError as exc:
+                    await _blocked(gw, ctx, exc)
+                    raise
+            else:
+                gw.metrics.record_attempts(item.provenance.attempts)
+                yield await _guarded(gw, ctx, item)
+                return
+            yield item
+            try:
+                item = await anext(stream)
+            except ServiceError as exc:
+                gw.metrics.record_attempts(exc.attempts)
+                raise
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            async for chunk in openai_sse(
+                guarded(),
+                request_id=ctx.request_id,
+                requested_model=body.model,
+                include_usage=include_usage,
+            ):
+                yield chunk
+        finally:
+            admission.close()
+            await stream.aclose()
+            gw.metrics.latency.labels("chat_stream").observe(time.perf_counter() - started)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        background=BackgroundTask(admission.close),  # if the body never ran
+    )
+
+
+def _completion_body(rid: str, answer: Answer) -> dict[str, Any]:
+    p = answer.provenance
+    body: dict[str, Any] = {
+        "id": f"chatcmpl-{rid}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": p.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.text},
+                "finish_reason": p.finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "sincere": p.to_dict(),
+    }
+    if p.usage is not None:
+        body["usage"] = {
+            "prompt_tokens": p.usage.prompt_tokens,
+            "completion_tokens": p.usage.completion_tokens,
+            "total_tokens": p.usage.total_tokens,
+        }
+    return body
+
+
+def _provenance_headers(answer: Answer) -> dict[str, str]:
+    p = answer.provenance
+    headers = {
+        "x-sincere-model": p.model,
+        "x-sincere-deployment": p.deployment,
+        "x-sincere-attempts": str(len(p.attempts)),
+        "x-sincere-latency-ms": f"{p.latency_s * 1000:.1f}",
+    }
+    if p.cost_usd is not None:
+        headers["x-sincere-cost-usd"] = f"{p.cost_usd:.8f}"
+    if p.time_to_first_token_s is not None:
+        headers["x-sincere-ttft-ms"] = f"{p.time_to_first_token_s * 1000:.1f}"
+    return headers

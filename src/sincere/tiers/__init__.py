@@ -1,0 +1,1 @@
+"""Tier policies: admission limits now; priority queue and escalation later."""

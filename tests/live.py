@@ -1,0 +1,82 @@
+"""A real sincere gateway on 127.0.0.1, served by uvicorn from a thread, for server tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+
+from sincere.config import Settings, load_settings
+from sincere.server.app import create_app
+from sincere.server.gateway import Gateway
+
+
+@dataclass
+class LiveGateway:
+    gateway: Gateway
+    url: str  # http://127.0.0.1:PORT
+    keys: dict[str, str] = field(default_factory=dict)  # name -> plaintext key
+
+    @property
+    def v1(self) -> str:
+        return self.url + "/v1"
+
+    @property
+    def ws(self) -> str:
+        return self.url.replace("http://", "ws://") + "/v1/events"
+
+
+class LiveServer:
+    """Starts uvicorn on a free port and stops it; usable as a context manager."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        config = uvicorn.Config(
+            create_app(gateway), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.gateway = gateway
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveGateway:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test gateway did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return LiveGateway(self.gateway, f"http://127.0.0.1:{port}")
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=30)
+
+
+def settings_for(tmp_path: Path, upstream: str, extra: str = "") -> Settings:
+    """Model 'gpt' on the given upstream (falling back to nothing), plus the embedded one."""
+    path = tmp_path / "sincere.toml"
+    path.write_text(
+        f"""
+[defaults]
+max_retries = 0
+first_token_timeout_s = 2
+stream_idle_timeout_s = 2
+
+[[models]]
+name = "gpt"
+deployments = ["up"]
+
+[[deployments]]
+name = "up"
+provider = "openai"
+base_url = "{upstream}"
+model = "up-model"
+input_price_per_mtok = 1.0
+output_price_per_mtok = 2.0
+{extra}
+"""
+    )
+    return load_settings(path, env={"SINCERE_DATA_DIR": str(tmp_path / "data")})
