@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from sincere import __version__
 from sincere.config import load_settings
-from sincere.server import http_errors, openai_routes
+from sincere.server import http_errors, openai_routes, ops_routes, websocket
 from sincere.server.gateway import Gateway
 from sincere.server.middleware import RequestIdAndBodyLimit
 
@@ -28,6 +28,8 @@ def create_app(gateway: Gateway) -> FastAPI:
     )
     app.state.gateway = gateway
     app.include_router(openai_routes.router)
+    app.include_router(ops_routes.router)
+    app.include_router(websocket.router)
     http_errors.install(app)
     app.add_middleware(RequestIdAndBodyLimit, max_body_bytes=gateway.settings.server.max_body_bytes)
     return app
