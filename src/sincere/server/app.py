@@ -31,7 +31,11 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(ops_routes.router)
     app.include_router(websocket.router)
     http_errors.install(app)
-    app.add_middleware(RequestIdAndBodyLimit, max_body_bytes=gateway.settings.server.max_body_bytes)
+    app.add_middleware(
+        RequestIdAndBodyLimit,
+        max_body_bytes=gateway.settings.server.max_body_bytes,
+        metrics=gateway.metrics,
+    )
     return app
 
 

@@ -9,20 +9,33 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sincere.errors import ErrorContext, PayloadTooLarge
 from sincere.server.http_errors import error_response
+from sincere.server.metrics import Metrics
 
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Metric labels are fixed route names, so that a scan of random paths cannot grow them.
+_ROUTES = {
+    "/v1/chat/completions": "chat",
+    "/v1/models": "models",
+    "/health": "health",
+    "/livez": "livez",
+    "/readyz": "readyz",
+    "/status": "status",
+    "/metrics": "metrics",
+}
 
 
 class RequestIdAndBodyLimit:
-    """Takes ``x-request-id`` from the client (or makes one) and echoes it; refuses big bodies.
+    """Takes ``x-request-id`` from the client (or makes one) and echoes it; refuses big
+    bodies; counts responses by route and status.
 
     Plain ASGI rather than BaseHTTPMiddleware: it runs on every request and must cost
     next to nothing.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -36,11 +49,13 @@ class RequestIdAndBodyLimit:
             await self.app(scope, receive, send)
             return
         raw = rid.encode()
+        route = _ROUTES.get(scope["path"], "other")
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", raw)]
+                self.metrics.requests.labels(route, str(message["status"])).inc()
             await send(message)
 
         length = headers.get(b"content-length")

@@ -1,0 +1,176 @@
+"""The operator routes as an operator and a load balancer see them, over real HTTP."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from sincere.llm.breaker import BreakerState
+from tests.faults import Fault, FaultServer
+from tests.live import LiveGateway
+
+HEALTH_JSON = "application/health+json"
+
+
+def _get(live: LiveGateway, path: str, key: str | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {live.keys[key]}"} if key else {}
+    return httpx.get(live.url + path, headers=headers, timeout=10)
+
+
+def _open_the_upstream_circuit(live: LiveGateway, fault_server: FaultServer) -> None:
+    fault_server.default = Fault.status(503)
+    breaker = live.gateway.cascade.breakers["up"]
+    with httpx.Client(
+        base_url=live.v1, headers={"Authorization": f"Bearer {live.keys['alice']}"}, timeout=10
+    ) as client:
+        for _ in range(10):
+            response = client.post(
+                "/chat/completions",
+                json={"model": "gpt", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert response.status_code >= 500
+            if breaker.state is BreakerState.OPEN:
+                return
+    pytest.fail(f"the circuit did not open; it is {breaker.state}")
+
+
+def _assert_no_upstream_address(live: LiveGateway, fault_server: FaultServer, text: str) -> None:
+    port = fault_server.base_url.rstrip("/").rsplit(":", 1)[1].split("/")[0]
+    assert fault_server.base_url not in text
+    assert f":{port}" not in text
+    assert live.gateway.settings.deployment("up").base_url not in text
+
+
+def test_livez_passes_without_touching_anything(live: LiveGateway) -> None:
+    response = _get(live, "/livez")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == HEALTH_JSON
+    assert response.json() == {"status": "pass"}
+
+
+def test_readyz_passes_when_the_store_answers_and_a_circuit_is_closed(live: LiveGateway) -> None:
+    response = _get(live, "/readyz")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == HEALTH_JSON
+    assert response.json()["status"] == "pass"
+
+
+def test_health_passes_with_a_check_per_circuit_and_a_measured_store(
+    live: LiveGateway, fault_server: FaultServer
+) -> None:
+    response = _get(live, "/health")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == HEALTH_JSON
+    body = response.json()
+    assert body["status"] == "pass"
+    assert body["version"]
+    assert body["serviceId"] == "sincere"
+    assert set(body["checks"]) == {"up:circuit", "embedded:circuit", "store:responseTime"}
+    [circuit] = body["checks"]["up:circuit"]
+    assert circuit["componentType"] == "llm-deployment"
+    assert (circuit["status"], circuit["observedValue"]) == ("pass", "closed")
+    assert "output" not in circuit
+    assert "affectedEndpoints" not in circuit
+    datetime.fromisoformat(circuit["time"])
+    [store] = body["checks"]["store:responseTime"]
+    assert (store["componentType"], store["status"], store["observedUnit"]) == (
+        "datastore",
+        "pass",
+        "ms",
+    )
+    assert isinstance(store["observedValue"], float)
+    assert 0 < store["observedValue"] < 5000
+    _assert_no_upstream_address(live, fault_server, response.text)
+
+
+def test_an_open_circuit_shows_on_health_and_status_from_the_breaker_and_the_store(
+    live: LiveGateway, fault_server: FaultServer
+) -> None:
+    _open_the_upstream_circuit(live, fault_server)
+    breaker = live.gateway.cascade.breakers["up"]
+    opened = breaker.transitions[-1]
+
+    health = _get(live, "/health")
+    assert health.status_code == 200  # the embedded deployment can still serve
+    body = health.json()
+    assert body["status"] == "warn"
+    [circuit] = body["checks"]["up:circuit"]
+    assert (circuit["status"], circuit["observedValue"]) == ("fail", "open")
+    assert circuit["output"].startswith(opened.reason)
+    assert "consecutive failures" in circuit["output"]
+    assert datetime.fromisoformat(circuit["time"]).timestamp() == pytest.approx(opened.at, abs=1e-3)
+    assert body["checks"]["embedded:circuit"][0]["status"] == "pass"
+    assert _get(live, "/readyz").status_code == 200
+
+    status = _get(live, "/status")
+    assert status.status_code == 200
+    page = status.json()
+    assert page["status"] == "major"
+    services = {s["name"]: s for s in page["services"]}
+    up = services["up"]
+    assert up["kind"] == "llm-deployment"
+    assert up["state"] == "major_outage"
+    assert 0 < up["next_probe_in_s"] <= live.gateway.settings.defaults.breaker_open_s
+    recorded = live.gateway.history.recent("up", 10)
+    assert [t["message"] for t in up["recent_transitions"]] == [t.message for t in recorded]
+    newest = up["recent_transitions"][0]
+    assert newest["state"] == "major_outage"
+    assert "circuit open" in newest["message"]
+    assert datetime.fromisoformat(up["since"]).timestamp() == pytest.approx(
+        recorded[0].at, abs=1e-3
+    )
+    embedded = services["embedded"]
+    assert embedded["state"] == "operational"
+    assert embedded["since"] is None  # nothing recorded for it
+    assert "next_probe_in_s" not in embedded
+    assert embedded["recent_transitions"] == []
+
+    for response in (health, status):
+        _assert_no_upstream_address(live, fault_server, response.text)
+
+
+def test_every_circuit_open_fails_health_and_readiness(
+    live: LiveGateway, fault_server: FaultServer
+) -> None:
+    _open_the_upstream_circuit(live, fault_server)
+    embedded = live.gateway.cascade.breakers["embedded"]
+    embedded.record_failure("test: forced open", open_for_s=60)
+    try:
+        health = _get(live, "/health")
+        assert health.status_code == 503
+        assert health.headers["content-type"] == HEALTH_JSON
+        assert health.json()["status"] == "fail"
+        ready = _get(live, "/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["status"] == "fail"
+        assert "circuit is open" in ready.json()["output"]
+        assert _get(live, "/status").json()["status"] == "critical"
+    finally:
+        embedded.record_success()
+
+
+@pytest.mark.parametrize(("key", "expected"), [(None, 401), ("alice", 403)])
+def test_metrics_needs_an_admin_key(live: LiveGateway, key: str | None, expected: int) -> None:
+    response = _get(live, "/metrics", key)
+    assert response.status_code == expected
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == expected
+
+
+def test_metrics_for_an_admin_are_prometheus_text(live: LiveGateway) -> None:
+    response = _get(live, "/metrics", "admin")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == CONTENT_TYPE_LATEST
+    assert 'sincere_breaker_state{deployment="up"} 0.0' in response.text
+    assert "sincere_mock_responses_blocked_total" in response.text
+
+
+def test_the_openapi_schema_declares_the_failure_statuses(live: LiveGateway) -> None:
+    paths: dict[str, Any] = _get(live, "/openapi.json").json()["paths"]
+    assert "503" in paths["/readyz"]["get"]["responses"]
+    assert HEALTH_JSON in paths["/health"]["get"]["responses"]["503"]["content"]
+    assert {"401", "403"} <= set(paths["/metrics"]["get"]["responses"])
