@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 from tests.faults import Fault, FaultServer, refused_port
 
 
@@ -120,3 +122,63 @@ model = "m"
     assert result.stdout.strip() == "one two"
     assert "the answer above is incomplete" in result.stderr
     assert "──" not in result.stdout  # no provenance: there is no answer
+
+
+def test_keys_create_list_and_revoke(tmp_path: Path) -> None:
+    created = _sincere("keys", "create", "--user", "alice", "--tier", "free", tmp_path=tmp_path)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("sk-sincere-")
+    key_id = created.stderr.split()[1]
+    listed = _sincere("keys", "list", tmp_path=tmp_path)
+    assert key_id in listed.stdout
+    assert "alice" in listed.stdout
+    assert key not in listed.stdout  # never the secret
+    assert _sincere("keys", "revoke", key_id, tmp_path=tmp_path).returncode == 0
+    assert "revoked" in _sincere("keys", "list", tmp_path=tmp_path).stdout
+    again = _sincere("keys", "revoke", key_id, tmp_path=tmp_path)
+    assert again.returncode == 1
+    bad_tier = _sincere("keys", "create", "--user", "x", "--tier", "gold", tmp_path=tmp_path)
+    assert bad_tier.returncode == 2
+
+
+def test_serve_prints_the_first_admin_key_once_and_it_works(tmp_path: Path) -> None:
+    port = refused_port()  # free now; the server takes it
+
+    def start() -> subprocess.Popen[str]:
+        env = {"SINCERE_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+        return subprocess.Popen(
+            [sys.executable, "-m", "sincere.cli", "serve", "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+
+    def wait_until_up(process: subprocess.Popen[str]) -> list[str]:
+        lines = []
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if "Uvicorn running" in line:
+                return lines
+        raise AssertionError("".join(lines))
+
+    first = start()
+    try:
+        lines = wait_until_up(first)
+        key = lines[lines.index("First admin key (shown once, store it now):\n") + 1].strip()
+        assert f'base_url="http://127.0.0.1:{port}/v1"' in "".join(lines)
+        models = httpx.get(
+            f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert models.status_code == 200
+    finally:
+        first.terminate()
+        first.wait(timeout=30)
+    second = start()
+    try:
+        assert not any("First admin key" in line for line in wait_until_up(second))
+    finally:
+        second.terminate()
+        second.wait(timeout=30)

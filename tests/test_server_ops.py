@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy import create_engine
 
 from sincere.llm.breaker import BreakerState
+from sincere.store import Database, ServiceHistory
 from tests.faults import Fault, FaultServer
 from tests.live import LiveGateway
 
@@ -151,6 +154,36 @@ def test_every_circuit_open_fails_health_and_readiness(
         assert _get(live, "/status").json()["status"] == "critical"
     finally:
         embedded.record_success()
+
+
+def test_a_store_that_cannot_be_opened_fails_health_readiness_and_status(
+    live: LiveGateway, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-dir" / "sincere.db"
+    broken = Database(create_engine(f"sqlite:///{missing}"), f"sqlite:///{missing}")
+    gateway = live.gateway
+    database, history = gateway.database, gateway.history
+    gateway.database, gateway.history = broken, ServiceHistory(broken)
+    try:
+        health = _get(live, "/health")
+        ready = _get(live, "/readyz")
+        status = _get(live, "/status")
+    finally:
+        gateway.database, gateway.history = database, history
+        broken.engine.dispose()
+    assert health.status_code == 503
+    assert health.json()["status"] == "fail"
+    [store] = health.json()["checks"]["store:responseTime"]
+    assert store["status"] == "fail"
+    assert "observedValue" not in store  # nothing was measured
+    assert store["output"] == "SELECT 1 failed: OperationalError"
+    assert ready.status_code == 503
+    assert ready.json()["output"].startswith("store: SELECT 1 failed")
+    assert status.status_code == 503
+    assert status.headers["content-type"] == "application/problem+json"
+    assert status.json()["error_type"] == "data_unavailable"
+    for response in (health, ready, status):
+        assert str(tmp_path) not in response.text
 
 
 @pytest.mark.parametrize(("key", "expected"), [(None, 401), ("alice", 403)])

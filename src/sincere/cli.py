@@ -278,19 +278,26 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list(config: ConfigOption = None) -> None:
-    """List keys (never their secret), with their state."""
-    table = Table("id", "prefix", "user", "tier", "role", "created", "state")
-    for r in _key_store(config).list():
-        created = datetime.fromtimestamp(r.created_at, UTC).strftime("%Y-%m-%d %H:%M")
-        table.add_row(
+    """List keys (never their secret), with their state; tab-separated when piped."""
+    columns = ("id", "prefix", "user", "tier", "role", "created", "state")
+    rows = [
+        (
             r.id,
             r.prefix + "…",
             r.user_id,
-            r.tier,
-            r.role,
-            created,
+            str(r.tier),
+            str(r.role),
+            datetime.fromtimestamp(r.created_at, UTC).strftime("%Y-%m-%d %H:%M"),
             "active" if r.active else "revoked",
         )
+        for r in _key_store(config).list()
+    ]
+    if not out.is_terminal:
+        out.out("\n".join("\t".join(row) for row in (columns, *rows)))
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
 
 

@@ -1,7 +1,140 @@
-"""WS /v1/events: a user's own service and request events, live, with replay."""
+"""WS /v1/events: a user's own service and request events, live, with replay.
+
+The client authenticates with the same API key as over HTTP (``Authorization: Bearer``
+on the upgrade, or a first message ``{"type": "auth", "key": ...}`` from a browser),
+then gets ``ready``, an optional ``gap``, and its events in id order, with heartbeats
+when idle. A client too slow for its bounded buffer is closed with 1013 and the id to
+resume from; the bus never waits for it.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from sincere.errors import AuthenticationFailed
+from sincere.events import SlowConsumer, Subscription
+from sincere.server.gateway import Gateway
 
 router = APIRouter()
+
+AUTH_TIMEOUT_S = 5.0  # how long a browser has to send its auth message
+CLOSE_UNAUTHORIZED = 4401  # 4000-4999 are the application's; 4401 mirrors HTTP 401
+CLOSE_TRY_AGAIN_LATER = 1013
+_NO_KEY = (
+    "no API key: send 'Authorization: Bearer <key>' or a first message "
+    '{"type": "auth", "key": "<key>"}'
+)
+
+
+@router.websocket("/v1/events")
+async def events(
+    websocket: WebSocket, last_event_id: Annotated[int | None, Query(ge=0)] = None
+) -> None:
+    """Stream the caller's events; with ``last_event_id``, the retained ones after it first."""
+    gw: Gateway = websocket.app.state.gateway
+    await websocket.accept()
+    try:
+        key = await _key(websocket)
+    except WebSocketDisconnect:
+        return
+    try:
+        record = gw.authenticate(key, _request_id(websocket))
+    except AuthenticationFailed as exc:
+        reason = _NO_KEY if not key else f"{exc.message}; check the key or create one"
+        await websocket.close(CLOSE_UNAUTHORIZED, reason)
+        return
+
+    retained = gw.bus.replay(record.user_id).events
+    last_id = retained[-1].id if retained else 0
+    oldest = retained[0].id if retained else last_id + 1
+    # An id beyond this stream's end (the process restarted) would hide new events
+    # under it: replay everything retained instead, and say so.
+    reset = last_event_id is not None and last_event_id > last_id
+    sub = gw.bus.subscribe(record.user_id, 0 if reset else last_event_id)
+    try:
+        await websocket.send_json(
+            {"type": "ready", "user_id": record.user_id, "last_event_id": last_id}
+        )
+        if sub.gap or reset:
+            why = "the server restarted" if reset else "older events were dropped from history"
+            await websocket.send_json(
+                {
+                    "type": "gap",
+                    "after_id": last_event_id,
+                    "oldest_available_id": oldest,
+                    "reason": why,
+                }
+            )
+        start = last_id if last_event_id is None else (0 if reset else last_event_id)
+        async with asyncio.TaskGroup() as tasks:
+            pump = tasks.create_task(_pump(websocket, sub, gw, start))
+            listen = tasks.create_task(_listen(websocket))
+            pump.add_done_callback(lambda _: listen.cancel())
+            listen.add_done_callback(lambda _: pump.cancel())
+    except WebSocketDisconnect:
+        pass
+    finally:
+        sub.close()
+
+
+async def _key(websocket: WebSocket) -> str | None:
+    """The key from the upgrade's Authorization header, else from a first auth message."""
+    header = websocket.headers.get("authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    try:
+        async with asyncio.timeout(AUTH_TIMEOUT_S):
+            message = await websocket.receive()
+    except TimeoutError:
+        return None
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    try:
+        data: Any = json.loads(message.get("text") or "")
+    except ValueError:
+        return None
+    if isinstance(data, dict) and data.get("type") == "auth" and isinstance(data.get("key"), str):
+        key: str = data["key"]
+        return key
+    return None
+
+
+async def _pump(websocket: WebSocket, sub: Subscription, gw: Gateway, delivered: int) -> None:
+    """Send events as they come, a heartbeat when idle; 1013 when the buffer overflowed."""
+    idle_s = gw.settings.server.heartbeat_s
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(idle_s):
+                    event = await anext(sub)  # safe to cancel: nothing is taken until it returns
+            except TimeoutError:
+                await websocket.send_json(
+                    {"type": "heartbeat", "at": datetime.now(UTC).isoformat()}
+                )
+                continue
+            await websocket.send_json({"type": "event", "event": event.to_dict()})
+            gw.metrics.event_deliveries.inc()
+            delivered = event.id
+    except SlowConsumer:
+        reason = f"event buffer overflow; reconnect with last_event_id={delivered}"
+        await websocket.close(CLOSE_TRY_AGAIN_LATER, reason)
+    except (StopAsyncIteration, WebSocketDisconnect):
+        return
+
+
+async def _listen(websocket: WebSocket) -> None:
+    """Read until the client goes; nothing it sends after auth means anything."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
+
+
+def _request_id(websocket: WebSocket) -> str:
+    rid = getattr(websocket.state, "request_id", None)
+    return rid if isinstance(rid, str) else f"req_{uuid.uuid4().hex}"

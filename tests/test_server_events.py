@@ -1,0 +1,254 @@
+"""WS /v1/events as a client sees it: a real gateway, a real WebSocket client, real requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from sincere.server import websocket as events_route
+from sincere.server.gateway import Gateway
+from tests.faults import Fault, FaultServer
+from tests.live import LiveGateway, LiveServer, settings_for
+
+WAIT_S = 10  # bound on every wait for a message that should come
+
+
+@asynccontextmanager
+async def _socket(
+    live: LiveGateway, who: str | None = "alice", query: str = "", **kwargs: Any
+) -> AsyncIterator[ClientConnection]:
+    headers = {"Authorization": f"Bearer {live.keys[who]}"} if who else {}
+    async with connect(live.ws + query, additional_headers=headers, **kwargs) as ws:
+        yield ws
+
+
+async def _receive(ws: ClientConnection, timeout_s: float = WAIT_S) -> dict[str, Any]:
+    async with asyncio.timeout(timeout_s):
+        message: dict[str, Any] = json.loads(await ws.recv())
+    return message
+
+
+async def _ready(ws: ClientConnection) -> dict[str, Any]:
+    message = await _receive(ws)
+    assert message["type"] == "ready"
+    return message
+
+
+async def _events_until(
+    ws: ClientConnection, request_id: str, timeout_s: float = WAIT_S
+) -> list[dict[str, Any]]:
+    """Every event received until the given request completes or fails (heartbeats skipped)."""
+    received: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout_s):
+        while True:
+            message = json.loads(await ws.recv())
+            if message["type"] != "event":
+                continue
+            event = message["event"]
+            received.append(event)
+            if event["request_id"] == request_id and event["type"] in (
+                "request_completed",
+                "request_failed",
+            ):
+                return received
+
+
+async def _chat(live: LiveGateway, who: str = "alice", model: str = "gpt") -> str:
+    """One chat completion; its request id."""
+    async with httpx.AsyncClient(timeout=120) as client:
+        response = await client.post(
+            live.v1 + "/chat/completions",
+            headers={"Authorization": f"Bearer {live.keys[who]}"},
+            json={"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8},
+        )
+    assert response.status_code == 200, response.text
+    return response.headers["x-request-id"]
+
+
+def _of(events: list[dict[str, Any]], request_id: str) -> list[str]:
+    return [e["type"] for e in events if e["request_id"] == request_id]
+
+
+async def test_a_user_sees_their_request_start_and_complete(
+    live: LiveGateway, fault_server: FaultServer
+) -> None:
+    fault_server.default = Fault.ok(text="Hello there.")
+    deliveries = live.gateway.metrics.registry.get_sample_value("sincere_event_deliveries_total")
+    async with _socket(live) as ws:
+        ready = await _ready(ws)
+        assert ready["user_id"] == "alice"
+        assert ready["last_event_id"] == 0
+        rid = await _chat(live)
+        events = await _events_until(ws, rid)
+    assert _of(events, rid) == ["request_started", "request_completed"]
+    ids = [e["id"] for e in events]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert {e["user_id"] for e in events} == {"alice"}
+    assert events[-1]["data"]["deployment"] == "up"
+    after = live.gateway.metrics.registry.get_sample_value("sincere_event_deliveries_total")
+    assert after == (deliveries or 0) + len(events)
+
+
+async def test_users_never_see_each_others_events(live: LiveGateway) -> None:
+    async with _socket(live, "alice") as alice, _socket(live, "bob") as bob:
+        await _ready(alice)
+        await _ready(bob)
+        alice_rid = await _chat(live, "alice")  # its events are published before it returns
+        bob_rid = await _chat(live, "bob")
+        bob_saw = await _events_until(bob, bob_rid)
+        alice_saw = await _events_until(alice, alice_rid)
+    assert _of(bob_saw, bob_rid) == ["request_started", "request_completed"]
+    assert {e["user_id"] for e in bob_saw} == {"bob"}
+    assert not _of(bob_saw, alice_rid)
+    assert {e["user_id"] for e in alice_saw} == {"alice"}
+    assert not _of(alice_saw, bob_rid)
+
+
+async def test_a_browser_authenticates_with_its_first_message(live: LiveGateway) -> None:
+    async with _socket(live, who=None) as ws:
+        await ws.send(json.dumps({"type": "auth", "key": live.keys["bob"]}))
+        ready = await _ready(ws)
+    assert ready["user_id"] == "bob"
+
+
+@pytest.mark.parametrize("how", ["header", "message"])
+async def test_a_bad_key_is_closed_with_4401_without_echoing_it(
+    live: LiveGateway, how: str
+) -> None:
+    bad = "sk-not-a-real-key-0123456789"
+    headers = {"Authorization": f"Bearer {bad}"} if how == "header" else {}
+    async with connect(live.ws, additional_headers=headers) as ws:
+        if how == "message":
+            await ws.send(json.dumps({"type": "auth", "key": bad}))
+        with pytest.raises(ConnectionClosed):
+            await _receive(ws)
+    assert ws.close_code == events_route.CLOSE_UNAUTHORIZED
+    assert ws.close_reason is not None
+    assert "unknown or revoked" in ws.close_reason
+    assert bad not in ws.close_reason
+    assert "0123456789" not in ws.close_reason
+
+
+async def test_a_silent_client_is_told_how_to_authenticate(
+    live: LiveGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events_route, "AUTH_TIMEOUT_S", 0.2)
+    async with connect(live.ws) as ws:
+        with pytest.raises(ConnectionClosed):
+            await _receive(ws)
+    assert ws.close_code == events_route.CLOSE_UNAUTHORIZED
+    assert ws.close_reason is not None
+    assert "Authorization: Bearer" in ws.close_reason
+    assert '"type": "auth"' in ws.close_reason
+
+
+async def test_a_reconnecting_client_gets_exactly_what_it_missed(live: LiveGateway) -> None:
+    async with _socket(live) as ws:
+        await _ready(ws)
+        first = await _chat(live)
+        seen = await _events_until(ws, first)
+    last_seen = seen[-1]["id"]
+    missed = await _chat(live)  # while disconnected
+    async with _socket(live, query=f"?last_event_id={last_seen}") as ws:
+        ready = await _ready(ws)
+        replayed = await _events_until(ws, missed)
+        live_rid = await _chat(live)  # replay then live, on the same socket
+        after = await _events_until(ws, live_rid)
+    assert ready["last_event_id"] == last_seen + 2
+    assert [e["id"] for e in replayed] == [last_seen + 1, last_seen + 2]
+    assert _of(replayed, missed) == ["request_started", "request_completed"]
+    assert [e["id"] for e in after] == [last_seen + 3, last_seen + 4]
+    assert _of(after, live_rid) == ["request_started", "request_completed"]
+
+
+async def test_the_embedded_model_load_is_announced_after_the_request_starts(
+    live: LiveGateway,
+) -> None:
+    async with _socket(live) as ws:
+        await _ready(ws)
+        request = asyncio.create_task(_chat(live, model="smollm2"))
+        async with asyncio.timeout(180):
+            rid = await request
+        events = await _events_until(ws, rid)
+    mine = [e for e in events if e["request_id"] == rid]
+    steps = [(e["type"], e["service"]) for e in mine]
+    # The gateway is new, so its embedded provider is too: it loads (or finds the
+    # process's cached weights) on this first use, and says so.
+    assert steps == [
+        ("request_started", "model_cascade"),
+        ("service_initializing", "embedded"),
+        ("service_ready", "embedded"),
+        ("request_completed", "model_cascade"),
+    ]
+    assert [e["id"] for e in mine] == sorted(e["id"] for e in mine)
+
+
+@pytest.fixture
+def tuned(tmp_path: Path, fault_server: FaultServer, request: pytest.FixtureRequest) -> Iterator[
+    LiveGateway
+]:
+    """A live gateway with the ``[server]`` settings given by indirect parametrization."""
+    settings = settings_for(tmp_path, fault_server.base_url)
+    server = settings.server.model_copy(update=request.param)
+    gateway = Gateway.create(settings.model_copy(update={"server": server}), env={})
+    with LiveServer(gateway) as running:
+        running.keys["alice"], _ = gateway.keys.create("alice", "free", "user")
+        yield running
+
+
+@pytest.mark.parametrize("tuned", [{"heartbeat_s": 0.2}], indirect=True)
+async def test_an_idle_socket_gets_heartbeats(tuned: LiveGateway) -> None:
+    async with _socket(tuned) as ws:
+        await _ready(ws)
+        beats = [await _receive(ws), await _receive(ws)]
+    assert [b["type"] for b in beats] == ["heartbeat", "heartbeat"]
+    assert all(datetime.fromisoformat(b["at"]).tzinfo is not None for b in beats)
+
+
+@pytest.mark.parametrize("tuned", [{"event_history": 2}], indirect=True)
+async def test_lost_history_is_announced_as_a_gap(tuned: LiveGateway) -> None:
+    for _ in range(2):
+        await _chat(tuned)  # events 1-4; only 3 and 4 are kept
+    async with _socket(tuned, query="?last_event_id=1") as ws:
+        await _ready(ws)
+        gap = await _receive(ws)
+        first = await _receive(ws)
+    assert gap["type"] == "gap"
+    assert (gap["after_id"], gap["oldest_available_id"]) == (1, 3)
+    assert first["event"]["id"] == 3
+
+
+@pytest.mark.parametrize("tuned", [{"event_buffer": 2}], indirect=True)
+async def test_a_slow_consumer_is_closed_with_1013_and_requests_are_not_slowed(
+    tuned: LiveGateway,
+) -> None:
+    async with _socket(tuned, max_queue=1) as ws:
+        await _ready(ws)
+        requests = 0
+        async with asyncio.timeout(60):
+            while True:
+                rids = await asyncio.gather(*(_chat(tuned) for _ in range(20)))
+                requests += len(rids)
+                if requests >= 400:
+                    break
+        messages = 0
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(WAIT_S):
+                while True:
+                    await ws.recv()
+                    messages += 1
+    print("requests", requests, "messages", messages)
+    assert ws.close_code == events_route.CLOSE_TRY_AGAIN_LATER
+    assert ws.close_reason is not None
+    assert ws.close_reason.startswith("event buffer overflow; reconnect with last_event_id=")

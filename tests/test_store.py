@@ -1,0 +1,81 @@
+"""The store on both of its backends: SQLite (default) and PostgreSQL (at scale)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from sincere.store import KeyStore, Role, ServiceHistory, open_database
+
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'sincere.db'}"
+        return
+    # A schema of its own per test, so runs never see each other's rows.
+    schema = f"sincere_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def test_migrations_create_the_schema_and_are_idempotent(url: str) -> None:
+    first = open_database(url)
+    second = open_database(url)  # a second process starting on the same database
+    with second.engine.connect() as conn:
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+    assert version == "0001"
+    first.engine.dispose()
+    second.engine.dispose()
+
+
+def test_keys_are_shown_once_stored_hashed_and_revocable(url: str) -> None:
+    db = open_database(url)
+    keys = KeyStore(db)
+    key, record = keys.create("alice", "enterprise", Role.ADMIN)
+    assert key.startswith("sk-sincere-")
+    assert len(key) > 50
+    with db.engine.connect() as conn:
+        stored = " ".join(
+            str(v) for row in conn.execute(text("SELECT * FROM api_keys")) for v in row
+        )
+    assert key not in stored  # only the hash is kept
+    found = keys.verify(key)
+    assert found is not None
+    assert (found.user_id, found.tier, found.role) == ("alice", "enterprise", "admin")
+    assert keys.verify(key + "x") is None
+    assert keys.verify("not-even-shaped-right") is None
+    assert keys.revoke(record.id) is True
+    assert keys.verify(key) is None
+    assert keys.revoke(record.id) is False
+    assert [(r.id, r.active) for r in keys.list()] == [(record.id, False)]
+    db.engine.dispose()
+
+
+def test_service_history_keeps_transitions_newest_first(url: str) -> None:
+    db = open_database(url)
+    history = ServiceHistory(db)
+    now = time.time()
+    history.record("up", "unavailable", "circuit open", now - 5)
+    history.record("up", "ready", "probe succeeded", now)
+    history.record("other", "ready", "fine", now)
+    recent = history.recent("up")
+    assert [(t.state, t.message) for t in recent] == [
+        ("ready", "probe succeeded"),
+        ("unavailable", "circuit open"),
+    ]
+    db.engine.dispose()
