@@ -195,15 +195,15 @@ async def test_the_embedded_model_load_is_announced_after_the_request_starts(
 
 
 @pytest.fixture
-def tuned(tmp_path: Path, fault_server: FaultServer, request: pytest.FixtureRequest) -> Iterator[
-    LiveGateway
-]:
+def tuned(
+    tmp_path: Path, fault_server: FaultServer, request: pytest.FixtureRequest
+) -> Iterator[LiveGateway]:
     """A live gateway with the ``[server]`` settings given by indirect parametrization."""
     settings = settings_for(tmp_path, fault_server.base_url)
     server = settings.server.model_copy(update=request.param)
     gateway = Gateway.create(settings.model_copy(update={"server": server}), env={})
     with LiveServer(gateway) as running:
-        running.keys["alice"], _ = gateway.keys.create("alice", "free", "user")
+        running.keys["alice"], _ = gateway.keys.create("alice", "enterprise", "user")
         yield running
 
 

@@ -45,10 +45,16 @@ def error_response(error: ServiceError, path: str) -> Response:
     headers = {}
     if (retry_after := error.retry_after_header()) is not None:
         headers["Retry-After"] = retry_after
+    if error.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     if path.startswith("/v1/") and not path.startswith("/v1/events"):
         body, media = error.to_openai_error(), "application/json"
+        members = body["error"]
     else:
         body, media = error.to_problem(), "application/problem+json"
+        members = body
+    if error.status >= 500:
+        members["status_page"] = "/status"  # the recorded state of every deployment
     return Response(json.dumps(body), error.status, headers, media_type=media)
 
 
