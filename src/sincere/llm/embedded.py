@@ -7,6 +7,7 @@ are served in arrival order and never share the llama.cpp context at the same ti
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.resources
 import os
 import threading
@@ -31,6 +32,16 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sincere-llama")
 _models: dict[tuple[Path, int], Any] = {}
 _load_lock = threading.Lock()
+
+
+@atexit.register
+def _free_models() -> None:
+    # Free the weights while the interpreter is whole: llama.cpp's own finalizer, run at
+    # shutdown, finds its module globals gone and prints a TypeError.
+    with _load_lock:
+        for llama in _models.values():
+            llama.close()
+        _models.clear()
 
 
 def default_model_path() -> Path:
