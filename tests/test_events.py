@@ -91,3 +91,15 @@ async def test_contexts_are_fresh_per_request(contexts: ContextFactory) -> None:
     assert 59 < a.remaining() <= 60
     with pytest.raises(ValueError, match="platinum"):
         contexts.create("alice", "platinum")
+
+
+async def test_an_id_beyond_the_stream_is_a_gap_and_replays_everything_retained() -> None:
+    bus = InProcessEventBus()
+    await _publish(bus, "alice", 3)
+    replay = bus.replay("alice", after_id=40)  # say, an id from before a restart
+    assert replay.gap is True
+    assert [e.id for e in replay.events] == [1, 2, 3]
+    sub = bus.subscribe("alice", after_id=40)
+    await _publish(bus, "alice", 1)
+    assert [(await anext(sub)).id for _ in range(4)] == [1, 2, 3, 4]
+    assert bus.bounds("alice") == (1, 4)

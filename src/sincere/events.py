@@ -82,6 +82,8 @@ class EventBus(Protocol):
 
     def replay(self, user_id: str, after_id: int = 0) -> Replay: ...
 
+    def bounds(self, user_id: str) -> tuple[int, int]: ...
+
     def subscribe(self, user_id: str, after_id: int | None = None) -> Subscription: ...
 
 
@@ -177,10 +179,19 @@ class InProcessEventBus:
                 log.subscribers.discard(sub)
         return event
 
+    def bounds(self, user_id: str) -> tuple[int, int]:
+        """The oldest retained id (last + 1 when none is) and the last id of a user's stream."""
+        log = self._log(user_id)
+        return (log.history[0].id if log.history else log.last_id + 1), log.last_id
+
     def replay(self, user_id: str, after_id: int = 0) -> Replay:
         log = self._log(user_id)
+        if after_id > log.last_id:
+            # Not an id of this stream (it was reset, say by a restart): taken as given it
+            # would hide the new events numbered up to it. Everything retained, as a gap.
+            return Replay(tuple(log.history), gap=True)
+        oldest, _ = self.bounds(user_id)
         events = tuple(e for e in log.history if e.id > after_id)
-        oldest = log.history[0].id if log.history else log.last_id + 1
         return Replay(events, gap=after_id + 1 < oldest)
 
     def subscribe(self, user_id: str, after_id: int | None = None) -> Subscription:
@@ -190,7 +201,8 @@ class InProcessEventBus:
             sub = Subscription((), False, self._buffer, seen_id=log.last_id)
         else:
             replay = self.replay(user_id, after_id)
-            sub = Subscription(replay.events, replay.gap, self._buffer, seen_id=after_id)
+            seen = after_id if after_id <= log.last_id else 0
+            sub = Subscription(replay.events, replay.gap, self._buffer, seen_id=seen)
         log.subscribers.add(sub)
         return sub
 

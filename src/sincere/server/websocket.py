@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, WebSocket
+from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect
 
 from sincere.errors import AuthenticationFailed
@@ -44,37 +45,34 @@ async def events(
         key = await _key(websocket)
     except WebSocketDisconnect:
         return
-    try:
-        record = gw.authenticate(key, _request_id(websocket))
+    try:  # the key store is a blocking database call: keep it off the event loop
+        record = await run_in_threadpool(gw.authenticate, key, _request_id(websocket))
     except AuthenticationFailed as exc:
         reason = _NO_KEY if not key else f"{exc.message}; check the key or create one"
         await websocket.close(CLOSE_UNAUTHORIZED, reason)
         return
 
-    retained = gw.bus.replay(record.user_id).events
-    last_id = retained[-1].id if retained else 0
-    oldest = retained[0].id if retained else last_id + 1
-    # An id beyond this stream's end (the process restarted) would hide new events
-    # under it: replay everything retained instead, and say so.
-    reset = last_event_id is not None and last_event_id > last_id
-    sub = gw.bus.subscribe(record.user_id, 0 if reset else last_event_id)
+    oldest, last_id = gw.bus.bounds(record.user_id)
+    sub = gw.bus.subscribe(record.user_id, last_event_id)
+    if last_event_id is None or last_event_id > last_id:
+        delivered = last_id if last_event_id is None else 0
+    else:
+        delivered = last_event_id
     try:
         await websocket.send_json(
             {"type": "ready", "user_id": record.user_id, "last_event_id": last_id}
         )
-        if sub.gap or reset:
-            why = "the server restarted" if reset else "older events were dropped from history"
-            await websocket.send_json(
-                {
-                    "type": "gap",
-                    "after_id": last_event_id,
-                    "oldest_available_id": oldest,
-                    "reason": why,
-                }
-            )
-        start = last_id if last_event_id is None else (0 if reset else last_event_id)
+        if sub.gap:
+            gap: dict[str, Any] = {
+                "type": "gap",
+                "after_id": last_event_id,
+                "oldest_available_id": oldest,
+            }
+            if last_event_id is not None and last_event_id > last_id:
+                gap["reason"] = "after_id is beyond this stream's last event id"
+            await websocket.send_json(gap)
         async with asyncio.TaskGroup() as tasks:
-            pump = tasks.create_task(_pump(websocket, sub, gw, start))
+            pump = tasks.create_task(_pump(websocket, sub, gw, delivered))
             listen = tasks.create_task(_listen(websocket))
             pump.add_done_callback(lambda _: listen.cancel())
             listen.add_done_callback(lambda _: pump.cancel())
