@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -14,6 +15,24 @@ from sincere.llm.embedded import EmbeddedProvider
 from sincere.server.gateway import Gateway
 from tests.faults import FaultServer
 from tests.live import LiveGateway, LiveServer, settings_for
+
+T = TypeVar("T")
+
+
+_open: list[Any] = []
+
+
+def closing(resource: T) -> T:
+    """Close ``resource`` (its ``aclose()``) when the current test ends."""
+    _open.append(resource)
+    return resource
+
+
+@pytest.fixture(autouse=True)
+async def _close_resources() -> AsyncIterator[None]:
+    yield
+    while _open:
+        await _open.pop().aclose()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from sincere.events import EventType, InProcessEventBus
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest
+from tests.conftest import closing
 from tests.faults import Fault, FaultServer, refused_port
 
 KEY = "test-key-9f8e7d6c5b4a"
@@ -52,7 +53,7 @@ output_price_per_mtok = 0.60
 
 
 def _cascade(settings: Settings) -> ModelCascade:
-    return ModelCascade.from_settings(settings, env={"TEST_KEY": KEY})
+    return closing(ModelCascade.from_settings(settings, env={"TEST_KEY": KEY}))
 
 
 async def test_the_embedded_default_answers_with_full_provenance(

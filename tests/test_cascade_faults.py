@@ -33,6 +33,7 @@ from sincere.events import EventType, InProcessEventBus
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest
+from tests.conftest import closing
 from tests.faults import Fault, FaultServer
 
 KEY = "fault-key-0a1b2c3d4e5f"
@@ -80,7 +81,7 @@ output_price_per_mtok = 2.0
     path = tmp_path / "sincere.toml"
     path.write_text(text)
     settings = load_settings(path, env={"SINCERE_DATA_DIR": str(tmp_path)})
-    return ModelCascade.from_settings(settings, env={"FAULT_KEY": KEY})
+    return closing(ModelCascade.from_settings(settings, env={"FAULT_KEY": KEY}))
 
 
 def _pair(

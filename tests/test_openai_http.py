@@ -21,6 +21,7 @@ from sincere.errors import (
 from sincere.llm.openai_http import OpenAIProvider
 from sincere.llm.provider import Delta, collect
 from sincere.llm.request import AttemptLimits, ChatRequest
+from tests.conftest import closing
 from tests.faults import Fault, FaultServer, refused_port
 
 LIMITS = AttemptLimits(total_s=10, connect_s=2, first_token_s=1, stream_idle_s=0.5)
@@ -31,7 +32,7 @@ def _provider(base_url: str, key: str | None = "secret-key-123456") -> OpenAIPro
     deployment = DeploymentConfig(
         name="up", provider="openai", base_url=base_url, model="gpt-4o-mini"
     )
-    return OpenAIProvider(deployment, key)
+    return closing(OpenAIProvider(deployment, key))
 
 
 async def _drain(provider: OpenAIProvider, into: list[Delta | Completion]) -> None:

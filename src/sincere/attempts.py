@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 OK = "ok"
@@ -31,9 +31,13 @@ class Attempt:
         return self.outcome == OK
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        # By hand rather than dataclasses.asdict: this runs for every attempt of every answer.
+        return {f: v for f in _FIELDS if (v := getattr(self, f)) is not None}
 
     def summary(self) -> str:
         """One human line: ``openai-mini (gpt-4o-mini): unavailable after 0.012 s: ...``."""
         line = f"{self.deployment} ({self.model}): {self.outcome} after {self.duration_s:.3f} s"
         return f"{line}: {self.detail}" if self.detail else line
+
+
+_FIELDS = tuple(f.name for f in fields(Attempt))

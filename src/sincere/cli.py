@@ -202,6 +202,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    access_log: Annotated[
+        bool, typer.Option(help="Log every request (x-request-id and /metrics cover most needs).")
+    ] = False,
 ) -> None:
     """Run the OpenAI-compatible gateway (HTTP, SSE and the /v1/events WebSocket).
 
@@ -220,7 +223,9 @@ def serve(
         key, _ = gateway.keys.create("admin", Tier.ENTERPRISE, "admin")
         _print_first_key(key, host, port)
     if workers == 1:
-        uvicorn.run(create_app(gateway), host=host, port=port, log_level="info")
+        uvicorn.run(
+            create_app(gateway), host=host, port=port, log_level="info", access_log=access_log
+        )
         return
     err.print(
         "[yellow]with several workers each process has its own event bus: a WebSocket sees "
@@ -237,6 +242,7 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
+        access_log=access_log,
     )
 
 

@@ -72,7 +72,7 @@ class StoreProbe:
     output: str | None = None
 
 
-def admin(request: Request, gw: Gateway = Depends(gateway)) -> KeyRecord:  # noqa: B008
+async def admin(request: Request, gw: Gateway = Depends(gateway)) -> KeyRecord:  # noqa: B008
     """The caller's key record, which must carry the admin role."""
     header = request.headers.get("authorization", "")
     key = header[7:].strip() if header[:7].lower() == "bearer " else None

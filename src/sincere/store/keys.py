@@ -44,8 +44,17 @@ def _hash(key: str) -> str:
 
 
 class KeyStore:
-    def __init__(self, db: Database) -> None:
+    """Keys in the store, with a short-lived in-process cache of verified keys.
+
+    Verifying is on every request's path; the cache saves a query per request. A key revoked
+    by this process stops working at once; one revoked by another process (the ``sincere
+    keys revoke`` command) within ``cache_ttl_s``.
+    """
+
+    def __init__(self, db: Database, cache_ttl_s: float = 5.0) -> None:
         self._db = db
+        self._ttl = cache_ttl_s
+        self._cache: dict[str, tuple[KeyRecord, float]] = {}
 
     def create(
         self, user_id: str, tier: Tier | str, role: Role | str = Role.USER
@@ -79,13 +88,21 @@ class KeyStore:
         """The active key's record, or None for an unknown or revoked key."""
         if not key.startswith(KEY_PREFIX):
             return None
+        digest = _hash(key)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
         with self._db.engine.connect() as conn:
-            row = conn.execute(
-                select(api_keys).where(api_keys.c.key_hash == _hash(key))
-            ).one_or_none()
+            row = conn.execute(select(api_keys).where(api_keys.c.key_hash == digest)).one_or_none()
         if row is None or row.revoked_at is not None:
+            self._cache.pop(digest, None)
             return None
-        return _record(row)
+        record = _record(row)
+        if len(self._cache) > 10_000:  # bounded: a flood of distinct keys cannot grow it
+            self._cache.clear()
+        self._cache[digest] = (record, now + self._ttl)
+        return record
 
     def list(self) -> list[KeyRecord]:
         with self._db.engine.connect() as conn:
@@ -103,6 +120,7 @@ class KeyStore:
                 .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=time.time())
             )
+        self._cache = {h: v for h, v in self._cache.items() if v[0].id != key_id}
         return result.rowcount == 1
 
 
