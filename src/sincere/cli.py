@@ -24,6 +24,7 @@ from sincere.config import Settings, load_settings
 from sincere.context import ContextFactory, RequestContext, Tier
 from sincere.errors import ConfigError, ServiceError
 from sincere.events import EventType, InProcessEventBus
+from sincere.guard.lint.cli import lint
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest, Message
@@ -259,6 +260,8 @@ def _print_first_key(key: str, host: str, port: int) -> None:
         markup=False,
     )
 
+
+app.command(help="Find mock-response patterns in Python code (see --explain CODE).")(lint)
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
