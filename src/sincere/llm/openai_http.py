@@ -139,7 +139,8 @@ class OpenAIProvider:
                         body = await response.read()
                     raise self._error_from_response(response.status, body, response.headers)
                 done = False
-                while True:
+                lines = _SSELines(response.content)
+                while not done:
                     limit = limits.first_token_s if first_token_at is None else limits.stream_idle_s
                     if finish is not None and usage_payload:
                         # All that matters has arrived; [DONE] normally follows in the same
@@ -147,8 +148,7 @@ class OpenAIProvider:
                         limit = min(limit, _DONE_GRACE_S)
                     wait = min(limit, deadline - time.monotonic())
                     try:
-                        async with asyncio.timeout(max(0.0, wait)):
-                            raw = await response.content.readline()
+                        batch = await lines.next_batch(max(0.0, wait))
                     except TimeoutError:
                         if finish is not None:  # complete; only [DONE] or usage was missing
                             break
@@ -156,25 +156,26 @@ class OpenAIProvider:
                         raise ServiceTimeout(
                             f"{self.deployment.name}: no {what} within {wait:.3g} s"
                         ) from None
-                    if not raw:  # the body ended
+                    if batch is None:  # the body ended
                         break
-                    event = self._parse_event(raw.decode("utf-8", "replace").rstrip("\r\n"))
-                    if event is None:
-                        continue
-                    if event is _DONE:
-                        done = True
-                        break
-                    assert isinstance(event, dict)
-                    if event.get("usage"):
-                        usage_payload = event
-                    for choice in event.get("choices") or ():
-                        piece = (choice.get("delta") or {}).get("content")
-                        if piece:
-                            if first_token_at is None:
-                                first_token_at = time.monotonic()
-                            parts.append(piece)
-                            yield Delta(piece)
-                        finish = choice.get("finish_reason") or finish
+                    for line in batch:
+                        event = self._parse_event(line)
+                        if event is None:
+                            continue
+                        if event is _DONE:
+                            done = True
+                            break
+                        assert isinstance(event, dict)
+                        if event.get("usage"):
+                            usage_payload = event
+                        for choice in event.get("choices") or ():
+                            piece = (choice.get("delta") or {}).get("content")
+                            if piece:
+                                if first_token_at is None:
+                                    first_token_at = time.monotonic()
+                                parts.append(piece)
+                                yield Delta(piece)
+                            finish = choice.get("finish_reason") or finish
                 if done:
                     # Read the body's end, so the connection goes back to the pool.
                     async with asyncio.timeout(_DONE_GRACE_S):
@@ -284,6 +285,31 @@ class OpenAIProvider:
 
 
 _DONE = object()
+
+
+class _SSELines:
+    """Server-sent event lines, a batch per read: whatever the socket delivered at once.
+
+    One bounded wait per batch rather than per line: most responses arrive in one or two
+    reads, and every ``asyncio.timeout`` costs a timer.
+    """
+
+    def __init__(self, content: aiohttp.StreamReader) -> None:
+        self._content = content
+        self._rest = b""
+
+    async def next_batch(self, wait_s: float) -> list[str] | None:
+        """The complete lines of the next read, or None at the end of the body."""
+        while True:
+            async with asyncio.timeout(wait_s):
+                data = await self._content.readany()
+            if not data:
+                return [self._rest.decode("utf-8", "replace")] if self._rest else None
+            *complete, self._rest = (self._rest + data).split(b"\n")
+            if complete:
+                return [line.decode("utf-8", "replace").rstrip("\r") for line in complete]
+
+
 _DONE_GRACE_S = 0.25
 
 
