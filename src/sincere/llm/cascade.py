@@ -91,6 +91,7 @@ class ModelCascade:
         self._open_cause: dict[str, type[ServiceError]] = {}
         # Requests in flight per deployment: they hear about its breaker transitions.
         self._dependents: dict[str, dict[str, RequestContext]] = {n: {} for n in self._providers}
+        self._routes: dict[str, list[Route]] = {}  # settings are fixed: resolved once per model
 
     @classmethod
     def from_settings(
@@ -112,6 +113,12 @@ class ModelCascade:
 
     def routes(self, model: str) -> list[Route]:
         """The model's deployments, then each fallback model's, transitively, each once."""
+        cached = self._routes.get(model)
+        if cached is None:
+            cached = self._routes[model] = self._resolve(model)
+        return cached
+
+    def _resolve(self, model: str) -> list[Route]:
         if self.settings.model(model) is None:
             raise ModelNotFound(
                 f"model {model!r} is not configured here",

@@ -18,6 +18,8 @@ def rejection_reason(text: str, min_words: int = 24, min_repeats: int = 4) -> st
     if not text.strip():
         return "the completion is empty" if not text else "the completion is only whitespace"
     words = _WORDS.findall(text.lower())
+    if len(words) < min_words:  # too short to hold a loop of min_words words
+        return None
     for size in range(1, MAX_PHRASE_WORDS + 1):
         for cut in range(size):
             end = len(words) - cut

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -31,12 +32,32 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(ops_routes.router)
     app.include_router(websocket.router)
     http_errors.install(app)
+    _publish_body_schemas(app)
     app.add_middleware(
         RequestIdAndBodyLimit,
         max_body_bytes=gateway.settings.server.max_body_bytes,
         metrics=gateway.metrics,
     )
     return app
+
+
+def _publish_body_schemas(app: FastAPI) -> None:
+    """Add the chat request models to the OpenAPI components (the route parses them itself)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            model = openai_routes.ChatCompletionIn.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(model.pop("$defs", {}))
+            components["ChatCompletionIn"] = model
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app_from_env() -> FastAPI:
