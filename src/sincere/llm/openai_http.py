@@ -11,6 +11,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
+import orjson
 
 from sincere.answer import Completion, Usage
 from sincere.config import DeploymentConfig
@@ -94,7 +95,9 @@ class OpenAIProvider:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
-                connector=connector, headers=self._headers, auto_decompress=True
+                connector=connector,
+                headers=self._headers,
+                json_serialize=_dumps,
             )
         return self._session
 
@@ -176,7 +179,7 @@ class OpenAIProvider:
                                 parts.append(piece)
                                 yield Delta(piece)
                             finish = choice.get("finish_reason") or finish
-                if done:
+                if done and not response.content.at_eof():
                     # Read the body's end, so the connection goes back to the pool.
                     async with asyncio.timeout(_DONE_GRACE_S):
                         await response.content.read()
@@ -195,8 +198,8 @@ class OpenAIProvider:
         if data == "[DONE]":
             return _DONE
         try:
-            event = json.loads(data)
-        except ValueError:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
             raise UpstreamError(
                 f"{self.deployment.name}: the stream carried an undecodable event"
             ) from None
@@ -285,6 +288,10 @@ class OpenAIProvider:
 
 
 _DONE = object()
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 class _SSELines:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import ExitStack
 from typing import Any, Literal
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -180,7 +180,7 @@ async def chat_completions(request: Request) -> Response:
         gw.metrics.failovers.labels(body.model).inc()
     gw.metrics.latency.labels("chat").observe(time.perf_counter() - started)
     return Response(
-        json.dumps(_completion_body(rid, answer)),
+        orjson.dumps(_completion_body(rid, answer)),
         media_type="application/json",
         headers=_provenance_headers(answer),
     )

@@ -7,10 +7,11 @@ in-band ``{"error": ...}`` event and no ``[DONE]``, so no client can take it as 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+
+import orjson
 
 from sincere.answer import Answer
 from sincere.errors import ServiceError
@@ -20,7 +21,7 @@ DONE = b"data: [DONE]\n\n"
 
 
 def _event(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
 async def openai_sse(
