@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.faults import Fault, FaultServer
-from tests.live import LiveGateway
+from sincere.config import load_settings
+from sincere.server.gateway import Gateway
+from tests.faults import Fault, FaultServer, refused_port
+from tests.live import LiveGateway, LiveServer
 
 
 def _client(live: LiveGateway, who: str = "alice", **kwargs: object) -> openai.OpenAI:
@@ -258,3 +261,47 @@ def test_the_response_guard_cuts_a_dishonest_stream_before_the_phrase_is_complet
     with pytest.raises(openai.APIError, match="response guard"):
         _drain(stream, received)
     assert "Processing completed with fallback response for" not in "".join(received)
+
+
+def test_metrics_count_requests_attempts_latency_and_failovers(
+    tmp_path: Path, fault_server: FaultServer
+) -> None:
+    # Model "gpt" on a deployment that refuses connections, falling back to the fault server.
+    path = tmp_path / "sincere.toml"
+    path.write_text(
+        f"""
+[defaults]
+max_retries = 0
+
+[[models]]
+name = "gpt"
+deployments = ["dead", "up"]
+
+[[deployments]]
+name = "dead"
+provider = "openai"
+base_url = "http://127.0.0.1:{refused_port()}/v1"
+model = "m"
+
+[[deployments]]
+name = "up"
+provider = "openai"
+base_url = "{fault_server.base_url}"
+model = "m"
+"""
+    )
+    gateway = Gateway.create(
+        load_settings(path, env={"SINCERE_DATA_DIR": str(tmp_path / "data")}), env={}
+    )
+    with LiveServer(gateway) as running:
+        admin, _ = gateway.keys.create("ops", "enterprise", "admin")
+        client = openai.OpenAI(base_url=running.v1, api_key=admin, max_retries=0)
+        client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "x"}])
+        scrape = httpx.get(running.url + "/metrics", headers={"Authorization": f"Bearer {admin}"})
+    text = scrape.text
+    assert 'sincere_requests_total{route="chat",status="200"} 1.0' in text
+    assert 'sincere_attempts_total{deployment="dead",outcome="service_unavailable"} 1.0' in text
+    assert 'sincere_attempts_total{deployment="up",outcome="ok"} 1.0' in text
+    assert 'sincere_failovers_total{model="gpt"} 1.0' in text
+    assert 'sincere_request_duration_seconds_count{route="chat"} 1.0' in text
+    assert 'sincere_breaker_state{deployment="dead"} 0.0' in text

@@ -26,6 +26,9 @@ def create_app(gateway: Gateway) -> FastAPI:
         version=__version__,
         summary="An LLM gateway that never fakes an answer.",
         lifespan=lifespan,
+        # FastAPI's OpenTelemetry hooks look for providers on every request (about 40 us
+        # here); sincere reports through its own Prometheus metrics and events.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.gateway = gateway
     app.include_router(openai_routes.router)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -85,7 +86,23 @@ class Metrics:
             registry=r,
         )
         r.register(_Breakers(breakers))
+        self._children: dict[tuple[Any, ...], Any] = {}
 
     def record_attempts(self, attempts: Iterable[Attempt]) -> None:
         for attempt in attempts:
-            self.attempts.labels(attempt.deployment, attempt.outcome).inc()
+            self._child(self.attempts, attempt.deployment, attempt.outcome).inc()
+
+    def count_request(self, route: str, status: int) -> None:
+        self._child(self.requests, route, str(status)).inc()
+
+    def observe_latency(self, route: str, seconds: float) -> None:
+        self._child(self.latency, route).observe(seconds)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        # labels() locks and hashes on every call; on the request path it pays to keep the
+        # children (label values are route names, statuses and configured deployments).
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child

@@ -55,7 +55,7 @@ class RequestIdAndBodyLimit:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", raw)]
-                self.metrics.requests.labels(route, str(message["status"])).inc()
+                self.metrics.count_request(route, message["status"])
             await send(message)
 
         length = headers.get(b"content-length")

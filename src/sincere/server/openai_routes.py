@@ -176,14 +176,20 @@ async def chat_completions(request: Request) -> Response:
         admission.close()
         raise
     admission.close()
-    if len(answer.provenance.attempts) > 1:
-        gw.metrics.failovers.labels(body.model).inc()
-    gw.metrics.latency.labels("chat").observe(time.perf_counter() - started)
+    _count_failover(gw, body.model, answer)
+    gw.metrics.observe_latency("chat", time.perf_counter() - started)
     return Response(
         orjson.dumps(_completion_body(rid, answer)),
         media_type="application/json",
         headers=_provenance_headers(answer),
     )
+
+
+def _count_failover(gw: Gateway, model: str, answer: Answer) -> None:
+    """An answer from another deployment than the first one tried (retries are not failover)."""
+    p = answer.provenance
+    if p.attempts[0].deployment != p.deployment:
+        gw.metrics.failovers.labels(model).inc()
 
 
 async def _guarded(gw: Gateway, ctx: RequestContext, answer: Answer) -> Answer:
@@ -232,6 +238,7 @@ async def _stream(
                     raise
             else:
                 gw.metrics.record_attempts(item.provenance.attempts)
+                _count_failover(gw, body.model, item)
                 yield await _guarded(gw, ctx, item)
                 return
             yield item
@@ -254,7 +261,7 @@ async def _stream(
         finally:
             admission.close()
             await stream.aclose()
-            gw.metrics.latency.labels("chat_stream").observe(time.perf_counter() - started)
+            gw.metrics.observe_latency("chat_stream", time.perf_counter() - started)
 
     return StreamingResponse(
         events(),
