@@ -97,8 +97,10 @@ def test_a_stream_broken_after_text_ends_in_an_error_the_sdk_raises(
 
 
 def test_the_model_list_shows_what_is_configured(live: LiveGateway) -> None:
-    models = {m.id for m in _client(live).models.list()}
-    assert models == {"gpt", "smollm2"}
+    models = {m.id: m for m in _client(live).models.list()}
+    assert set(models) == {"gpt", "smollm2"}
+    assert models["gpt"].model_extra["deployments"] == ["up"]  # type: ignore[index]
+    assert "created" not in models["gpt"].model_dump(exclude_unset=True)  # nothing invented
 
 
 @pytest.mark.parametrize(

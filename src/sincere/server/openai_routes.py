@@ -112,9 +112,9 @@ async def list_models(request: Request) -> dict[str, Any]:
         "object": "list",
         "data": [
             {
+                # No "created": nothing records when a model was made, and 0 would be invented.
                 "id": m.name,
                 "object": "model",
-                "created": 0,
                 "owned_by": "sincere",
                 "deployments": list(m.deployments),
                 "fallbacks": list(m.fallbacks),
