@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from sincere import __version__
 from sincere.config import load_settings
@@ -32,6 +33,12 @@ def create_app(gateway: Gateway) -> FastAPI:
     )
     app.state.gateway = gateway
     app.include_router(openai_routes.router)
+    # The hot route, served ahead of FastAPI's router: it takes only the request, so
+    # FastAPI's matching and dependency solving (about 0.15 ms) buy it nothing. Its
+    # FastAPI registration above stays for the OpenAPI schema.
+    app.router.routes.insert(
+        0, Route("/v1/chat/completions", openai_routes.chat_completions, methods=["POST"])
+    )
     app.include_router(ops_routes.router)
     app.include_router(websocket.router)
     http_errors.install(app)
