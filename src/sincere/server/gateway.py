@@ -18,6 +18,12 @@ from sincere.store import Database, KeyRecord, KeyStore, Role, ServiceHistory, o
 from sincere.tiers.limits import TierLimiter
 
 
+def bearer_key(headers: Mapping[str, str]) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header, or None."""
+    header = headers.get("authorization", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else None
+
+
 @dataclass
 class Gateway:
     settings: Settings

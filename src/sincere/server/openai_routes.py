@@ -20,7 +20,7 @@ from sincere.errors import ServiceError
 from sincere.events import EventType
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest, Message
-from sincere.server.gateway import Gateway
+from sincere.server.gateway import Gateway, bearer_key
 from sincere.server.http_errors import request_id
 from sincere.server.sse import openai_sse
 from sincere.store import KeyRecord
@@ -98,9 +98,7 @@ async def gateway(request: Request) -> Gateway:
 async def caller(request: Request, gw: Gateway) -> KeyRecord:
     # async, so FastAPI does not hop to a worker thread: a verified key is served from the
     # key store's cache; only a miss costs a short indexed query.
-    header = request.headers.get("authorization", "")
-    key = header[7:].strip() if header[:7].lower() == "bearer " else None
-    return gw.authenticate(key, request_id(request))
+    return gw.authenticate(bearer_key(request.headers), request_id(request))
 
 
 @router.get("/models", responses=ERRORS)

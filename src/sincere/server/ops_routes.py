@@ -24,7 +24,7 @@ from sincere import __version__
 from sincere.errors import DataUnavailable
 from sincere.llm.breaker import BreakerState, CircuitBreaker
 from sincere.redact import redact
-from sincere.server.gateway import Gateway
+from sincere.server.gateway import Gateway, bearer_key
 from sincere.server.http_errors import request_id
 from sincere.server.openai_routes import gateway
 from sincere.store import KeyRecord
@@ -74,9 +74,7 @@ class StoreProbe:
 
 async def admin(request: Request, gw: Gateway = Depends(gateway)) -> KeyRecord:  # noqa: B008
     """The caller's key record, which must carry the admin role."""
-    header = request.headers.get("authorization", "")
-    key = header[7:].strip() if header[:7].lower() == "bearer " else None
-    return gw.authenticate(key, request_id(request), admin=True)
+    return gw.authenticate(bearer_key(request.headers), request_id(request), admin=True)
 
 
 @router.get("/livez", response_class=HealthJSON)

@@ -21,7 +21,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from sincere.errors import AuthenticationFailed
 from sincere.events import SlowConsumer, Subscription
-from sincere.server.gateway import Gateway
+from sincere.server.gateway import Gateway, bearer_key
 
 router = APIRouter()
 
@@ -84,9 +84,8 @@ async def events(
 
 async def _key(websocket: WebSocket) -> str | None:
     """The key from the upgrade's Authorization header, else from a first auth message."""
-    header = websocket.headers.get("authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip()
+    if (key := bearer_key(websocket.headers)) is not None:
+        return key
     try:
         async with asyncio.timeout(AUTH_TIMEOUT_S):
             message = await websocket.receive()
@@ -99,8 +98,8 @@ async def _key(websocket: WebSocket) -> str | None:
     except ValueError:
         return None
     if isinstance(data, dict) and data.get("type") == "auth" and isinstance(data.get("key"), str):
-        key: str = data["key"]
-        return key
+        given: str = data["key"]
+        return given
     return None
 
 
