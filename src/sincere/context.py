@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -46,6 +46,11 @@ class RequestContext:
         return await self.emitter.emit(type, message, service=service, **data)
 
 
+def new_request_id() -> str:
+    """A fresh request id: 128 random bits."""
+    return f"req_{os.urandom(16).hex()}"
+
+
 class ContextFactory:
     """Makes a fresh context per request; nothing mutable is shared between two of them."""
 
@@ -61,7 +66,7 @@ class ContextFactory:
         request_id: str | None = None,
         timeout_s: float | None = None,
     ) -> RequestContext:
-        request_id = request_id or f"req_{uuid.uuid4().hex}"
+        request_id = request_id or new_request_id()
         timeout = self._default_timeout_s if timeout_s is None else timeout_s
         return RequestContext(
             user_id=user_id,

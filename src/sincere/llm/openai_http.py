@@ -74,7 +74,9 @@ class OpenAIProvider:
         self.deployment = deployment
         self._api_key = api_key
         self._url = deployment.base_url.rstrip("/") + "/chat/completions"
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._headers = {"Content-Type": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -97,7 +99,6 @@ class OpenAIProvider:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 headers=self._headers,
-                json_serialize=_dumps,
             )
         return self._session
 
@@ -134,7 +135,7 @@ class OpenAIProvider:
                 min(limits.total_s, limits.connect_s + limits.first_token_s)
             ):
                 response = await self._client().post(
-                    self._url, json=self._body(request), timeout=timeout
+                    self._url, data=orjson.dumps(self._body(request)), timeout=timeout
                 )
             try:
                 if response.status >= 400:
@@ -290,10 +291,6 @@ class OpenAIProvider:
 _DONE = object()
 
 
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
 class _SSELines:
     """Server-sent event lines, a batch per read: whatever the socket delivered at once.
 
@@ -313,8 +310,10 @@ class _SSELines:
             if not data:
                 return [self._rest.decode("utf-8", "replace")] if self._rest else None
             *complete, self._rest = (self._rest + data).split(b"\n")
-            if complete:
-                return [line.decode("utf-8", "replace").rstrip("\r") for line in complete]
+            # Blank lines only separate events: the caller never sees them.
+            lines = [line.decode("utf-8", "replace").rstrip("\r") for line in complete]
+            if lines := [line for line in lines if line]:
+                return lines
 
 
 _DONE_GRACE_S = 0.25

@@ -7,13 +7,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.routing import Route
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sincere import __version__
 from sincere.config import load_settings
 from sincere.server import http_errors, openai_routes, ops_routes, websocket
 from sincere.server.gateway import Gateway
 from sincere.server.middleware import RequestIdAndBodyLimit
+
+CHAT_PATH = "/v1/chat/completions"
 
 
 def create_app(gateway: Gateway) -> FastAPI:
@@ -33,22 +36,41 @@ def create_app(gateway: Gateway) -> FastAPI:
     )
     app.state.gateway = gateway
     app.include_router(openai_routes.router)
-    # The hot route, served ahead of FastAPI's router: it takes only the request, so
-    # FastAPI's matching and dependency solving (about 0.15 ms) buy it nothing. Its
-    # FastAPI registration above stays for the OpenAPI schema.
-    app.router.routes.insert(
-        0, Route("/v1/chat/completions", openai_routes.chat_completions, methods=["POST"])
-    )
     app.include_router(ops_routes.router)
     app.include_router(websocket.router)
     http_errors.install(app)
     _publish_body_schemas(app)
+    app.add_middleware(ChatFastLane)
     app.add_middleware(
         RequestIdAndBodyLimit,
         max_body_bytes=gateway.settings.server.max_body_bytes,
         metrics=gateway.metrics,
     )
     return app
+
+
+class ChatFastLane:
+    """Serves ``POST /v1/chat/completions`` ahead of FastAPI's exception middleware and router.
+
+    The hot route takes only the request, so route matching, dependency solving and the
+    per-route exception wrapping (about 0.1 ms of CPU a request) buy it nothing. Errors
+    are rendered by ``http_errors.render``, as on every other route; the route's FastAPI
+    registration stays for the OpenAPI schema.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != CHAT_PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive, send)
+        try:
+            response = await openai_routes.chat_completions(request)
+        except Exception as exc:  # noqa: BLE001 - each becomes its response; render logs the unexpected
+            response = await http_errors.render(request, exc)
+        await response(scope, receive, send)
 
 
 def _publish_body_schemas(app: FastAPI) -> None:

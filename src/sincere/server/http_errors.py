@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from sincere.context import new_request_id
 from sincere.errors import BadRequest, ErrorContext, ServiceError
 
 log = logging.getLogger("sincere.server")
@@ -31,9 +32,10 @@ class MethodNotAllowed(BadRequest):
     title = "Method not allowed"
 
 
-def request_id(request: Request) -> str:
-    rid = getattr(request.state, "request_id", None)
-    return rid if isinstance(rid, str) else f"req_{uuid.uuid4().hex}"
+def request_id(connection: HTTPConnection) -> str:
+    """The id the request-id middleware gave this request or socket (a new one without it)."""
+    rid = connection.scope.get("state", {}).get("request_id")
+    return rid if isinstance(rid, str) else new_request_id()
 
 
 def context_of(request: Request) -> ErrorContext:
@@ -58,49 +60,66 @@ def error_response(error: ServiceError, path: str) -> Response:
     return Response(json.dumps(body), error.status, headers, media_type=media)
 
 
+async def render(request: Request, exc: Exception) -> Response:
+    """Any exception as the response a client gets: ServiceError, validation, HTTP, other."""
+    if isinstance(exc, ServiceError):
+        return _service_error(request, exc)
+    if isinstance(exc, RequestValidationError):
+        return _invalid(request, exc)
+    if isinstance(exc, HTTPException):
+        return _http_error(request, exc)
+    return _unexpected(request, exc)
+
+
 def install(app: FastAPI) -> None:
-    """Route every exception through ``error_response``; nothing else reaches a client."""
+    """Route every exception through ``render``; nothing else reaches a client."""
 
-    @app.exception_handler(ServiceError)
-    async def service_error(request: Request, exc: ServiceError) -> Response:
-        if not exc.context.request_id:
-            exc = exc.with_context(context_of(request))
-        return error_response(exc, request.url.path)
+    async def handler(request: Request, exc: Exception) -> Response:
+        return await render(request, exc)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        problems = []
-        param = None
-        for err in exc.errors():
-            loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-            param = param or (".".join(loc) or None)
-            problems.append(f"{'.'.join(loc) or 'body'}: {err.get('msg', 'invalid')}")
-        error = BadRequest("invalid request: " + "; ".join(problems), context=context_of(request))
-        response = error_response(error, request.url.path)
-        if param and request.url.path.startswith("/v1/"):
-            body = json.loads(bytes(response.body))
-            body["error"]["param"] = param
-            response = Response(json.dumps(body), 400, media_type="application/json")
-        return response
+    for kind in (ServiceError, RequestValidationError, HTTPException, Exception):
+        app.add_exception_handler(kind, handler)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        context = context_of(request)
-        error: ServiceError
-        if exc.status_code == 405:
-            error = MethodNotAllowed(f"{request.method} is not allowed here", context=context)
-        elif exc.status_code == 404:
-            error = RouteNotFound(f"no route {request.url.path}", context=context)
-        else:
-            error = BadRequest(str(exc.detail), context=context)
-            error.status = exc.status_code  # type: ignore[misc]
-        return error_response(error, request.url.path)
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        # The trace goes to the operator's log, never to the client.
-        log.exception("unhandled error in %s %s", request.method, request.url.path)
-        error = ServiceError(
-            "internal error; the operator's log has the details", context=context_of(request)
-        )
-        return error_response(error, request.url.path)
+def _service_error(request: Request, exc: ServiceError) -> Response:
+    if not exc.context.request_id:
+        exc = exc.with_context(context_of(request))
+    return error_response(exc, request.url.path)
+
+
+def _invalid(request: Request, exc: RequestValidationError) -> Response:
+    problems = []
+    param = None
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        param = param or (".".join(loc) or None)
+        problems.append(f"{'.'.join(loc) or 'body'}: {err.get('msg', 'invalid')}")
+    error = BadRequest("invalid request: " + "; ".join(problems), context=context_of(request))
+    response = error_response(error, request.url.path)
+    if param and request.url.path.startswith("/v1/"):
+        body = json.loads(bytes(response.body))
+        body["error"]["param"] = param
+        response = Response(json.dumps(body), 400, media_type="application/json")
+    return response
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response:
+    context = context_of(request)
+    error: ServiceError
+    if exc.status_code == 405:
+        error = MethodNotAllowed(f"{request.method} is not allowed here", context=context)
+    elif exc.status_code == 404:
+        error = RouteNotFound(f"no route {request.url.path}", context=context)
+    else:
+        error = BadRequest(str(exc.detail), context=context)
+        error.status = exc.status_code  # type: ignore[misc]
+    return error_response(error, request.url.path)
+
+
+def _unexpected(request: Request, exc: Exception) -> Response:
+    # The trace goes to the operator's log, never to the client.
+    log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    error = ServiceError(
+        "internal error; the operator's log has the details", context=context_of(request)
+    )
+    return error_response(error, request.url.path)

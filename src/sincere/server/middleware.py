@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sincere.context import new_request_id
 from sincere.errors import ErrorContext, PayloadTooLarge
 from sincere.server.http_errors import error_response
 from sincere.server.metrics import Metrics
@@ -43,7 +43,7 @@ class RequestIdAndBodyLimit:
             return
         headers = dict(scope["headers"])
         given = headers.get(b"x-request-id", b"").decode("latin-1")
-        rid = given if _CLIENT_ID.fullmatch(given) else f"req_{uuid.uuid4().hex}"
+        rid = given if _CLIENT_ID.fullmatch(given) else new_request_id()
         scope.setdefault("state", {})["request_id"] = rid
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)

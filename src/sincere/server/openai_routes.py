@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import ExitStack
 from typing import Any, Literal
 
 import orjson
@@ -24,6 +23,7 @@ from sincere.server.gateway import Gateway, bearer_key
 from sincere.server.http_errors import request_id
 from sincere.server.sse import openai_sse
 from sincere.store import KeyRecord
+from sincere.tiers.limits import Admission
 
 router = APIRouter(prefix="/v1")
 
@@ -148,13 +148,11 @@ async def chat_completions(request: Request) -> Response:
     rid = request_id(request)
     started = time.perf_counter()
     ctx = gw.contexts.create(key.user_id, key.tier, request_id=rid)
-    admission = ExitStack()
-    admission.enter_context(
-        gw.limiter.admit(key.user_id, str(key.tier), ctx.error_context("limits"))
-    )
+    admission = gw.limiter.admit(key.user_id, str(key.tier), ctx.error_context("limits"))
     try:
         chat = body.to_request()
         if body.stream:
+            # The stream's body releases the slot when it ends.
             return await _stream(
                 gw,
                 ctx,
@@ -171,9 +169,9 @@ async def chat_completions(request: Request) -> Response:
         gw.metrics.record_attempts(answer.provenance.attempts)
         answer = await _guarded(gw, ctx, answer)
     except BaseException:
-        admission.close()
+        admission.release()
         raise
-    admission.close()
+    admission.release()
     _count_failover(gw, body.model, answer)
     gw.metrics.observe_latency("chat", time.perf_counter() - started)
     return Response(
@@ -212,7 +210,7 @@ async def _stream(
     gw: Gateway,
     ctx: RequestContext,
     body: ChatCompletionIn,
-    admission: ExitStack,
+    admission: Admission,
     stream: AsyncGenerator[Delta | Answer, None],
     started: float,
 ) -> Response:
@@ -257,7 +255,7 @@ async def _stream(
             ):
                 yield chunk
         finally:
-            admission.close()
+            admission.release()
             await stream.aclose()
             gw.metrics.observe_latency("chat_stream", time.perf_counter() - started)
 
@@ -265,7 +263,7 @@ async def _stream(
         events(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        background=BackgroundTask(admission.close),  # if the body never ran
+        background=BackgroundTask(admission.release),  # if the body never ran
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -22,6 +21,7 @@ from starlette.websockets import WebSocketDisconnect
 from sincere.errors import AuthenticationFailed
 from sincere.events import SlowConsumer, Subscription
 from sincere.server.gateway import Gateway, bearer_key
+from sincere.server.http_errors import request_id
 
 router = APIRouter()
 
@@ -46,7 +46,7 @@ async def events(
     except WebSocketDisconnect:
         return
     try:  # the key store is a blocking database call: keep it off the event loop
-        record = await run_in_threadpool(gw.authenticate, key, _request_id(websocket))
+        record = await run_in_threadpool(gw.authenticate, key, request_id(websocket))
     except AuthenticationFailed as exc:
         reason = _NO_KEY if not key else f"{exc.message}; check the key or create one"
         await websocket.close(CLOSE_UNAUTHORIZED, reason)
@@ -130,8 +130,3 @@ async def _listen(websocket: WebSocket) -> None:
     """Read until the client goes; nothing it sends after auth means anything."""
     while (await websocket.receive())["type"] != "websocket.disconnect":
         pass
-
-
-def _request_id(websocket: WebSocket) -> str:
-    rid = getattr(websocket.state, "request_id", None)
-    return rid if isinstance(rid, str) else f"req_{uuid.uuid4().hex}"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from types import TracebackType
 
 from sincere.config import TierLimits
 from sincere.errors import ErrorContext, RateLimited
@@ -24,8 +24,8 @@ class TierLimiter:
         self._recent: dict[str, deque[float]] = {}
         self._active: dict[str, int] = {}
 
-    @contextmanager
-    def admit(self, user_id: str, tier: str, context: ErrorContext) -> Iterator[None]:
+    def admit(self, user_id: str, tier: str, context: ErrorContext) -> Admission:
+        """A slot for one request, or RateLimited; the caller releases the slot when done."""
         limits = self._limits[tier]
         now = self._clock()
         recent = self._recent.setdefault(user_id, deque())
@@ -49,11 +49,38 @@ class TierLimiter:
             )
         recent.append(now)
         self._active[user_id] = active + 1
-        try:
-            yield
-        finally:
-            remaining = self._active[user_id] - 1
-            if remaining:
-                self._active[user_id] = remaining
-            else:
-                del self._active[user_id]
+        return Admission(self, user_id)
+
+    def _release(self, user_id: str) -> None:
+        remaining = self._active[user_id] - 1
+        if remaining:
+            self._active[user_id] = remaining
+        else:
+            del self._active[user_id]
+
+
+class Admission:
+    """One admitted request's concurrency slot. ``release`` is idempotent, so every path
+    that can end a request (a streamed body, a response never sent) may call it."""
+
+    __slots__ = ("_limiter", "_user_id")
+
+    def __init__(self, limiter: TierLimiter, user_id: str) -> None:
+        self._limiter: TierLimiter | None = limiter
+        self._user_id = user_id
+
+    def release(self) -> None:
+        if self._limiter is not None:
+            self._limiter._release(self._user_id)
+            self._limiter = None
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
