@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from sincere.answer import Completion
@@ -74,6 +76,22 @@ async def test_a_stream_yields_deltas_then_a_completion_with_usage(
     assert final.usage.completion_tokens == 4
     assert final.time_to_first_token_s is not None
     assert fault_server.requests[0].body["stream_options"] == {"include_usage": True}  # type: ignore[index]
+
+
+async def test_a_cookie_set_by_the_upstream_is_never_sent_back(
+    fault_server: FaultServer,
+) -> None:
+    # One session serves every user's requests: a cookie kept from one answer would travel
+    # with the next user's request.
+    cookie = (("set-cookie", "session=user-a; Path=/"),)
+    fault_server.default = dataclasses.replace(Fault.ok(text="hi"), headers=cookie)
+    # By name: aiohttp's default jar ignores cookies from IP addresses, not from hosts.
+    provider = _provider(fault_server.base_url.replace("127.0.0.1", "localhost"))
+    await collect(provider.stream(REQUEST, LIMITS))
+    await collect(provider.stream(REQUEST, LIMITS))
+    assert len(fault_server.requests) == 2
+    assert fault_server.requests[1].connection == fault_server.requests[0].connection
+    assert "cookie" not in fault_server.requests[1].headers
 
 
 @pytest.mark.parametrize(

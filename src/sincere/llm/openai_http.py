@@ -99,6 +99,9 @@ class OpenAIProvider:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 headers=self._headers,
+                # One session serves every user: a cookie one answer sets must never
+                # travel with another user's request.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
