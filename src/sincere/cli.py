@@ -213,7 +213,7 @@ def serve(
     """
     import uvicorn
 
-    from sincere.server.app import create_app
+    from sincere.server.app import create_app, freeze_startup_heap
     from sincere.server.gateway import Gateway
 
     settings = _settings(config)
@@ -224,9 +224,9 @@ def serve(
         key, _ = gateway.keys.create("admin", Tier.ENTERPRISE, "admin")
         _print_first_key(key, host, port)
     if workers == 1:
-        uvicorn.run(
-            create_app(gateway), host=host, port=port, log_level="info", access_log=access_log
-        )
+        app = create_app(gateway)
+        freeze_startup_heap()
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)
         return
     err.print(
         "[yellow]with several workers each process has its own event bus: a WebSocket sees "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -94,4 +95,18 @@ def _publish_body_schemas(app: FastAPI) -> None:
 
 def create_app_from_env() -> FastAPI:
     """The factory uvicorn workers call: settings from SINCERE_CONFIG and SINCERE_DATA_DIR."""
-    return create_app(Gateway.create(load_settings()))
+    app = create_app(Gateway.create(load_settings()))
+    freeze_startup_heap()
+    return app
+
+
+def freeze_startup_heap() -> None:
+    """Keep what the process made at startup out of the garbage collector's full passes.
+
+    Modules, the app and the gateway live as long as the process. Left in the collector's
+    oldest generation, each full pass walks all of them and stops the event loop for tens
+    of milliseconds (56 ms measured, the p99 at concurrency 64 in docs/benchmarks.md).
+    Call once, when the server is built and before it serves.
+    """
+    gc.collect()
+    gc.freeze()
