@@ -11,7 +11,8 @@ telemetry). This process is the load generator: a small raw-asyncio HTTP/1.1 cli
 uvloop, one keep-alive connection per concurrent caller, non-streaming
 `POST /v1/chat/completions`. For each concurrency: a warm-up per target, then a fixed
 number of requests per target, split into rounds that take the targets in turn (so that
-whatever else the machine does falls on all of them alike), each request timed with
+whatever else the machine does falls on all of them alike; the other gateway is paused
+with SIGSTOP meanwhile, so that its own background work does not), each request timed with
 time.perf_counter from the first byte written to the last byte read. Reported per target:
 requests/s, p50 and p99 latency, the latency added over calling the upstream directly, the
 CPU time per request of the target process, of the upstream and of this client (from
@@ -95,15 +96,19 @@ class Server:
         except OSError:
             return ""
 
+    def send_signal(self, signum: int) -> None:
+        """Send ``signum`` to the process's group (it and whatever it started)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signum)
+
     def stop(self) -> None:
+        self.send_signal(signal.SIGCONT)  # a paused process would not act on SIGTERM
         if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
+            self.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.send_signal(signal.SIGKILL)
                 self.proc.wait(5)
         # Whatever the leader left in its group (workers, helpers) goes too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -439,6 +444,27 @@ async def run_load(
     return latencies, time.perf_counter() - started
 
 
+def others(targets: list[Target], measured: Target, upstream: Server) -> list[Server]:
+    """The gateways not being measured (the upstream serves every target: it never pauses)."""
+    return [t.server for t in targets if t is not measured and t.server is not upstream]
+
+
+@contextlib.contextmanager
+def paused(servers: list[Server]) -> Iterator[None]:
+    """Stop these processes (SIGSTOP) for the block, and let them go on after it.
+
+    LiteLLM's proxy runs periodic jobs even when idle; on a 2-core machine they would be
+    counted against whichever target is measured at the time.
+    """
+    for server in servers:
+        server.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for server in servers:
+            server.send_signal(signal.SIGCONT)
+
+
 async def measure(
     targets: list[Target],
     upstream: Server,
@@ -448,12 +474,14 @@ async def measure(
 ) -> list[Phase]:
     """A warm-up per target, then ``args.rounds`` rounds that take the targets in turn.
 
-    Interleaving spreads whatever else the machine does over every target alike.
+    Interleaving spreads whatever else the machine does over every target alike; the other
+    gateways are paused meanwhile, so that their own background work does not fall on it.
     """
     warmup = args.warmup if args.warmup is not None else max(50, args.requests // 10)
     for target in targets:
         task = progress.add_task(f"{target.name} c={concurrency} warm-up", total=warmup)
-        await run_load(target, concurrency, warmup, progress, task)
+        with paused(others(targets, target, upstream)):
+            await run_load(target, concurrency, warmup, progress, task)
     phases = [Phase(t, concurrency) for t in targets]
     tasks = [progress.add_task(f"{t.name} c={concurrency}", total=args.requests) for t in targets]
     rounds = max(1, min(args.rounds, args.requests))
@@ -461,8 +489,9 @@ async def measure(
         share = args.requests // rounds + (args.requests % rounds if r == rounds - 1 else 0)
         for phase, task in zip(phases, tasks, strict=True):
             server = phase.target.server
-            cpu, up, client = server.cpu_s(), upstream.cpu_s(), time.process_time()
-            latencies, wall = await run_load(phase.target, concurrency, share, progress, task)
+            with paused(others(targets, phase.target, upstream)):
+                cpu, up, client = server.cpu_s(), upstream.cpu_s(), time.process_time()
+                latencies, wall = await run_load(phase.target, concurrency, share, progress, task)
             phase.latencies += latencies
             phase.wall_s += wall
             phase.client_cpu_s += time.process_time() - client
@@ -492,7 +521,7 @@ def report(phases: list[Phase], litellm_missing: str | None, args: argparse.Name
     lines = [
         f"{versions()}",
         f"{args.requests} measured requests per target and concurrency, in {args.rounds} "
-        "interleaved rounds",
+        "interleaved rounds (the other gateway paused)",
         "",
         "| target | concurrency | requests/s | p50 ms | p99 ms | added p50 ms | added p99 ms "
         "| target CPU ms/req | upstream CPU ms/req | client CPU ms/req |",

@@ -62,6 +62,23 @@ async def test_subscriber_sees_only_its_own_users_events() -> None:
             await anext(bob)
 
 
+async def test_closing_a_subscription_wakes_its_waiting_consumer() -> None:
+    bus = InProcessEventBus()
+    sub = bus.subscribe("alice")
+    waiting = asyncio.ensure_future(anext(sub))
+    await asyncio.sleep(0)  # the consumer is now waiting for the next event
+    assert not waiting.done()
+    sub.close()
+    for _ in range(10):  # a few turns of the loop, not a clock: without the wake-up it hangs
+        await asyncio.sleep(0)
+    assert waiting.done()
+    with pytest.raises(StopAsyncIteration):
+        waiting.result()
+    await _publish(bus, "alice", 1)  # a closed subscription gets nothing more
+    with pytest.raises(StopAsyncIteration):
+        await anext(sub)
+
+
 async def test_slow_consumer_is_dropped_instead_of_blocking_publishers() -> None:
     bus = InProcessEventBus(subscriber_buffer=2)
     sub = bus.subscribe("alice")

@@ -7,6 +7,7 @@ is kept for replay from a last-seen id, and a subscriber only ever sees its own 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -92,7 +93,7 @@ class Subscription:
 
     def __init__(self, backlog: tuple[Event, ...], gap: bool, buffer: int, seen_id: int) -> None:
         self.gap = gap
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=buffer)
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=buffer)
         self._backlog = deque(backlog)
         self._overflowed = False
         self._closed = False
@@ -108,7 +109,10 @@ class Subscription:
         return True
 
     def close(self) -> None:
+        """End the subscription; a consumer waiting for the next event stops at once."""
         self._closed = True
+        with contextlib.suppress(asyncio.QueueFull):  # a full queue has nobody waiting
+            self._queue.put_nowait(None)
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self
@@ -122,7 +126,10 @@ class Subscription:
             elif self._overflowed and self._queue.empty():
                 raise SlowConsumer("the event buffer overflowed; reconnect with last_event_id")
             else:
-                event = await self._queue.get()
+                queued = await self._queue.get()
+                if queued is None:  # close() woke us
+                    continue
+                event = queued
             if event.id > self._last_id:  # live events may repeat the tail of the backlog
                 self._last_id = event.id
                 return event

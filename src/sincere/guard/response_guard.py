@@ -9,11 +9,10 @@ from sincere.errors import ErrorContext, GuardViolation
 
 
 class ResponseGuard:
-    """Blocks answers that fail the honesty checks; counts what it blocked."""
+    """Blocks answers that fail the honesty checks (the gateway counts what it blocked)."""
 
     def __init__(self, forbidden_phrases: Iterable[str]) -> None:
         self._phrases = tuple(p.lower() for p in forbidden_phrases if p)
-        self.blocked = 0
 
     def check(self, answer: object, context: ErrorContext) -> Answer:
         """The answer, unchanged, or GuardViolation naming what was wrong."""
@@ -21,7 +20,6 @@ class ResponseGuard:
         if reason is None:
             assert isinstance(answer, Answer)
             return answer
-        self.blocked += 1
         raise GuardViolation(
             f"response guard: {reason}; the answer was withheld",
             context=context,
@@ -36,7 +34,6 @@ class ResponseGuard:
         longest = max((len(p) for p in self._phrases), default=0)
         reason = self._phrase_in(sent[-(longest + new) :].lower(), "the stream")
         if reason is not None:
-            self.blocked += 1
             raise GuardViolation(
                 f"response guard: {reason}; it was cut before that phrase was complete",
                 context=context,
