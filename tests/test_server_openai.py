@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterable
+import logging
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +13,14 @@ import httpx
 import openai
 import pytest
 
-from sincere.config import load_settings
+from sincere.config import DeploymentConfig, load_settings
+from sincere.health import HealthReport, HealthState, ServiceRegistry
+from sincere.llm.cascade import ModelCascade
+from sincere.llm.provider import Delta, StreamItem
+from sincere.llm.request import AttemptLimits, ChatRequest
 from sincere.server.gateway import Gateway
 from tests.faults import Fault, FaultServer, refused_port
-from tests.live import LiveGateway, LiveServer
+from tests.live import LiveGateway, LiveServer, settings_for
 
 
 def _client(live: LiveGateway, who: str = "alice", **kwargs: object) -> openai.OpenAI:
@@ -306,3 +312,87 @@ model = "m"
     assert 'sincere_failovers_total{model="gpt"} 1.0' in text
     assert 'sincere_request_duration_seconds_count{route="chat"} 1.0' in text
     assert 'sincere_breaker_state{deployment="dead"} 0.0' in text
+
+
+DEFECT = "bug in /srv/sincere/provider.py line 7 with key sk-live-0123456789abcdef"
+
+
+class _DefectiveProvider:
+    """A provider with a bug: what it raises is no ServiceError, and it names a secret."""
+
+    kind = "openai"
+    started = True
+
+    def __init__(self, deployment: DeploymentConfig, *, after_text: bool = False) -> None:
+        self.deployment = deployment
+        self.after_text = after_text
+
+    async def start(self) -> HealthReport:
+        return HealthReport(HealthState.READY, "ready")
+
+    async def stream(
+        self, request: ChatRequest, limits: AttemptLimits
+    ) -> AsyncIterator[StreamItem]:
+        if self.after_text:
+            yield Delta("Half an answer")
+        raise RuntimeError(DEFECT)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _defective_gateway(tmp_path: Path, upstream: str, *, after_text: bool = False) -> Gateway:
+    gateway = Gateway.create(settings_for(tmp_path, upstream), env={})
+    defective = _DefectiveProvider(gateway.settings.deployment("up"), after_text=after_text)
+    cascade = ModelCascade(gateway.settings, {"up": defective}, ServiceRegistry())
+    return dataclasses.replace(gateway, cascade=cascade)
+
+
+def test_a_defect_is_a_500_with_the_request_id_and_nothing_of_the_defect(
+    tmp_path: Path, fault_server: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = _defective_gateway(tmp_path, fault_server.base_url)
+    with caplog.at_level(logging.ERROR, "sincere.server"), LiveServer(gateway) as running:
+        key, _ = gateway.keys.create("carol", "free")
+        client = openai.OpenAI(base_url=running.v1, api_key=key, max_retries=0)
+        with pytest.raises(openai.InternalServerError) as info:
+            client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "x"}])
+    response = info.value.response
+    assert info.value.status_code == 500
+    assert "internal error; the operator's log has the details" in info.value.message
+    body = info.value.body
+    assert isinstance(body, dict)
+    assert body["request_id"] == response.headers["x-request-id"]
+    for private in ("RuntimeError", "provider.py", "sk-live", "Traceback"):
+        assert private not in response.text
+    assert DEFECT in caplog.text  # the operator's log has it
+    events = gateway.bus.replay("carol").events
+    assert [(e.type, e.service) for e in events] == [
+        ("request_started", "model_cascade"),
+        ("request_failed", "model_cascade"),
+    ]
+    assert "sk-live" not in events[-1].message
+
+
+def test_a_defect_after_text_ends_the_stream_in_band_without_done(
+    tmp_path: Path, fault_server: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = _defective_gateway(tmp_path, fault_server.base_url, after_text=True)
+    with caplog.at_level(logging.ERROR, "sincere.server"), LiveServer(gateway) as running:
+        key, _ = gateway.keys.create("carol", "free")
+        response = httpx.post(
+            running.v1 + "/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": "gpt", "messages": [{"role": "user", "content": "x"}], "stream": True},
+        )
+    assert response.status_code == 200  # the text went out before the defect
+    events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert json.loads(events[0])["choices"][0]["delta"]["content"] == "Half an answer"
+    error = json.loads(events[-1])["error"]
+    assert error["message"] == "internal error; the operator's log has the details"
+    assert error["request_id"] == response.headers["x-request-id"]
+    assert "[DONE]" not in events
+    for private in ("RuntimeError", "provider.py", "sk-live", "Traceback"):
+        assert private not in response.text
+    assert DEFECT in caplog.text
+    assert [e.type for e in gateway.bus.replay("carol").events][-1] == "request_failed"

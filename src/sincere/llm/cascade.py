@@ -209,6 +209,18 @@ class ModelCascade:
                 attempts=len(log.attempts),
             )
             raise error
+        except ServiceError:
+            raise  # its request_failed event is out
+        except Exception:
+            # A defect, not a provider's failure: the user's event stream still ends, and
+            # the details stay in the operator's log (the server logs the exception).
+            await ctx.emit(
+                EventType.REQUEST_FAILED,
+                "internal error; the operator's log has the details",
+                service="model_cascade",
+                error_type=ServiceError.error_type,
+            )
+            raise
         finally:
             for name in names:
                 self._dependents[name].pop(ctx.request_id, None)

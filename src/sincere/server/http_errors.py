@@ -73,12 +73,8 @@ async def render(request: Request, exc: Exception) -> Response:
 
 def install(app: FastAPI) -> None:
     """Route every exception through ``render``; nothing else reaches a client."""
-
-    async def handler(request: Request, exc: Exception) -> Response:
-        return await render(request, exc)
-
     for kind in (ServiceError, RequestValidationError, HTTPException, Exception):
-        app.add_exception_handler(kind, handler)
+        app.add_exception_handler(kind, render)
 
 
 def _service_error(request: Request, exc: ServiceError) -> Response:

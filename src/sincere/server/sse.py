@@ -7,6 +7,7 @@ in-band ``{"error": ...}`` event and no ``[DONE]``, so no client can take it as 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,10 +15,11 @@ from typing import Any
 import orjson
 
 from sincere.answer import Answer
-from sincere.errors import ServiceError
+from sincere.errors import ErrorContext, ServiceError
 from sincere.llm.provider import Delta
 
 DONE = b"data: [DONE]\n\n"
+log = logging.getLogger("sincere.server")
 
 
 def _event(payload: dict[str, Any]) -> bytes:
@@ -58,3 +60,10 @@ async def openai_sse(
             yield DONE
     except ServiceError as exc:
         yield _event(exc.to_openai_error())
+    except Exception:  # a defect still ends the stream as failed, in band
+        log.exception("unhandled error in the stream of %s", request_id)
+        defect = ServiceError(
+            "internal error; the operator's log has the details",
+            context=ErrorContext(request_id=request_id),
+        )
+        yield _event(defect.to_openai_error())
