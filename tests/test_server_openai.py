@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from sqlalchemy import event
 
 from sincere.config import DeploymentConfig, load_settings
 from sincere.health import HealthReport, HealthState, ServiceRegistry
@@ -19,6 +21,7 @@ from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta, StreamItem
 from sincere.llm.request import AttemptLimits, ChatRequest
 from sincere.server.gateway import Gateway
+from sincere.store.keys import KEY_PREFIX
 from tests.faults import Fault, FaultServer, refused_port
 from tests.live import LiveGateway, LiveServer, settings_for
 
@@ -396,3 +399,28 @@ def test_a_defect_after_text_ends_the_stream_in_band_without_done(
         assert private not in response.text
     assert DEFECT in caplog.text
     assert [e.type for e in gateway.bus.replay("carol").events][-1] == "request_failed"
+
+
+def test_a_key_is_looked_up_off_the_event_loop(live: LiveGateway) -> None:
+    # A cache miss queries the store: on the loop it would stall every request in flight
+    # for the query's length (a flood of unknown keys, a slow PostgreSQL).
+    on_loop: list[bool] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "api_keys" in statement:
+            try:
+                asyncio.get_running_loop()
+                on_loop.append(True)
+            except RuntimeError:
+                on_loop.append(False)
+
+    key, _ = live.gateway.keys.create("dave", "free")  # never verified: not cached
+    engine = live.gateway.database.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        openai.OpenAI(base_url=live.v1, api_key=key, max_retries=0).models.list()
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=live.v1, api_key=KEY_PREFIX + "unknown" * 6).models.list()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert on_loop == [False, False]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -66,7 +67,9 @@ class Gateway:
         await self.cascade.aclose()
         self.database.engine.dispose()
 
-    def authenticate(self, key: str | None, request_id: str, *, admin: bool = False) -> KeyRecord:
+    async def authenticate(
+        self, key: str | None, request_id: str, *, admin: bool = False
+    ) -> KeyRecord:
         """The key's record, or AuthenticationFailed / PermissionDenied."""
         context = ErrorContext(request_id=request_id, service="auth")
         if not key:
@@ -75,7 +78,11 @@ class Gateway:
                 context=context,
                 suggestions=["Create one with: sincere keys create --user U --tier T"],
             )
-        record = self.keys.verify(key)
+        record = self.keys.cached(key)
+        if record is None:
+            # A miss costs a query: on a worker thread, so that a flood of unknown keys, or
+            # a slow database, cannot stall every other request on the event loop.
+            record = await asyncio.to_thread(self.keys.verify, key)
         if record is None:
             raise AuthenticationFailed(
                 "the API key is unknown or revoked",

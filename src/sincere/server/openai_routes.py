@@ -96,9 +96,8 @@ async def gateway(request: Request) -> Gateway:
 
 
 async def caller(request: Request, gw: Gateway) -> KeyRecord:
-    # async, so FastAPI does not hop to a worker thread: a verified key is served from the
-    # key store's cache; only a miss costs a short indexed query.
-    return gw.authenticate(bearer_key(request.headers), request_id(request))
+    # A verified key is served from the key store's cache; a miss queries on a thread.
+    return await gw.authenticate(bearer_key(request.headers), request_id(request))
 
 
 @router.get("/models", responses=ERRORS)

@@ -74,7 +74,7 @@ class StoreProbe:
 
 async def admin(request: Request, gw: Gateway = Depends(gateway)) -> KeyRecord:  # noqa: B008
     """The caller's key record, which must carry the admin role."""
-    return gw.authenticate(bearer_key(request.headers), request_id(request), admin=True)
+    return await gw.authenticate(bearer_key(request.headers), request_id(request), admin=True)
 
 
 @router.get("/livez", response_class=HealthJSON)

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, WebSocket
-from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect
 
 from sincere.errors import AuthenticationFailed
@@ -46,7 +45,7 @@ async def events(
     except WebSocketDisconnect:
         return
     try:  # the key store is a blocking database call: keep it off the event loop
-        record = await run_in_threadpool(gw.authenticate, key, request_id(websocket))
+        record = await gw.authenticate(key, request_id(websocket))
     except AuthenticationFailed as exc:
         reason = _NO_KEY if not key else f"{exc.message}; check the key or create one"
         await websocket.close(CLOSE_UNAUTHORIZED, reason)

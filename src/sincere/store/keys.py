@@ -84,15 +84,19 @@ class KeyStore:
             )
         return key, record
 
+    def cached(self, key: str) -> KeyRecord | None:
+        """The record of a key verified less than ``cache_ttl_s`` ago, without a query."""
+        cached = self._cache.get(_hash(key))
+        return cached[0] if cached is not None and cached[1] > time.monotonic() else None
+
     def verify(self, key: str) -> KeyRecord | None:
         """The active key's record, or None for an unknown or revoked key."""
         if not key.startswith(KEY_PREFIX):
             return None
+        if (record := self.cached(key)) is not None:
+            return record
         digest = _hash(key)
         now = time.monotonic()
-        cached = self._cache.get(digest)
-        if cached is not None and cached[1] > now:
-            return cached[0]
         with self._db.engine.connect() as conn:
             row = conn.execute(select(api_keys).where(api_keys.c.key_hash == digest)).one_or_none()
         if row is None or row.revoked_at is not None:
