@@ -11,7 +11,6 @@ import contextlib
 import itertools
 import json
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -215,19 +214,28 @@ async def test_tcp_reset_before_headers_is_retried(
 
 
 @pytest.mark.parametrize(
-    "fault", [Fault.hang(), Fault.slow_first_token(3.0)], ids=["no-response", "slow-first-token"]
+    ("fault", "limit"),
+    [
+        (Fault.hang(), "no response within 1.5 s"),  # connect + first-token limits
+        (Fault.slow_first_token(3.0), "no first token within 0.5 s"),
+    ],
+    ids=["no-response", "slow-first-token"],
 )
 async def test_a_silent_route_fails_over_within_the_first_token_limit_and_is_not_retried(
-    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory, fault: Fault
+    tmp_path: Path,
+    servers: tuple[FaultServer, ...],
+    contexts: ContextFactory,
+    fault: Fault,
+    limit: str,
 ) -> None:
     a, _b, _ = servers
     a.default = fault
-    started = time.monotonic()
     answer = await _ask(_pair(tmp_path, servers), contexts)
     assert answer.provenance.deployment == "b"
     assert _outcomes(answer) == [("a", "timeout"), ("b", "ok")]
     assert len(a.completions) == 1
-    assert time.monotonic() - started < 3.0  # it did not wait for the slow route
+    # The limit ended the attempt, not the route (its first token comes after 3 s, or never).
+    assert limit in (answer.provenance.attempts[0].detail or "")
 
 
 async def test_a_connection_that_never_completes_fails_over_at_the_connect_limit(
@@ -252,12 +260,10 @@ async def test_a_connection_that_never_completes_fails_over_at_the_connect_limit
             models,
             defaults="connect_timeout_s = 0.3\nmax_retries = 0\n",
         )
-        started = time.monotonic()
         answer = await _ask(cascade, contexts)
         assert answer.provenance.deployment == "b"
         assert _outcomes(answer) == [("hole", "timeout"), ("b", "ok")]
         assert "no connection within 0.3 s" in (answer.provenance.attempts[0].detail or "")
-        assert time.monotonic() - started < 2.0
     finally:
         for sock in (*fillers, listener):
             sock.close()
@@ -562,10 +568,14 @@ async def test_a_primary_that_flaps_down_then_up_opens_serves_from_fallback_prob
     assert attempts_while_down <= 3 + 4  # 3 to open, then a few half-open probes at most
 
     a.default = Fault.ok(text="primary is back")
-    recovered_at = time.monotonic()
-    while (await _ask(cascade, contexts)).provenance.deployment != "a":
-        assert time.monotonic() - recovered_at < 3.0, "traffic did not return to the primary"
+    # Counted in requests, not seconds: each waits at least 0.05 s, so 60 of them outlast
+    # the longest open period (0.4 s) however slow the machine is.
+    for _ in range(60):
+        if (await _ask(cascade, contexts)).provenance.deployment == "a":
+            break
         await asyncio.sleep(0.05)
+    else:
+        pytest.fail("traffic did not return to the primary")
     assert (await _ask(cascade, contexts)).provenance.deployment == "a"
 
     types = [e.type for e in bus.replay("alice").events if e.service == "a"]

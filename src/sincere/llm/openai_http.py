@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -134,9 +134,8 @@ class OpenAIProvider:
         parts: list[str] = []
         with self._map_transport_errors(limits):
             timeout = aiohttp.ClientTimeout(total=None, connect=limits.connect_s)
-            async with asyncio.timeout(
-                min(limits.total_s, limits.connect_s + limits.first_token_s)
-            ):
+            bound = min(limits.total_s, limits.connect_s + limits.first_token_s)
+            async with self._response_within(bound):
                 response = await self._client().post(
                     self._url, data=orjson.dumps(self._body(request)), timeout=timeout
                 )
@@ -269,6 +268,19 @@ class OpenAIProvider:
     def _scrub(self, text: str) -> str:
         secrets = [self._api_key] if self._api_key else []
         return redact(text, secrets)
+
+    @asynccontextmanager
+    async def _response_within(self, seconds: float) -> AsyncIterator[None]:
+        """Bounds the wait for the response's head, naming the bound when it is hit."""
+        try:
+            async with asyncio.timeout(seconds):
+                yield
+        except aiohttp.ConnectionTimeoutError:
+            raise  # the connect limit's own message (below) is the more precise one
+        except TimeoutError:
+            raise ServiceTimeout(
+                f"{self.deployment.name}: no response within {seconds:.3g} s"
+            ) from None
 
     @contextmanager
     def _map_transport_errors(self, limits: AttemptLimits) -> Iterator[None]:
