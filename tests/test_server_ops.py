@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ from sqlalchemy import create_engine
 
 from sincere.llm.breaker import BreakerState
 from sincere.server.app import freeze_startup_heap
+from sincere.server.gateway import Gateway
 from sincere.store import Database, ServiceHistory
 from tests.faults import Fault, FaultServer
-from tests.live import LiveGateway
+from tests.live import LiveGateway, LiveServer, settings_for
 
 HEALTH_JSON = "application/health+json"
 
@@ -221,3 +223,42 @@ def test_the_startup_heap_is_kept_out_of_full_collections() -> None:
         assert gc.get_freeze_count() > 10_000  # the imported modules alone
     finally:
         gc.unfreeze()
+
+
+def test_a_model_that_fails_to_load_is_an_outage_before_its_circuit_opens(
+    tmp_path: Path, fault_server: FaultServer
+) -> None:
+    broken = tmp_path / "models" / "broken.gguf"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not a GGUF file " * 64)
+    extra = f"""
+[[models]]
+name = "local"
+deployments = ["broken"]
+
+[[deployments]]
+name = "broken"
+provider = "embedded"
+model_path = "{broken}"
+"""
+    gateway = Gateway.create(settings_for(tmp_path, fault_server.base_url, extra), env={})
+    with LiveServer(gateway) as running:
+        key, _ = gateway.keys.create("erin", "free")
+        answer = httpx.post(
+            running.v1 + "/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": "local", "messages": [{"role": "user", "content": "Hi"}]},
+        )
+        page = httpx.get(running.url + "/status").json()
+    assert answer.status_code == 503
+    assert gateway.cascade.breakers["broken"].state is BreakerState.CLOSED  # one failure
+    service = {s["name"]: s for s in page["services"]}["broken"]
+    assert service["state"] == "major_outage"
+    assert page["status"] == "major"
+    newest = service["recent_transitions"][0]
+    assert newest["state"] == "major_outage"
+    assert "broken.gguf could not be loaded" in newest["message"]
+    told = [e.message for e in gateway.bus.replay("erin").events if e.service == "broken"]
+    assert any("could not be loaded" in m for m in told)
+    for public in (answer.text, json.dumps(page), *told):
+        assert str(broken.parent) not in public  # the file's name, never where it lives

