@@ -363,6 +363,7 @@ def test_a_defect_is_a_500_with_the_request_id_and_nothing_of_the_defect(
     response = info.value.response
     assert info.value.status_code == 500
     assert "internal error; the operator's log has the details" in info.value.message
+    assert info.value.code == "internal_error"
     body = info.value.body
     assert isinstance(body, dict)
     assert body["request_id"] == response.headers["x-request-id"]
@@ -393,6 +394,7 @@ def test_a_defect_after_text_ends_the_stream_in_band_without_done(
     assert json.loads(events[0])["choices"][0]["delta"]["content"] == "Half an answer"
     error = json.loads(events[-1])["error"]
     assert error["message"] == "internal error; the operator's log has the details"
+    assert error["code"] == "internal_error"
     assert error["request_id"] == response.headers["x-request-id"]
     assert "[DONE]" not in events
     for private in ("RuntimeError", "provider.py", "sk-live", "Traceback"):

@@ -273,6 +273,18 @@ class GuardViolation(ServiceError):
     title = "Blocked by the response guard"
 
 
+class InternalError(ServiceError):
+    """A defect in sincere itself: the client learns that it happened and the request id;
+    the exception goes to the operator's log only."""
+
+    error_type = "internal_error"
+    title = "Internal error"
+
+    @classmethod
+    def of(cls, context: ErrorContext | None = None) -> InternalError:
+        return cls("internal error; the operator's log has the details", context=context)
+
+
 # Data.
 
 

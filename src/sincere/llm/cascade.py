@@ -22,6 +22,7 @@ from sincere.config import DeploymentConfig, Settings
 from sincere.context import RequestContext
 from sincere.errors import (
     BadRequest,
+    InternalError,
     ModelNotFound,
     ProviderAuthFailed,
     QualityRejected,
@@ -214,11 +215,12 @@ class ModelCascade:
         except Exception:
             # A defect, not a provider's failure: the user's event stream still ends, and
             # the details stay in the operator's log (the server logs the exception).
+            defect = InternalError.of()
             await ctx.emit(
                 EventType.REQUEST_FAILED,
-                "internal error; the operator's log has the details",
+                defect.message,
                 service="model_cascade",
-                error_type=ServiceError.error_type,
+                error_type=defect.error_type,
             )
             raise
         finally:

@@ -12,7 +12,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from sincere.context import new_request_id
-from sincere.errors import BadRequest, ErrorContext, ServiceError
+from sincere.errors import BadRequest, ErrorContext, InternalError, ServiceError
 
 log = logging.getLogger("sincere.server")
 
@@ -115,7 +115,4 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
 def _unexpected(request: Request, exc: Exception) -> Response:
     # The trace goes to the operator's log, never to the client.
     log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
-    error = ServiceError(
-        "internal error; the operator's log has the details", context=context_of(request)
-    )
-    return error_response(error, request.url.path)
+    return error_response(InternalError.of(context_of(request)), request.url.path)

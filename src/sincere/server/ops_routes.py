@@ -2,8 +2,8 @@
 
 Every value they show is read at request time from the process: breaker states and their
 schedules, each deployment's last observed health, transitions recorded in the store, a
-measured store round trip. Nothing is
-estimated, and no deployment's URL or key is ever part of an answer.
+measured store round trip. Nothing is estimated, and no deployment's URL or key is ever
+part of an answer.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from sincere.answer import Answer
-from sincere.errors import ErrorContext, ServiceError
+from sincere.errors import ErrorContext, InternalError, ServiceError
 from sincere.llm.provider import Delta
 
 DONE = b"data: [DONE]\n\n"
@@ -62,8 +62,5 @@ async def openai_sse(
         yield _event(exc.to_openai_error())
     except Exception:  # a defect still ends the stream as failed, in band
         log.exception("unhandled error in the stream of %s", request_id)
-        defect = ServiceError(
-            "internal error; the operator's log has the details",
-            context=ErrorContext(request_id=request_id),
-        )
+        defect = InternalError.of(ErrorContext(request_id=request_id))
         yield _event(defect.to_openai_error())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from types import TracebackType
 
 from sincere.config import TierLimits
 from sincere.errors import ErrorContext, RateLimited
@@ -73,14 +72,3 @@ class Admission:
         if self._limiter is not None:
             self._limiter._release(self._user_id)
             self._limiter = None
-
-    def __enter__(self) -> Admission:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
