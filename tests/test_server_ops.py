@@ -90,7 +90,7 @@ def test_health_passes_with_a_check_per_circuit_and_a_measured_store(
         "ms",
     )
     assert isinstance(store["observedValue"], float)
-    assert 0 < store["observedValue"] < 5000
+    assert store["observedValue"] > 0  # measured, so never exactly zero
     _assert_no_upstream_address(live, fault_server, response.text)
 
 
