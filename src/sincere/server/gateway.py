@@ -79,7 +79,7 @@ class Gateway:
                 suggestions=["Create one with: sincere keys create --user U --tier T"],
             )
         record = self.keys.cached(key)
-        if record is None:
+        if record is None and self.keys.well_formed(key):
             # A miss costs a query: on a worker thread, so that a flood of unknown keys, or
             # a slow database, cannot stall every other request on the event loop.
             record = await asyncio.to_thread(self.keys.verify, key)

@@ -84,6 +84,11 @@ class KeyStore:
             )
         return key, record
 
+    @staticmethod
+    def well_formed(key: str) -> bool:
+        """Whether ``key`` has the shape of a sincere key (anything else is refused unread)."""
+        return key.startswith(KEY_PREFIX)
+
     def cached(self, key: str) -> KeyRecord | None:
         """The record of a key verified less than ``cache_ttl_s`` ago, without a query."""
         cached = self._cache.get(_hash(key))
@@ -91,7 +96,7 @@ class KeyStore:
 
     def verify(self, key: str) -> KeyRecord | None:
         """The active key's record, or None for an unknown or revoked key."""
-        if not key.startswith(KEY_PREFIX):
+        if not self.well_formed(key):
             return None
         if (record := self.cached(key)) is not None:
             return record
