@@ -159,6 +159,16 @@ async def test_a_stream_whose_last_line_has_no_newline_is_read_to_its_end(
     assert completion.usage.completion_tokens == 4
 
 
+async def test_a_complete_stream_whose_body_never_ends_is_an_answer(
+    fault_server: FaultServer,
+) -> None:
+    fault_server.default = Fault.linger()  # [DONE], then neither the body's end nor a close
+    deltas, completion = await _stream(_provider(fault_server))
+
+    assert "".join(deltas) == completion.text == "Echo: hello there world"
+    assert completion.usage is not None
+
+
 async def test_a_body_that_is_no_event_stream_is_a_clean_upstream_error(
     fault_server: FaultServer,
 ) -> None:

@@ -234,6 +234,12 @@ class Fault:
         return cls("crlf")
 
     @classmethod
+    def linger(cls, seconds: float | None = None) -> Fault:
+        """A complete stream up to ``data: [DONE]``, then the body stays open for ``seconds``
+        (None: until the client leaves) without its end, then a close."""
+        return cls("linger", seconds=seconds)
+
+    @classmethod
     def leak(cls, secret: str | None = None) -> Fault:
         """An answer that quotes ``secret`` (None: the bearer token received) in its text,
         split across two content events, and names it as its ``model``."""
@@ -598,6 +604,15 @@ async def _crlf(ex: _Exchange, fault: Fault) -> bool:
     return await ex.end()
 
 
+async def _linger(ex: _Exchange, fault: Fault) -> bool:
+    """Everything up to ``[DONE]``, but the body's end never comes: silence, then a close."""
+    answer = ex.answer(fault)
+    await ex.start(200, "text/event-stream")
+    await ex.data(*answer.chunks(), *answer.tail(), _DONE)
+    await _pause(fault.seconds)
+    return await ex.abort(rst=False)
+
+
 async def _leak(ex: _Exchange, fault: Fault) -> bool:
     """An answer quoting the secret, split across two events, with the secret as its model."""
     secret = fault.secret or ex.request.headers.get("authorization", "").removeprefix("Bearer ")
@@ -617,7 +632,7 @@ _HANDLERS: dict[str, Callable[[_Exchange, Fault], Awaitable[bool]]] = {
     **{f.__name__[1:]: f for f in (_status, _reset, _hang, _slow_first_token, _cut, _stall)},
     **{f.__name__[1:]: f for f in (_malformed_chunk, _no_done, _reject_prefill)},
     **{f.__name__[1:]: f for f in (_json_answer, _raw, _no_final_newline, _keep_alive)},
-    **{f.__name__[1:]: f for f in (_huge_line, _crlf, _leak)},
+    **{f.__name__[1:]: f for f in (_huge_line, _crlf, _linger, _leak)},
 }
 
 

@@ -583,6 +583,17 @@ def test_crlf_ends_every_stream_line_in_crlf(server: FaultServer, client: httpx.
     assert deltas(events) == ECHO
 
 
+def test_linger_sends_done_but_never_the_end_of_the_body(
+    server: FaultServer, client: httpx.Client
+) -> None:
+    server.script(Fault.linger(seconds=0.2))
+
+    lines, error = read_stream(client, "linger")
+    assert isinstance(error, httpx.RemoteProtocolError)  # the close came, not the end
+    assert lines[-1] == "data: [DONE]"
+    assert deltas([line.removeprefix("data: ") for line in lines[:-1]]) == ECHO
+
+
 def test_leak_quotes_the_key_split_across_two_events_and_as_the_model(
     server: FaultServer, client: httpx.Client
 ) -> None:
