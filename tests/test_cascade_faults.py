@@ -686,3 +686,48 @@ async def test_when_routes_fail_differently_the_error_is_503_with_a_line_per_att
         ("b", "timeout"),
     ]
     assert "retry_after" not in problem  # nobody knows when: nothing invented
+
+
+# Upstreams that stream badly
+
+
+async def test_keep_alive_comments_without_tokens_fail_over_at_the_first_token_limit(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.default = Fault.keep_alive(interval_s=0.5, comment=": OPENROUTER PROCESSING")
+    b.default = Fault.ok(text="from b")
+    defaults = "first_token_timeout_s = 1.5\ntimeout_s = 30\n"
+    answer = await _ask(_pair(tmp_path, servers, defaults=defaults), contexts)
+    assert answer.text == "from b"
+    assert _outcomes(answer) == [("a", "timeout"), ("b", "ok")]
+    detail = answer.provenance.attempts[0].detail or ""
+    assert detail.startswith("a: no first token within 1.5 s; the upstream sent only ")
+    assert len(a.completions) == 1
+
+
+async def test_a_line_over_the_cap_fails_the_attempt_and_the_cascade_moves_on(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.default = Fault.huge_line(2 << 20)
+    b.default = Fault.ok(text="from b")
+    answer = await _ask(_pair(tmp_path, servers, defaults="max_retries = 0\n"), contexts)
+    assert answer.text == "from b"
+    assert _outcomes(answer) == [("a", "upstream_error"), ("b", "ok")]
+    assert "a stream line over 1 MiB" in (answer.provenance.attempts[0].detail or "")
+
+
+async def test_a_proxys_html_502_is_retried_then_failed_over_and_named_as_such(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.default = Fault.proxy_error(502)
+    b.default = Fault.ok(text="from b")
+    answer = await _ask(_pair(tmp_path, servers), contexts)
+    assert answer.text == "from b"
+    assert _outcomes(answer) == [("a", "upstream_error")] * 3 + [("b", "ok")]
+    detail = answer.provenance.attempts[0].detail or ""
+    assert detail == (
+        "a: the upstream (or a proxy in front of it) answered 502 with a non-JSON (text/html) body"
+    )

@@ -171,7 +171,7 @@ async def test_no_response_at_all_is_bounded_by_the_first_token_limit(
     [
         (Fault.cut(after_chunks=2), UpstreamError, "connection broke"),
         (Fault.stall(after_chunks=2), ServiceTimeout, "no next token"),
-        (Fault.malformed_chunk(after_chunks=2), UpstreamError, "undecodable"),
+        (Fault.malformed_chunk(after_chunks=2), UpstreamError, "not valid JSON"),
         (Fault.no_done(finish_reason=False), UpstreamError, "without a finish reason"),
     ],
 )

@@ -13,6 +13,7 @@ async tests can both use it::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import logging
@@ -37,7 +38,12 @@ logger = logging.getLogger(__name__)
 _PIECES = re.compile(r"\s*\S+|\s+")  # words with their leading whitespace; joins back exactly
 _DONE = b"data: [DONE]\n\n"
 _MALFORMED = b'data: {"choices": [\n\n'
+_PROXY_PAGE = (
+    "<html>\r\n<head><title>{0} {1}</title></head>\r\n<body>\r\n"
+    "<center><h1>{0} {1}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
 _JSON = "application/json"
+_MARK = "@@huge@@"  # where a huge line's content goes
 _KEYS_URL = "https://platform.openai.com/account/api-keys"
 _ERROR_TYPES = {403: "permission_error", 429: "requests"}  # otherwise invalid_request_error
 _MESSAGES = {
@@ -65,6 +71,13 @@ class Fault:
     finish_reason: bool = True
     echo_key: bool = False
     rst: bool = False
+    body: bytes | None = None
+    content_type: str | None = None
+    interval_s: float = 0.5
+    comment: str = ": keep-alive"
+    size: int = 0
+    done: bool = True
+    secret: str | None = None
 
     @classmethod
     def ok(cls, text: str | None = None, delay_s: float = 0.0) -> Fault:
@@ -169,6 +182,70 @@ class Fault:
         return cls("degenerate", text="the cat sat on the mat " * 40)
 
     @classmethod
+    def json_answer(cls, text: str | None = None) -> Fault:
+        """One JSON completion (with usage, no final newline) even to ``"stream": true``."""
+        return cls("json_answer", text=text)
+
+    @classmethod
+    def raw(cls, status: int, content_type: str, body: bytes) -> Fault:
+        """Exactly this status, content type and body, whatever was asked."""
+        return cls("raw", status_code=status, content_type=content_type, body=body)
+
+    @classmethod
+    def proxy_error(cls, status: int = 502) -> Fault:
+        """The HTML error page of a proxy in front of the provider (nginx's, verbatim)."""
+        return cls.raw(status, "text/html", _PROXY_PAGE.format(status, _phrase(status)).encode())
+
+    @classmethod
+    def no_final_newline(cls, done: bool = True) -> Fault:
+        """A stream whose last line has no newline: ``data: [DONE]``, or without ``done``
+        the usage event (then there is no ``[DONE]``)."""
+        return cls("no_final_newline", done=done)
+
+    @classmethod
+    def keep_alive(
+        cls,
+        after_chunks: int = 0,
+        *,
+        interval_s: float = 0.5,
+        comment: str = ": keep-alive",
+        seconds: float | None = None,
+    ) -> Fault:
+        """``after_chunks`` content chunks, then only ``comment`` lines every ``interval_s``
+        (for ``seconds``, None: until the client leaves), then a close mid-body."""
+        return cls(
+            "keep_alive",
+            after_chunks=after_chunks,
+            interval_s=interval_s,
+            comment=comment,
+            seconds=seconds,
+        )
+
+    @classmethod
+    def huge_line(cls, size: int, *, json_body: bool = False) -> Fault:
+        """Streaming: one content event of ``size`` bytes ("x" each) in a single line, then a
+        normal end. Non-streaming (or with ``json_body``, whatever was asked): a JSON
+        completion whose content has ``size`` bytes. Usage counts the content as one word."""
+        return cls("huge_line", size=size, content_type=_JSON if json_body else None)
+
+    @classmethod
+    def crlf(cls) -> Fault:
+        """A normal answer whose stream ends every line in CRLF instead of LF."""
+        return cls("crlf")
+
+    @classmethod
+    def linger(cls, seconds: float | None = None) -> Fault:
+        """A complete stream up to ``data: [DONE]``, then the body stays open for ``seconds``
+        (None: until the client leaves) without its end, then a close."""
+        return cls("linger", seconds=seconds)
+
+    @classmethod
+    def leak(cls, secret: str | None = None) -> Fault:
+        """An answer that quotes ``secret`` (None: the bearer token received) in its text,
+        split across two content events, and names it as its ``model``."""
+        return cls("leak", secret=secret)
+
+    @classmethod
     def reject_prefill(cls) -> Fault:
         """400 when the last message is the assistant's (a prefill); else like ``ok()``."""
         return cls("reject_prefill")
@@ -265,9 +342,14 @@ class _Answer:
     def _event(self, **rest: Any) -> bytes:
         return f"data: {json.dumps(self._envelope('chat.completion.chunk', **rest))}\n\n".encode()
 
-    def chunks(self) -> list[bytes]:
-        """The content events: the first carries the role, joining the deltas gives the text."""
-        deltas = [{"content": piece} for piece in _PIECES.findall(self.text) or [""]]
+    def chunks(self, pieces: Sequence[str] | None = None) -> list[bytes]:
+        """The content events: the first carries the role, joining the deltas gives the text.
+
+        One per word unless ``pieces`` (which must join into the text) says otherwise.
+        """
+        if pieces is None:
+            pieces = _PIECES.findall(self.text) or [""]
+        deltas = [{"content": piece} for piece in pieces]
         deltas[0] = {"role": "assistant", **deltas[0]}
         return [
             self._event(choices=[{"index": 0, "delta": d, "finish_reason": None}]) for d in deltas
@@ -452,11 +534,105 @@ async def _reject_prefill(ex: _Exchange, fault: Fault) -> bool:
     return await _answer(ex, fault)
 
 
+async def _json_answer(ex: _Exchange, fault: Fault) -> bool:
+    """A JSON completion whatever was asked, like a server that ignores ``"stream": true``."""
+    return await ex.respond(200, ex.answer(fault).body())
+
+
+async def _raw(ex: _Exchange, fault: Fault) -> bool:
+    """The fault's own status, content type and body."""
+    body = fault.body or b""
+    await ex.start(fault.status_code, fault.content_type or "text/plain", len(body))
+    await ex.data(body)
+    return await ex.end()
+
+
+async def _no_final_newline(ex: _Exchange, fault: Fault) -> bool:
+    """A stream whose last line (``[DONE]``, or the usage event) ends without a newline."""
+    if not ex.streaming:
+        return await _answer(ex, fault)
+    answer = ex.answer(fault)
+    events = [*answer.chunks(), *answer.tail(), *([_DONE] if fault.done else [])]
+    await ex.start(200, "text/event-stream")
+    await ex.data(*events[:-1], events[-1].rstrip(b"\n"))
+    return await ex.end()
+
+
+async def _keep_alive(ex: _Exchange, fault: Fault) -> bool:
+    """Content chunks, then only comment lines (never a token), then a close mid-body."""
+    answer = ex.answer(fault)
+    await ex.start(200, "text/event-stream")
+    await ex.data(*answer.chunks()[: fault.after_chunks])
+    line = f"{fault.comment}\n\n".encode()
+    until = None if fault.seconds is None else time.monotonic() + fault.seconds
+    while until is None or time.monotonic() < until:
+        await ex.data(line)
+        await asyncio.sleep(fault.interval_s)
+    return await ex.abort(rst=False)
+
+
+async def _huge_line(ex: _Exchange, fault: Fault) -> bool:
+    """One content event of ``size`` bytes on one line (or a JSON body that large).
+
+    Written 64 KiB at a time, so the server itself holds little of it.
+    """
+    answer = ex.answer(dataclasses.replace(fault, text=_MARK))
+    if ex.streaming and fault.content_type != _JSON:
+        head, tail = answer.chunks()[0].split(_MARK.encode())
+        after = [*answer.tail(), _DONE]
+        await ex.start(200, "text/event-stream")
+    else:
+        head, tail = answer.body().split(_MARK.encode())
+        after = []
+        await ex.start(200, _JSON, len(head) + fault.size + len(tail))
+    await ex.data(head)
+    piece = b"x" * 65536
+    for _ in range(fault.size // len(piece)):
+        await ex.data(piece)
+    await ex.data(piece[: fault.size % len(piece)], tail, *after)
+    return await ex.end()
+
+
+async def _crlf(ex: _Exchange, fault: Fault) -> bool:
+    """A normal answer; streamed, every line ends in CRLF."""
+    if not ex.streaming:
+        return await _answer(ex, fault)
+    answer = ex.answer(fault)
+    await ex.start(200, "text/event-stream")
+    events = [*answer.chunks(), *answer.tail(), _DONE]
+    await ex.data(*(event.replace(b"\n", b"\r\n") for event in events))
+    return await ex.end()
+
+
+async def _linger(ex: _Exchange, fault: Fault) -> bool:
+    """Everything up to ``[DONE]``, but the body's end never comes: silence, then a close."""
+    answer = ex.answer(fault)
+    await ex.start(200, "text/event-stream")
+    await ex.data(*answer.chunks(), *answer.tail(), _DONE)
+    await _pause(fault.seconds)
+    return await ex.abort(rst=False)
+
+
+async def _leak(ex: _Exchange, fault: Fault) -> bool:
+    """An answer quoting the secret, split across two events, with the secret as its model."""
+    secret = fault.secret or ex.request.headers.get("authorization", "").removeprefix("Bearer ")
+    half = len(secret) // 2
+    pieces = ["The key is ", secret[:half], secret[half:], ", as you asked."]
+    answer = dataclasses.replace(_Answer.build(ex.body, "".join(pieces)), model=secret or "unknown")
+    if not ex.streaming:
+        return await ex.respond(200, answer.body())
+    await ex.start(200, "text/event-stream")
+    await ex.data(*answer.chunks(pieces), *answer.tail(), _DONE)
+    return await ex.end()
+
+
 # Fault.kind -> handler; a handler returns whether the connection may serve another request.
 _HANDLERS: dict[str, Callable[[_Exchange, Fault], Awaitable[bool]]] = {
     **dict.fromkeys(["ok", "empty", "whitespace", "degenerate"], _ok),
     **{f.__name__[1:]: f for f in (_status, _reset, _hang, _slow_first_token, _cut, _stall)},
     **{f.__name__[1:]: f for f in (_malformed_chunk, _no_done, _reject_prefill)},
+    **{f.__name__[1:]: f for f in (_json_answer, _raw, _no_final_newline, _keep_alive)},
+    **{f.__name__[1:]: f for f in (_huge_line, _crlf, _linger, _leak)},
 }
 
 

@@ -485,3 +485,126 @@ def test_stop_closes_hanging_connections_and_is_idempotent() -> None:
     assert isinstance(errors[0], httpx.RemoteProtocolError | httpx.ReadError)
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{server.base_url}/models")
+
+
+# -- wire-format faults ------------------------------------------------------------------------
+
+
+def test_json_answer_ignores_stream_true_and_has_no_final_newline(
+    server: FaultServer, client: httpx.Client
+) -> None:
+    server.default = Fault.json_answer(text="one two")
+    response = client.post("/chat/completions", json=payload(stream=True))
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert not response.content.endswith(b"\n")
+    body = response.json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"]["content"] == "one two"
+    assert body["usage"]["completion_tokens"] == 2
+
+
+def test_raw_and_proxy_error_send_exactly_their_body(
+    server: FaultServer, client: httpx.Client
+) -> None:
+    server.script(Fault.raw(200, "application/json", b'{"object": "list"}'), Fault.proxy_error())
+    raw = client.post("/chat/completions", json=payload(stream=True))
+    page = client.post("/chat/completions", json=payload(stream=True))
+
+    assert (raw.status_code, raw.headers["content-type"]) == (200, "application/json")
+    assert raw.content == b'{"object": "list"}'
+    assert (page.status_code, page.headers["content-type"]) == (502, "text/html")
+    assert page.text.startswith("<html>")
+    assert "<title>502 Bad Gateway</title>" in page.text
+
+
+def test_no_final_newline_leaves_the_last_line_unterminated(
+    server: FaultServer, client: httpx.Client
+) -> None:
+    server.script(Fault.no_final_newline(), Fault.no_final_newline(done=False))
+    body = payload(stream=True, stream_options={"include_usage": True})
+    with_done = client.post("/chat/completions", json=body).text
+    without_done = client.post("/chat/completions", json=body).text
+
+    assert with_done.endswith("\n\ndata: [DONE]")
+    assert "[DONE]" not in without_done
+    last = without_done.rsplit("\n", 1)[-1]
+    assert json.loads(last.removeprefix("data: "))["usage"]["completion_tokens"] == 4
+
+
+def test_keep_alive_sends_comment_lines_and_never_a_token(
+    server: FaultServer, client: httpx.Client
+) -> None:
+    server.script(Fault.keep_alive(1, interval_s=0.05, comment=": OPENROUTER PROCESSING"))
+    lines: list[str] = []
+    with client.stream("POST", "/chat/completions", json=payload(stream=True)) as response:
+        for line in response.iter_lines():
+            if line:
+                lines.append(line)
+            if len(lines) == 4:
+                break
+
+    assert deltas([lines[0].removeprefix("data: ")]) == "Echo:"
+    assert lines[1:] == [": OPENROUTER PROCESSING"] * 3
+
+
+def test_keep_alive_with_seconds_then_closes_mid_body(
+    server: FaultServer, client: httpx.Client
+) -> None:
+    server.script(Fault.keep_alive(interval_s=0.05, seconds=0.2))
+
+    lines, error = read_stream(client, "keep_alive")
+    assert isinstance(error, httpx.RemoteProtocolError)
+    assert lines
+    assert set(lines) == {": keep-alive"}
+
+
+def test_huge_line_is_one_content_event_of_that_size(
+    server: FaultServer, client: httpx.Client
+) -> None:
+    server.default = Fault.huge_line(100_000)
+    events = sse_events(client.post("/chat/completions", json=payload(stream=True)))
+    plain = client.post("/chat/completions", json=payload())
+
+    assert deltas(events) == "x" * 100_000
+    assert len(events[0]) > 100_000
+    assert events[-1] == "[DONE]"
+    assert plain.json()["choices"][0]["message"]["content"] == "x" * 100_000
+
+
+def test_crlf_ends_every_stream_line_in_crlf(server: FaultServer, client: httpx.Client) -> None:
+    server.default = Fault.crlf()
+    text = client.post("/chat/completions", json=payload(stream=True)).text
+
+    assert text.endswith("data: [DONE]\r\n\r\n")
+    assert "\n" not in text.replace("\r\n", "")
+    events = [e.removeprefix("data: ") for e in text.split("\r\n\r\n")[:-1]]
+    assert deltas(events) == ECHO
+
+
+def test_linger_sends_done_but_never_the_end_of_the_body(
+    server: FaultServer, client: httpx.Client
+) -> None:
+    server.script(Fault.linger(seconds=0.2))
+
+    lines, error = read_stream(client, "linger")
+    assert isinstance(error, httpx.RemoteProtocolError)  # the close came, not the end
+    assert lines[-1] == "data: [DONE]"
+    assert deltas([line.removeprefix("data: ") for line in lines[:-1]]) == ECHO
+
+
+def test_leak_quotes_the_key_split_across_two_events_and_as_the_model(
+    server: FaultServer, client: httpx.Client
+) -> None:
+    server.script(Fault.leak(), Fault.leak("other-secret-0123456789"))
+    secret = {"Authorization": "Bearer sk-live-SECRET123"}
+    events = sse_events(client.post("/chat/completions", json=payload(True), headers=secret))
+    plain = client.post("/chat/completions", json=payload(), headers=secret).json()
+
+    pieces = [json.loads(e)["choices"][0]["delta"].get("content") for e in events[:-2]]
+    assert pieces == ["The key is ", "sk-live-", "SECRET123", ", as you asked."]
+    assert {json.loads(e)["model"] for e in events[:-1]} == {"sk-live-SECRET123"}
+    content = "The key is other-secret-0123456789, as you asked."
+    assert plain["choices"][0]["message"]["content"] == content
+    assert plain["model"] == "other-secret-0123456789"
