@@ -78,6 +78,13 @@ def fault_mix() -> list[tuple[float, Any]]:
         (2, Fault.degenerate()),
         (3, Fault.hang(4)),
         (3, Fault.ok(TEXT, delay_s=0.5)),
+        # What some servers and proxies send instead of a clean stream.
+        (2, Fault.json_answer(TEXT)),
+        (2, Fault.no_final_newline()),
+        (2, Fault.crlf()),
+        (2, Fault.keep_alive(seconds=4)),
+        (1, Fault.huge_line(2 * 1024 * 1024)),
+        (2, Fault.proxy_error(502)),
     ]
 
 
