@@ -291,3 +291,16 @@ async def test_a_slow_consumer_is_closed_with_1013_and_can_resume_without_loss(
         rest = [await _receive(ws) for _ in range(ready["last_event_id"] - delivered)]
     assert ready["last_event_id"] == 3 * 16 * 2
     assert [m["event"]["id"] for m in rest] == list(range(delivered + 1, 3 * 16 * 2 + 1))
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "", "%C2%B2"])
+async def test_a_malformed_last_event_id_is_closed_with_4400_saying_what_it_must_be(
+    live: LiveGateway, value: str
+) -> None:
+    async with _socket(live, query=f"?last_event_id={value}") as ws:
+        with pytest.raises(ConnectionClosed):
+            await _receive(ws)
+    assert ws.close_code == events_route.CLOSE_BAD_REQUEST
+    assert ws.close_reason is not None
+    assert "last_event_id" in ws.close_reason
+    assert "whole number" in ws.close_reason

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, WebSocket
+from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from sincere.errors import AuthenticationFailed
@@ -25,7 +25,8 @@ from sincere.server.http_errors import request_id
 router = APIRouter()
 
 AUTH_TIMEOUT_S = 5.0  # how long a browser has to send its auth message
-CLOSE_UNAUTHORIZED = 4401  # 4000-4999 are the application's; 4401 mirrors HTTP 401
+CLOSE_BAD_REQUEST = 4400  # 4000-4999 are the application's; 4400 and 4401 mirror HTTP
+CLOSE_UNAUTHORIZED = 4401
 CLOSE_TRY_AGAIN_LATER = 1013
 _NO_KEY = (
     "no API key: send 'Authorization: Bearer <key>' or a first message "
@@ -33,13 +34,21 @@ _NO_KEY = (
 )
 
 
+_BAD_LAST_ID = "last_event_id must be a whole number >= 0: the id of the last event received"
+
+
 @router.websocket("/v1/events")
-async def events(
-    websocket: WebSocket, last_event_id: Annotated[int | None, Query(ge=0)] = None
-) -> None:
-    """Stream the caller's events; with ``last_event_id``, the retained ones after it first."""
+async def events(websocket: WebSocket) -> None:
+    """Stream the caller's events; with ``?last_event_id=N``, the retained ones after it first."""
     gw: Gateway = websocket.app.state.gateway
     await websocket.accept()
+    # Read here, not by FastAPI's Query validation: that refuses the upgrade with a bare 403,
+    # which a client cannot tell from an authentication failure.
+    raw_id = websocket.query_params.get("last_event_id")
+    last_event_id = _event_id(raw_id) if raw_id is not None else None
+    if raw_id is not None and last_event_id is None:
+        await websocket.close(CLOSE_BAD_REQUEST, _BAD_LAST_ID)
+        return
     try:
         key = await _key(websocket)
     except WebSocketDisconnect:
@@ -79,6 +88,16 @@ async def events(
         pass
     finally:
         sub.close()
+
+
+def _event_id(text: str) -> int | None:
+    """A non-negative decimal id (ASCII digits only), or None."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    try:
+        return int(text)
+    except ValueError:  # longer than Python converts (4300 digits)
+        return None
 
 
 async def _key(websocket: WebSocket) -> str | None:
