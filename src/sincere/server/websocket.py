@@ -62,10 +62,6 @@ async def events(websocket: WebSocket) -> None:
 
     oldest, last_id = gw.bus.bounds(record.user_id)
     sub = gw.bus.subscribe(record.user_id, last_event_id)
-    if last_event_id is None or last_event_id > last_id:
-        delivered = last_id if last_event_id is None else 0
-    else:
-        delivered = last_event_id
     try:
         await websocket.send_json(
             {"type": "ready", "user_id": record.user_id, "last_event_id": last_id}
@@ -75,12 +71,11 @@ async def events(websocket: WebSocket) -> None:
                 "type": "gap",
                 "after_id": last_event_id,
                 "oldest_available_id": oldest,
+                "reason": sub.gap_reason,
             }
-            if last_event_id is not None and last_event_id > last_id:
-                gap["reason"] = "after_id is beyond this stream's last event id"
             await websocket.send_json(gap)
         async with asyncio.TaskGroup() as tasks:
-            pump = tasks.create_task(_pump(websocket, sub, gw, delivered))
+            pump = tasks.create_task(_pump(websocket, sub, gw))
             listen = tasks.create_task(_listen(websocket))
             pump.add_done_callback(lambda _: listen.cancel())
             listen.add_done_callback(lambda _: pump.cancel())
@@ -121,7 +116,7 @@ async def _key(websocket: WebSocket) -> str | None:
     return None
 
 
-async def _pump(websocket: WebSocket, sub: Subscription, gw: Gateway, delivered: int) -> None:
+async def _pump(websocket: WebSocket, sub: Subscription, gw: Gateway) -> None:
     """Send events as they come, a heartbeat when idle; 1013 when the buffer overflowed."""
     idle_s = gw.settings.server.heartbeat_s
     try:
@@ -136,9 +131,8 @@ async def _pump(websocket: WebSocket, sub: Subscription, gw: Gateway, delivered:
                 continue
             await websocket.send_json({"type": "event", "event": event.to_dict()})
             gw.metrics.event_deliveries.inc()
-            delivered = event.id
     except SlowConsumer:
-        reason = f"event buffer overflow; reconnect with last_event_id={delivered}"
+        reason = f"event buffer overflow; reconnect with last_event_id={sub.last_id}"
         await websocket.close(CLOSE_TRY_AGAIN_LATER, reason)
     except (StopAsyncIteration, WebSocketDisconnect):
         return
