@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from sincere.events import EPOCH_SPAN
 from sincere.server import websocket as events_route
 from sincere.server.gateway import Gateway
+from sincere.store import KeyStore, open_database
 from tests.faults import Fault, FaultServer
 from tests.live import LiveGateway, LiveServer, settings_for
 
@@ -352,3 +353,42 @@ async def test_a_malformed_last_event_id_is_closed_with_4400_saying_what_it_must
     assert ws.close_reason is not None
     assert "last_event_id" in ws.close_reason
     assert "whole number" in ws.close_reason
+
+
+@pytest.mark.parametrize("revoker", ["gateway", "another process"])
+async def test_a_revoked_keys_socket_is_closed_with_4401_and_gets_nothing_after(
+    live: LiveGateway, revoker: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = live.gateway
+    socket_key, record = gateway.keys.create("carol", "enterprise")
+    live.keys["carol"], _ = gateway.keys.create("carol", "enterprise")  # keeps working
+    server_log = logging.getLogger("uvicorn.error")  # uvicorn's loggers do not propagate
+    server_log.addHandler(caplog.handler)
+    received: list[dict[str, Any]] = []
+    try:
+        async with connect(
+            live.ws, additional_headers={"Authorization": f"Bearer {socket_key}"}
+        ) as ws:
+            await _ready(ws)
+            await _events_until(ws, await _chat(live, "carol"))  # the socket streams
+            if revoker == "gateway":
+                assert gateway.keys.revoke(record.id)
+            else:  # `sincere keys revoke`: the gateway learns it when its key cache expires
+                assert KeyStore(open_database(gateway.settings.database_url())).revoke(record.id)
+            reader = asyncio.create_task(_read_all(ws, received))
+            async with asyncio.timeout(60):  # generous: the key is re-checked every second
+                while not reader.done():
+                    await _chat(live, "carol")  # carol's events keep coming
+                    await asyncio.sleep(0.1)
+            with pytest.raises(ConnectionClosed):
+                await reader
+        await _chat(live, "carol")  # and go on after the close
+    finally:
+        server_log.removeHandler(caplog.handler)
+    assert ws.close_code == events_route.CLOSE_UNAUTHORIZED
+    assert ws.close_reason == "the API key was revoked"
+    ids = [m["event"]["id"] for m in received if m["type"] == "event"]
+    stream = [e.id for e in gateway.bus.replay("carol").events]
+    assert ids == stream[stream.index(ids[0]) : stream.index(ids[-1]) + 1] if ids else True
+    assert stream[-1] > (ids[-1] if ids else 0)  # events published after the close: not sent
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
