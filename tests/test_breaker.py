@@ -98,3 +98,19 @@ def test_forced_opening_uses_the_given_period() -> None:
     opened = breaker.record_failure("invalid key", open_for_s=300)
     assert opened is not None
     assert opened.next_probe_in_s == 300
+
+
+def test_an_open_period_that_is_over_is_observed_as_half_open_before_any_request() -> None:
+    breaker, clock = _breaker(consecutive_failures=1, open_s=10)
+    breaker.record_failure("x")
+    assert breaker.observed_state() is BreakerState.OPEN
+    assert not breaker.probe_due()
+    clock.now += 10
+    assert breaker.state is BreakerState.OPEN  # nobody has taken the probe yet
+    assert breaker.observed_state() is BreakerState.HALF_OPEN  # but a request would be let in
+    assert breaker.probe_due()
+    assert not breaker.probe_due(1)  # due for a second: not yet
+    clock.now += 1
+    assert breaker.probe_due(1)
+    assert breaker.admit()[0].probe
+    assert not breaker.probe_due()  # taken

@@ -72,6 +72,18 @@ class CircuitBreaker:
             return None
         return max(0.0, self._probe_due - self._clock())
 
+    def probe_due(self, for_s: float = 0.0) -> bool:
+        """Open, with its open period over (for at least ``for_s``): a probe may go now."""
+        return self.state is BreakerState.OPEN and self._clock() >= self._probe_due + for_s
+
+    def observed_state(self) -> BreakerState:
+        """The state a request arriving now meets: half-open once the open period is over.
+
+        ``state`` stays open until a request (or the idle prober) takes the probe; reports
+        of what the deployment can do now (readiness, status) read this instead.
+        """
+        return BreakerState.HALF_OPEN if self.probe_due() else self.state
+
     def admit(self) -> tuple[Admission, BreakerTransition | None]:
         if self.state is BreakerState.CLOSED:
             return Admission(True), None
@@ -90,14 +102,14 @@ class CircuitBreaker:
         """An admitted probe ended without a verdict (cancelled): let another one through."""
         self._probing = False
 
-    def record_success(self) -> BreakerTransition | None:
+    def record_success(self, reason: str = "its probe succeeded") -> BreakerTransition | None:
         self._outcomes.append(True)
         self._consecutive = 0
         self._probing = False
         if self.state is not BreakerState.CLOSED:
             self._times_opened = 0
             self._outcomes.clear()
-            return self._move(BreakerState.CLOSED, "probe succeeded")
+            return self._move(BreakerState.CLOSED, reason)
         return None
 
     def record_failure(

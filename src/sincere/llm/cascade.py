@@ -420,6 +420,39 @@ class ModelCascade:
         )
         return Answer(completion, provenance)
 
+    async def probe_overdue(self, overdue_s: float) -> None:
+        """Probe each open deployment whose probe has been due for ``overdue_s`` unclaimed.
+
+        Without traffic nobody takes a due probe, and behind a load balancer that sends
+        requests to ready instances only, none may ever come. The provider's cheap health
+        check then decides, through the breaker as a request's probe would: success closes
+        the circuit, failure re-opens it for the next period. Its transitions are announced
+        and recorded like any other.
+        """
+        due = [name for name, breaker in self.breakers.items() if breaker.probe_due(overdue_s)]
+        await asyncio.gather(*(self._health_probe(name) for name in due))
+
+    async def _health_probe(self, name: str) -> None:
+        breaker, provider = self.breakers[name], self._providers[name]
+        admission, transition = breaker.admit()
+        if not admission.probe:
+            return  # a request took the probe meanwhile
+        await self._announce(transition)
+        try:
+            healthy = await provider.check(self.settings.defaults.connect_timeout_s)
+        except ServiceError as error:
+            # A probe serves no request: the route has no model of its own.
+            route = Route("", self.settings.deployment(name), provider, breaker)
+            await self._count_failure(route, error, retried=False)
+            return
+        except BaseException:
+            breaker.release()
+            raise
+        if healthy:
+            await self._announce(breaker.record_success("its health check passed"))
+        else:
+            breaker.release()  # it cannot tell: the next request is the probe
+
 
 def _gate(deployment: str, text: str) -> None:
     reason = rejection_reason(text)

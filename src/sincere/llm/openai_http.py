@@ -74,6 +74,7 @@ class OpenAIProvider:
         self.deployment = deployment
         self._api_key = api_key
         self._url = deployment.base_url.rstrip("/") + "/chat/completions"
+        self._models_url = deployment.base_url.rstrip("/") + "/models"
         self._headers = {"Content-Type": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -86,6 +87,23 @@ class OpenAIProvider:
 
     async def start(self) -> HealthReport:
         return HealthReport(HealthState.READY, "HTTP client ready")
+
+    async def check(self, timeout_s: float) -> bool | None:
+        """GET {base_url}/models with the key, within ``timeout_s``: True on a 2xx answer.
+
+        None when the endpoint has no such route (404, 405): it cannot tell. Any other
+        answer or failure raises the ServiceError a chat request would have got.
+        """
+        limits = AttemptLimits(timeout_s, timeout_s, timeout_s, timeout_s)
+        timeout = aiohttp.ClientTimeout(total=timeout_s, connect=timeout_s)
+        with self._map_transport_errors(limits):
+            async with self._client().get(self._models_url, timeout=timeout) as response:
+                body = await response.read()
+        if response.status in (404, 405):
+            return None
+        if response.status >= 300:
+            raise self._error_from_response(response.status, body, response.headers)
+        return True
 
     async def aclose(self) -> None:
         if self._session is not None:

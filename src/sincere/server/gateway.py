@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sincere.config import Settings
 from sincere.context import ContextFactory
@@ -45,6 +46,8 @@ class Gateway:
     limiter: TierLimiter
     guard: ResponseGuard
     metrics: Metrics
+    # When this process assembled its gateway: the start of every state it has not seen change.
+    started_at: float = field(default_factory=time.time)
 
     @classmethod
     def create(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Gateway:
