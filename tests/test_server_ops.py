@@ -110,7 +110,7 @@ def test_an_open_circuit_shows_on_health_and_status_from_the_breaker_and_the_sto
     [circuit] = body["checks"]["up:circuit"]
     assert (circuit["status"], circuit["observedValue"]) == ("fail", "open")
     assert circuit["output"].startswith(opened.reason)
-    assert "consecutive failures" in circuit["output"]
+    assert "calls in a row failed" in circuit["output"]
     assert datetime.fromisoformat(circuit["time"]).timestamp() == pytest.approx(opened.at, abs=1e-3)
     assert body["checks"]["embedded:circuit"][0]["status"] == "pass"
     assert _get(live, "/readyz").status_code == 200
@@ -408,9 +408,9 @@ def test_status_shows_states_and_times_to_all_and_reasons_to_an_admin(
         assert up["state"] == "major_outage"
         assert up["recent_transitions"]
         assert all(set(t) == {"state", "at"} for t in up["recent_transitions"])
-        assert "consecutive" not in response.text  # the breaker's reason
+        assert "in a row" not in response.text  # the breaker's reason
     up = {s["name"]: s for s in as_admin.json()["services"]}["up"]
     assert all(set(t) == {"state", "at", "message"} for t in up["recent_transitions"])
-    assert "consecutive" in up["recent_transitions"][0]["message"]
+    assert "in a row" in up["recent_transitions"][0]["message"]
     assert bad_key.status_code == 401  # a key that is sent must be a valid one
     assert bad_key.headers["content-type"] == "application/problem+json"

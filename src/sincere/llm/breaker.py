@@ -89,7 +89,7 @@ class CircuitBreaker:
             return Admission(True), None
         now = self._clock()
         if self.state is BreakerState.OPEN and now >= self._probe_due:
-            transition = self._move(BreakerState.HALF_OPEN, "open period over: probing")
+            transition = self._move(BreakerState.HALF_OPEN, "its open period is over")
             self._probing = True
             return Admission(True, probe=True), transition
         if self.state is BreakerState.HALF_OPEN and not self._probing:
@@ -119,21 +119,25 @@ class CircuitBreaker:
         self._outcomes.append(False)
         self._consecutive += 1
         self._probing = False
+        # Reasons read after "because": sincere's messages say "it stopped using X because …".
         if self.state is BreakerState.HALF_OPEN:
-            return self._open(f"probe failed: {reason}", open_for_s)
+            return self._open(f"its probe failed: {reason}", open_for_s)
         if self.state is BreakerState.OPEN:
             return None
         if open_for_s is not None:
             return self._open(reason, open_for_s)
         if self._consecutive >= self.policy.consecutive_failures:
-            return self._open(f"{self._consecutive} consecutive failures, last: {reason}", None)
+            return self._open(
+                f"{self._consecutive} calls in a row failed (the last: {reason})", None
+            )
         failures = self._outcomes.count(False)
         if (
             len(self._outcomes) >= self.policy.min_calls
             and failures / len(self._outcomes) >= self.policy.failure_ratio
         ):
             return self._open(
-                f"{failures} of the last {len(self._outcomes)} calls failed, last: {reason}", None
+                f"{failures} of its last {len(self._outcomes)} calls failed (the last: {reason})",
+                None,
             )
         return None
 

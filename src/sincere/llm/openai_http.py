@@ -22,6 +22,7 @@ from sincere.errors import (
     ModelNotFound,
     ProviderAuthFailed,
     RateLimited,
+    RetryAfterSource,
     ServiceError,
     ServiceTimeout,
     ServiceUnavailable,
@@ -281,7 +282,12 @@ class OpenAIProvider:
         message = f"{self.deployment.name}: upstream answered {status}"
         if upstream_message:
             message += f": {self._scrub(upstream_message)[:500]}"
-        return cls(message, retry_after=_retry_after(headers), status_code=status)
+        return cls(
+            message,
+            retry_after=_retry_after(headers),
+            retry_after_source=RetryAfterSource.PROVIDER,
+            status_code=status,
+        )
 
     def _scrub(self, text: str) -> str:
         secrets = [self._api_key] if self._api_key else []
