@@ -26,7 +26,7 @@ def test_consecutive_failures_open_it_and_the_schedule_is_reported() -> None:
     assert opened is not None
     assert (opened.before, opened.after) == (BreakerState.CLOSED, BreakerState.OPEN)
     assert opened.next_probe_in_s == 30
-    assert "3 consecutive failures, last: boom" in opened.reason
+    assert opened.reason == "3 calls in a row failed (the last: boom)"
     admission, _ = breaker.admit()
     assert not admission.allowed
     assert admission.retry_after_s == 30
@@ -43,7 +43,7 @@ def test_a_failure_ratio_over_the_window_opens_it_even_without_a_streak() -> Non
     assert breaker.state is BreakerState.OPEN
     opened = [t for t in transitions if t is not None]
     assert len(opened) == 1
-    assert "5 of the last 10 calls failed" in opened[0].reason
+    assert opened[0].reason == "5 of its last 10 calls failed (the last: x)"
 
 
 def test_success_resets_the_streak() -> None:
@@ -80,6 +80,7 @@ def test_a_failed_probe_reopens_for_twice_as_long_up_to_the_cap() -> None:
         breaker.admit()
         reopened = breaker.record_failure("still down")
         assert reopened is not None
+        assert reopened.reason == "its probe failed: still down"
         periods.append(reopened.next_probe_in_s)
     assert periods == [20, 25, 25]
 
@@ -98,3 +99,19 @@ def test_forced_opening_uses_the_given_period() -> None:
     opened = breaker.record_failure("invalid key", open_for_s=300)
     assert opened is not None
     assert opened.next_probe_in_s == 300
+
+
+def test_an_open_period_that_is_over_is_observed_as_half_open_before_any_request() -> None:
+    breaker, clock = _breaker(consecutive_failures=1, open_s=10)
+    breaker.record_failure("x")
+    assert breaker.observed_state() is BreakerState.OPEN
+    assert not breaker.probe_due()
+    clock.now += 10
+    assert breaker.state is BreakerState.OPEN  # nobody has taken the probe yet
+    assert breaker.observed_state() is BreakerState.HALF_OPEN  # but a request would be let in
+    assert breaker.probe_due()
+    assert not breaker.probe_due(1)  # due for a second: not yet
+    clock.now += 1
+    assert breaker.probe_due(1)
+    assert breaker.admit()[0].probe
+    assert not breaker.probe_due()  # taken

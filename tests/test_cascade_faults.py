@@ -18,11 +18,12 @@ import pytest
 
 from sincere.answer import Answer
 from sincere.config import load_settings
-from sincere.context import ContextFactory
+from sincere.context import ContextFactory, RequestContext
 from sincere.errors import (
     ContentRejected,
     ContextTooLong,
     RateLimited,
+    RetryAfterSource,
     ServiceError,
     ServiceTimeout,
     ServiceUnavailable,
@@ -106,7 +107,11 @@ def _gaps(server: FaultServer) -> list[float]:
 
 
 async def _ask(cascade: ModelCascade, contexts: ContextFactory, user: str = "alice") -> Answer:
-    return await cascade.complete(contexts.create(user), ChatRequest.of("gpt", "Tell me a fact."))
+    return await cascade_complete(cascade, contexts.create(user))
+
+
+async def cascade_complete(cascade: ModelCascade, ctx: RequestContext) -> Answer:
+    return await cascade.complete(ctx, ChatRequest.of("gpt", "Tell me a fact."))
 
 
 async def _stream(
@@ -142,12 +147,17 @@ async def test_429_with_retry_after_waits_as_told_then_succeeds_on_the_same_depl
 ) -> None:
     a, b, _ = servers
     a.script(Fault.rate_limited(retry_after=0.4))
-    answer = await _ask(_pair(tmp_path, servers), contexts)
+    ctx = contexts.create("alice")
+    answer = await cascade_complete(_pair(tmp_path, servers), ctx)
     assert answer.provenance.deployment == "a"
     assert _outcomes(answer) == [("a", "rate_limited"), ("a", "ok")]
     assert len(a.completions) == 2
     assert _gaps(a)[0] >= 0.4
     assert b.completions == []
+    told = [e.message for e in ctx.emitter.bus.replay("alice").events if e.service == "a"]
+    assert told == [
+        "a failed (rate_limited); sincere retries it in 0.40 s, as the provider asked (Retry-After)"
+    ]
 
 
 async def test_429_with_retry_after_beyond_the_budget_fails_over_at_once_and_cools_down(
@@ -165,6 +175,11 @@ async def test_429_with_retry_after_beyond_the_budget_fails_over_at_once_and_coo
     skipped = second.provenance.attempts[0]
     assert skipped.retry_after_s is not None
     assert 590 < skipped.retry_after_s <= 600  # the breaker's real schedule
+    assert skipped.detail is not None
+    assert skipped.detail.startswith(
+        "sincere stopped using 'a' for 600 s because the provider asked it to wait 600 s "
+        "(Retry-After); it tries again in "
+    )
 
 
 async def test_429_without_retry_after_backs_off_exponentially_with_jitter(
@@ -513,6 +528,9 @@ async def test_an_empty_or_degenerate_completion_is_a_failure_and_the_cascade_mo
     assert answer.text == "A real answer."
     assert _outcomes(answer) == [("a", "quality_rejected"), ("b", "ok")]
     assert len(a.completions) == 1
+    detail = answer.provenance.attempts[0].detail
+    assert detail is not None
+    assert detail.startswith("a: rejected by sincere's quality gate: the completion ")
     # A finished completion was billed for its usage: that cost is on its attempt. A loop
     # is cut as soon as it shows, before any usage report: its bill is unknown, not zero.
     cost = answer.provenance.attempts[0].cost_usd
@@ -608,6 +626,17 @@ async def test_an_open_circuit_is_skipped_without_added_latency_and_its_schedule
     assert info.value.retry_after is not None
     assert 25 < info.value.retry_after <= 30  # the breakers' own schedule, not a guess
     assert all(a.duration_s < 0.01 for a in info.value.attempts)
+    # Who decided: sincere's breakers, after failures it counted; the providers said nothing.
+    assert info.value.retry_after_source is RetryAfterSource.CIRCUIT_BREAKER
+    assert info.value.attempts[0].detail == (
+        "sincere stopped using 'a' for 30 s because 3 calls in a row failed "
+        f"(the last: service_unavailable); it tries again in {info.value.retry_after:.0f} s"
+    )
+    assert not any("provider" in s for s in info.value.suggestions)
+    assert info.value.suggestions[0] == (
+        f"Retry after {info.value.retry_after:.0f} s, when sincere lets requests through to "
+        "the deployment again (each attempt below says why it stopped using it)."
+    )
 
 
 async def test_breaker_transitions_reach_every_user_whose_request_depends_on_the_deployment(
@@ -731,3 +760,50 @@ async def test_a_proxys_html_502_is_retried_then_failed_over_and_named_as_such(
     assert detail == (
         "a: the upstream (or a proxy in front of it) answered 502 with a non-JSON (text/html) body"
     )
+
+
+# Who decided what
+
+
+async def test_after_a_rejected_key_the_wait_is_sincere_s_decision_not_the_provider_s(
+    tmp_path: Path,
+    servers: tuple[FaultServer, ...],
+    contexts: ContextFactory,
+    bus: InProcessEventBus,
+) -> None:
+    a, b, _ = servers
+    a.default = Fault.invalid_key(echo_key=False)
+    b.default = Fault.status(503)
+    cascade = _pair(tmp_path, servers, defaults="max_retries = 0\n")
+    with pytest.raises(ServiceUnavailable) as first:
+        await _ask(cascade, contexts)  # a's key is rejected: sincere takes a out for 300 s
+    assert _outcomes(first.value)[0] == ("a", "provider_auth_failed")
+    with pytest.raises(ServiceUnavailable) as info:
+        await _ask(cascade, contexts)
+    error = info.value
+    assert error.retry_after is not None
+    assert 295 < error.retry_after <= 300  # auth_failure_open_s, sincere's own setting
+    assert error.retry_after_source is RetryAfterSource.CIRCUIT_BREAKER
+    assert error.attempts[0].detail == (
+        "sincere stopped using 'a' for 300 s because the provider rejected its API key "
+        f"(auth_failure_open_s); it tries again in {error.retry_after:.0f} s"
+    )
+    assert not any("provider said" in s for s in error.suggestions)
+    opened = [e for e in bus.replay("alice").events if e.type is EventType.SERVICE_UNAVAILABLE]
+    assert [e.message for e in opened] == [
+        "a: circuit open: sincere stopped using it for 300 s because the provider rejected "
+        "its API key (auth_failure_open_s)"
+    ]
+
+
+async def test_a_providers_retry_after_is_credited_to_the_provider(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.default = Fault.rate_limited(retry_after=100)
+    b.default = Fault.rate_limited(retry_after=50)
+    with pytest.raises(RateLimited) as info:
+        await _ask(_pair(tmp_path, servers), contexts)
+    assert info.value.retry_after == 50
+    assert info.value.retry_after_source is RetryAfterSource.PROVIDER
+    assert info.value.suggestions[0] == "Retry after 50 s, when the provider said to."

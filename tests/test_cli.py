@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.faults import Fault, FaultServer, refused_port
 
 
-def _sincere(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _env(tmp_path: Path) -> dict[str, str]:
+    """A bare environment; PYTHONPATH passes so a checkout's sources run, not an install."""
     env = {"SINCERE_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
+
+
+def _sincere(*args: str, tmp_path: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sincere.cli", *args],
         capture_output=True,
         text=True,
-        env=env,
-        timeout=300,
+        env=_env(tmp_path),
+        timeout=timeout,
         check=False,
     )
 
@@ -89,6 +98,34 @@ def test_a_bad_configuration_exits_78_naming_file_and_key(tmp_path: Path) -> Non
     assert "defaults.timeout_s" in result.stderr
 
 
+@pytest.mark.parametrize("command", ["chat", "serve"])
+def test_a_base_url_with_credentials_exits_78_before_any_request(
+    tmp_path: Path, command: str
+) -> None:
+    config = tmp_path / "creds.toml"
+    config.write_text(
+        """
+[[models]]
+name = "gpt"
+deployments = ["up"]
+
+[[deployments]]
+name = "up"
+provider = "openai"
+base_url = "http://user:hunter2-pass@127.0.0.1:9/v1"
+model = "m"
+"""
+    )
+    args = ("chat", "Hi", "--model", "gpt") if command == "chat" else ("serve", "--port", "0")
+    # A serve that accepted the file would run until this generous bound kills it.
+    result = _sincere(*args, "--config", str(config), tmp_path=tmp_path, timeout=120)
+    assert result.returncode == 78
+    stderr = result.stderr.replace("\n", "")
+    assert str(config) in stderr
+    assert "deployments[0].base_url" in stderr
+    assert "hunter2" not in result.stderr + result.stdout
+
+
 def test_help_describes_every_option(tmp_path: Path) -> None:
     result = _sincere("chat", "--help", tmp_path=tmp_path)
     assert result.returncode == 0
@@ -146,13 +183,12 @@ def test_serve_prints_the_first_admin_key_once_and_it_works(tmp_path: Path) -> N
     port = refused_port()  # free now; the server takes it
 
     def start() -> subprocess.Popen[str]:
-        env = {"SINCERE_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
         return subprocess.Popen(
             [sys.executable, "-m", "sincere.cli", "serve", "--port", str(port)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=env,
+            env=_env(tmp_path),
         )
 
     def wait_until_up(process: subprocess.Popen[str]) -> list[str]:

@@ -97,3 +97,32 @@ def test_a_bad_file_names_the_file_the_key_and_the_problem(
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such configuration file"):
         load_settings(tmp_path / "absent.toml", env={})
+
+
+@pytest.mark.parametrize(
+    "url", ["http://user:s3cret-pass@127.0.0.1:9/v1", "https://sk-live-token@api.example/v1"]
+)
+def test_a_base_url_with_credentials_is_refused_without_repeating_them(
+    tmp_path: Path, url: str
+) -> None:
+    path = _write(
+        tmp_path,
+        f'[[deployments]]\nname = "x"\nprovider = "openai"\nmodel = "m"\nbase_url = "{url}"\n',
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    message = str(info.value)
+    assert f"{path}: deployments[0].base_url: " in message
+    assert "api_key_env" in message  # what to do instead
+    assert "s3cret" not in message
+    assert "sk-live-token" not in message
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8000/v1", "ftp://host/v1", "http:///v1"])
+def test_a_base_url_that_is_no_http_url_is_refused(tmp_path: Path, url: str) -> None:
+    path = _write(
+        tmp_path,
+        f'[[deployments]]\nname = "x"\nprovider = "openai"\nmodel = "m"\nbase_url = "{url}"\n',
+    )
+    with pytest.raises(ConfigError, match=r"deployments\[0\]\.base_url: .*http"):
+        load_settings(path, env={})

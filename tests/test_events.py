@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from sincere.context import ContextFactory
-from sincere.events import EventType, InProcessEventBus, SlowConsumer
+from sincere.events import EPOCH_SPAN, EventType, InProcessEventBus, SlowConsumer
 
 
 async def _publish(bus: InProcessEventBus, user: str, n: int) -> None:
@@ -120,3 +120,33 @@ async def test_an_id_beyond_the_stream_is_a_gap_and_replays_everything_retained(
     await _publish(bus, "alice", 1)
     assert [(await anext(sub)).id for _ in range(4)] == [1, 2, 3, 4]
     assert bus.bounds("alice") == (1, 4)
+
+
+async def test_a_restarted_bus_never_reuses_an_id_and_flags_an_old_one_as_a_gap() -> None:
+    before = InProcessEventBus(epoch=1)
+    await _publish(before, "alice", 5)
+    last_seen = before.replay("alice").events[2].id  # the client saw 3 of the 5
+    after = InProcessEventBus(epoch=2)  # the process restarted: its history is empty
+    await _publish(after, "alice", 4)
+    new_ids = [e.id for e in after.replay("alice").events]
+    assert min(new_ids) > max(e.id for e in before.replay("alice").events)
+    assert new_ids == list(range(new_ids[0], new_ids[0] + 4))  # still one by one
+    replay = after.replay("alice", after_id=last_seen)
+    assert replay.gap is True
+    assert replay.reason is not None
+    assert "before this stream began" in replay.reason
+    assert [e.id for e in replay.events] == new_ids  # nothing of the new stream skipped
+    sub = after.subscribe("alice", after_id=last_seen)
+    assert sub.gap is True
+    await _publish(after, "alice", 1)
+    received = [(await anext(sub)).id for _ in range(5)]
+    assert received == [*new_ids, new_ids[-1] + 1]
+
+
+async def test_zero_means_from_the_start_of_this_stream() -> None:
+    bus = InProcessEventBus(epoch=7)
+    await _publish(bus, "alice", 2)
+    replay = bus.replay("alice", after_id=0)
+    assert replay.gap is False
+    assert len(replay.events) == 2
+    assert bus.bounds("bob") == (7 * EPOCH_SPAN + 1, 7 * EPOCH_SPAN)  # a user with no events

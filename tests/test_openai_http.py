@@ -194,3 +194,27 @@ async def test_a_stream_with_a_finish_reason_but_no_done_is_complete(
     assert isinstance(final, Completion)
     assert final.text == "Echo: hello there world"
     assert final.usage is not None
+
+
+async def test_the_health_check_asks_the_models_route_with_the_key(
+    fault_server: FaultServer,
+) -> None:
+    provider = _provider(fault_server.base_url)
+    assert await provider.check(2) is True
+    fault_server.models_fault = Fault.status(404)  # an endpoint without /models
+    assert await provider.check(2) is None  # it cannot tell
+    fault_server.models_fault = Fault.invalid_key(echo_key=False)
+    with pytest.raises(ProviderAuthFailed):
+        await provider.check(2)
+    fault_server.models_fault = Fault.status(503)
+    with pytest.raises(ServiceUnavailable):
+        await provider.check(2)
+    checks = [r for r in fault_server.requests if r.path == "/v1/models"]
+    assert [r.method for r in checks] == ["GET"] * 4
+    assert {r.headers["authorization"] for r in checks} == {"Bearer secret-key-123456"}
+    assert fault_server.completions == []  # no chat request: a cheap check
+
+
+async def test_the_health_check_of_an_unreachable_endpoint_fails_as_a_request_would() -> None:
+    with pytest.raises(ServiceUnavailable, match="cannot connect"):
+        await _provider(f"http://127.0.0.1:{refused_port()}/v1").check(2)

@@ -16,8 +16,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from sincere.events import EPOCH_SPAN
 from sincere.server import websocket as events_route
 from sincere.server.gateway import Gateway
+from sincere.store import KeyStore, open_database
 from tests.faults import Fault, FaultServer
 from tests.live import LiveGateway, LiveServer, settings_for
 
@@ -82,6 +84,11 @@ async def _read_all(ws: ClientConnection, into: list[dict[str, Any]]) -> None:
         into.append(await _receive(ws))
 
 
+def _start(live: LiveGateway) -> int:
+    """The id this process's event stream counts from (its first event is one more)."""
+    return live.gateway.bus.epoch * EPOCH_SPAN
+
+
 def _of(events: list[dict[str, Any]], request_id: str) -> list[str]:
     return [e["type"] for e in events if e["request_id"] == request_id]
 
@@ -94,7 +101,7 @@ async def test_a_user_sees_their_request_start_and_complete(
     async with _socket(live) as ws:
         ready = await _ready(ws)
         assert ready["user_id"] == "alice"
-        assert ready["last_event_id"] == 0
+        assert ready["last_event_id"] == _start(live)  # no event yet in this stream
         rid = await _chat(live)
         events = await _events_until(ws, rid)
     assert _of(events, rid) == ["request_started", "request_completed"]
@@ -213,15 +220,53 @@ async def test_a_client_that_vanishes_is_let_go_without_a_traceback(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
-async def test_an_id_from_before_a_restart_replays_the_new_stream(live: LiveGateway) -> None:
+async def test_an_id_beyond_the_stream_replays_it_all_as_a_gap(live: LiveGateway) -> None:
     rid = await _chat(live)  # events 1 and 2 of this process's stream
-    async with _socket(live, query="?last_event_id=50") as ws:
+    start = _start(live)
+    async with _socket(live, query=f"?last_event_id={start + 50}") as ws:
         ready = await _ready(ws)
         gap = await _receive(ws)
         replayed = await _events_until(ws, rid)
-    assert ready["last_event_id"] == 2
-    assert (gap["type"], gap["after_id"], gap["oldest_available_id"]) == ("gap", 50, 1)
-    assert [e["id"] for e in replayed] == [1, 2]
+    assert ready["last_event_id"] == start + 2
+    assert (gap["type"], gap["after_id"], gap["oldest_available_id"]) == (
+        "gap",
+        start + 50,
+        start + 1,
+    )
+    assert gap["reason"] == "after_id is beyond this stream's last event id"
+    assert [e["id"] for e in replayed] == [start + 1, start + 2]
+
+
+async def test_a_client_resuming_across_a_restart_gets_a_gap_and_every_new_event(
+    tmp_path: Path, fault_server: FaultServer
+) -> None:
+    settings = settings_for(tmp_path, fault_server.base_url)
+    first = Gateway.create(settings, env={})
+    with LiveServer(first) as running:
+        key, _ = first.keys.create("alice", "enterprise", "user")
+        running.keys["alice"] = key
+        async with _socket(running) as ws:
+            await _ready(ws)
+            seen = await _events_until(ws, await _chat(running))
+    last_seen = seen[-1]["id"]
+    second = Gateway.create(settings, env={})  # the same store: the gateway restarted
+    with LiveServer(second) as running:
+        running.keys["alice"] = key
+        rids = [await _chat(running) for _ in range(3)]  # more events than were seen before
+        async with _socket(running, query=f"?last_event_id={last_seen}") as ws:
+            await _ready(ws)
+            gap = await _receive(ws)
+            replayed = await _events_until(ws, rids[-1])
+    new_ids = [e.id for e in second.bus.replay("alice").events]
+    assert len(new_ids) == 6
+    assert min(new_ids) > last_seen  # no id of the first process is given again
+    assert (gap["type"], gap["after_id"], gap["oldest_available_id"]) == (
+        "gap",
+        last_seen,
+        new_ids[0],
+    )
+    assert "gateway restarted" in gap["reason"]
+    assert [e["id"] for e in replayed] == new_ids  # none of the new events skipped
 
 
 # A cold llama.cpp start on a busy machine can be slower than the fault tests' 2 s limits.
@@ -262,13 +307,15 @@ async def test_an_idle_socket_gets_heartbeats(tuned: LiveGateway) -> None:
 async def test_lost_history_is_announced_as_a_gap(tuned: LiveGateway) -> None:
     for _ in range(2):
         await _chat(tuned)  # events 1-4; only 3 and 4 are kept
-    async with _socket(tuned, query="?last_event_id=1") as ws:
+    start = _start(tuned)
+    async with _socket(tuned, query=f"?last_event_id={start + 1}") as ws:
         await _ready(ws)
         gap = await _receive(ws)
         first = await _receive(ws)
     assert gap["type"] == "gap"
-    assert (gap["after_id"], gap["oldest_available_id"]) == (1, 3)
-    assert first["event"]["id"] == 3
+    assert (gap["after_id"], gap["oldest_available_id"]) == (start + 1, start + 3)
+    assert gap["reason"] == "older events were dropped from the retained history"
+    assert first["event"]["id"] == start + 3
 
 
 @pytest.mark.parametrize("tuned", [{"server": {"event_buffer": 2}}], indirect=True)
@@ -284,10 +331,64 @@ async def test_a_slow_consumer_is_closed_with_1013_and_can_resume_without_loss(
             await _read_all(ws, received)
     assert ws.close_code == events_route.CLOSE_TRY_AGAIN_LATER
     assert ws.close_reason is not None
-    delivered = received[-1]["event"]["id"] if received else 0
+    start = _start(tuned)
+    delivered = received[-1]["event"]["id"] if received else start
     assert ws.close_reason == f"event buffer overflow; reconnect with last_event_id={delivered}"
     async with _socket(tuned, query=f"?last_event_id={delivered}") as ws:
         ready = await _ready(ws)
         rest = [await _receive(ws) for _ in range(ready["last_event_id"] - delivered)]
-    assert ready["last_event_id"] == 3 * 16 * 2
-    assert [m["event"]["id"] for m in rest] == list(range(delivered + 1, 3 * 16 * 2 + 1))
+    last = start + 3 * 16 * 2
+    assert ready["last_event_id"] == last
+    assert [m["event"]["id"] for m in rest] == list(range(delivered + 1, last + 1))
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "", "%C2%B2"])
+async def test_a_malformed_last_event_id_is_closed_with_4400_saying_what_it_must_be(
+    live: LiveGateway, value: str
+) -> None:
+    async with _socket(live, query=f"?last_event_id={value}") as ws:
+        with pytest.raises(ConnectionClosed):
+            await _receive(ws)
+    assert ws.close_code == events_route.CLOSE_BAD_REQUEST
+    assert ws.close_reason is not None
+    assert "last_event_id" in ws.close_reason
+    assert "whole number" in ws.close_reason
+
+
+@pytest.mark.parametrize("revoker", ["gateway", "another process"])
+async def test_a_revoked_keys_socket_is_closed_with_4401_and_gets_nothing_after(
+    live: LiveGateway, revoker: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = live.gateway
+    socket_key, record = gateway.keys.create("carol", "enterprise")
+    live.keys["carol"], _ = gateway.keys.create("carol", "enterprise")  # keeps working
+    server_log = logging.getLogger("uvicorn.error")  # uvicorn's loggers do not propagate
+    server_log.addHandler(caplog.handler)
+    received: list[dict[str, Any]] = []
+    try:
+        async with connect(
+            live.ws, additional_headers={"Authorization": f"Bearer {socket_key}"}
+        ) as ws:
+            await _ready(ws)
+            await _events_until(ws, await _chat(live, "carol"))  # the socket streams
+            if revoker == "gateway":
+                assert gateway.keys.revoke(record.id)
+            else:  # `sincere keys revoke`: the gateway learns it when its key cache expires
+                assert KeyStore(open_database(gateway.settings.database_url())).revoke(record.id)
+            reader = asyncio.create_task(_read_all(ws, received))
+            async with asyncio.timeout(60):  # generous: the key is re-checked every second
+                while not reader.done():
+                    await _chat(live, "carol")  # carol's events keep coming
+                    await asyncio.sleep(0.1)
+            with pytest.raises(ConnectionClosed):
+                await reader
+        await _chat(live, "carol")  # and go on after the close
+    finally:
+        server_log.removeHandler(caplog.handler)
+    assert ws.close_code == events_route.CLOSE_UNAUTHORIZED
+    assert ws.close_reason == "the API key was revoked"
+    ids = [m["event"]["id"] for m in received if m["type"] == "event"]
+    stream = [e.id for e in gateway.bus.replay("carol").events]
+    assert ids == stream[stream.index(ids[0]) : stream.index(ids[-1]) + 1] if ids else True
+    assert stream[-1] > (ids[-1] if ids else 0)  # events published after the close: not sent
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

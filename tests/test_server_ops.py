@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import json
+import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -108,12 +110,12 @@ def test_an_open_circuit_shows_on_health_and_status_from_the_breaker_and_the_sto
     [circuit] = body["checks"]["up:circuit"]
     assert (circuit["status"], circuit["observedValue"]) == ("fail", "open")
     assert circuit["output"].startswith(opened.reason)
-    assert "consecutive failures" in circuit["output"]
+    assert "calls in a row failed" in circuit["output"]
     assert datetime.fromisoformat(circuit["time"]).timestamp() == pytest.approx(opened.at, abs=1e-3)
     assert body["checks"]["embedded:circuit"][0]["status"] == "pass"
     assert _get(live, "/readyz").status_code == 200
 
-    status = _get(live, "/status")
+    status = _get(live, "/status", "admin")  # an admin sees the messages too
     assert status.status_code == 200
     page = status.json()
     assert page["status"] == "major"
@@ -127,12 +129,14 @@ def test_an_open_circuit_shows_on_health_and_status_from_the_breaker_and_the_sto
     newest = up["recent_transitions"][0]
     assert newest["state"] == "major_outage"
     assert "circuit open" in newest["message"]
-    assert datetime.fromisoformat(up["since"]).timestamp() == pytest.approx(
-        recorded[0].at, abs=1e-3
-    )
+    assert up["since_basis"] == "transition"
+    assert datetime.fromisoformat(up["since"]).timestamp() == pytest.approx(opened.at, abs=1e-3)
     embedded = services["embedded"]
     assert embedded["state"] == "operational"
-    assert embedded["since"] is None  # nothing recorded for it
+    assert embedded["since_basis"] == "process_start"  # no transition seen in this process
+    assert datetime.fromisoformat(embedded["since"]).timestamp() == pytest.approx(
+        live.gateway.started_at, abs=1e-3
+    )
     assert "next_probe_in_s" not in embedded
     assert embedded["recent_transitions"] == []
 
@@ -244,12 +248,15 @@ model_path = "{broken}"
     gateway = Gateway.create(settings_for(tmp_path, fault_server.base_url, extra), env={})
     with LiveServer(gateway) as running:
         key, _ = gateway.keys.create("erin", "free")
+        admin, _ = gateway.keys.create("ops", "enterprise", "admin")
         answer = httpx.post(
             running.v1 + "/chat/completions",
             headers={"Authorization": f"Bearer {key}"},
             json={"model": "local", "messages": [{"role": "user", "content": "Hi"}]},
         )
-        page = httpx.get(running.url + "/status").json()
+        page = httpx.get(
+            running.url + "/status", headers={"Authorization": f"Bearer {admin}"}
+        ).json()
     assert answer.status_code == 503
     assert gateway.cascade.breakers["broken"].state is BreakerState.CLOSED  # one failure
     service = {s["name"]: s for s in page["services"]}["broken"]
@@ -262,3 +269,148 @@ model_path = "{broken}"
     assert any("could not be loaded" in m for m in told)
     for public in (answer.text, json.dumps(page), *told):
         assert str(broken.parent) not in public  # the file's name, never where it lives
+
+
+def _wait_until(condition: Callable[[], bool], what: str, deadline_s: float = 60) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after a generous deadline."""
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {deadline_s:g} s")
+        time.sleep(0.05)
+
+
+def test_a_due_probe_is_no_outage_on_readiness_health_or_status(
+    live: LiveGateway, fault_server: FaultServer
+) -> None:
+    _open_the_upstream_circuit(live, fault_server)  # open for 30 s
+    embedded = live.gateway.cascade.breakers["embedded"]
+    opened = embedded.record_failure("test: forced open", open_for_s=0.2)
+    assert opened is not None
+    try:
+        _wait_until(lambda: embedded.seconds_until_probe() == 0, "the open period's end")
+        ready = _get(live, "/readyz")
+        health = _get(live, "/health").json()
+        page = _get(live, "/status").json()
+    finally:
+        embedded.record_success()
+    assert ready.status_code == 200  # a request now would be let through, as the probe
+    assert ready.json()["status"] == "pass"
+    [circuit] = health["checks"]["embedded:circuit"]
+    assert (circuit["status"], circuit["observedValue"]) == ("warn", "half_open")
+    assert health["status"] == "warn"
+    service = {s["name"]: s for s in page["services"]}["embedded"]
+    assert service["state"] == "degraded_performance"  # not major_outage: it can serve
+    assert service["since_basis"] == "transition"
+    due_at = opened.at + 0.2  # the breaker's own schedule
+    assert datetime.fromisoformat(service["since"]).timestamp() == pytest.approx(due_at, abs=1e-3)
+    assert "next_probe_in_s" not in service
+    assert page["status"] == "major"  # up is still out; not every deployment is
+
+
+def _tuned_gateway(tmp_path: Path, fault_server: FaultServer, **defaults: float) -> Gateway:
+    settings = settings_for(tmp_path, fault_server.base_url)
+    changed = settings.defaults.model_copy(update=defaults)
+    return Gateway.create(settings.model_copy(update={"defaults": changed}), env={})
+
+
+def test_without_traffic_the_prober_recovers_an_open_deployment(
+    tmp_path: Path, fault_server: FaultServer
+) -> None:
+    gateway = _tuned_gateway(tmp_path, fault_server, breaker_open_s=1, breaker_max_open_s=60)
+    breaker = gateway.cascade.breakers["up"]
+    embedded = gateway.cascade.breakers["embedded"]
+    with LiveServer(gateway) as live:
+        live.keys["alice"], _ = gateway.keys.create("alice", "enterprise")
+        live.keys["admin"], _ = gateway.keys.create("ops", "enterprise", "admin")
+        embedded.record_failure("test: kept out", open_for_s=600)  # readiness is up's alone
+        try:
+            fault_server.models_fault = Fault.status(503)  # the health check fails too
+            _open_the_upstream_circuit(live, fault_server)
+            chats = len(fault_server.completions)  # from here on: no request at all
+
+            def reopened() -> bool:
+                return any(
+                    t.before is BreakerState.HALF_OPEN and t.after is BreakerState.OPEN
+                    for t in breaker.transitions
+                )
+
+            _wait_until(reopened, "a failed background probe re-opening the circuit")
+            again = breaker.transitions[-1]
+            assert again.after is BreakerState.OPEN
+            assert again.next_probe_in_s == pytest.approx(
+                2, abs=0.05
+            )  # doubled, as after a request's probe
+            assert _get(live, "/readyz").status_code == 503
+
+            fault_server.models_fault = None  # the upstream is healthy again
+            fault_server.default = Fault.ok()
+            _wait_until(
+                lambda: (
+                    _get(live, "/readyz").status_code == 200
+                    and {s["name"]: s for s in _get(live, "/status").json()["services"]}["up"][
+                        "state"
+                    ]
+                    == "operational"
+                ),
+                "readiness and an operational status",
+            )
+            page = _get(live, "/status", "admin").json()
+        finally:
+            embedded.record_success()
+    assert len(fault_server.completions) == chats  # recovered without a chat request
+    probes = [r for r in fault_server.requests if r.path == "/v1/models"]
+    assert len(probes) >= 2  # the failed probe and the one that passed
+    assert breaker.state is BreakerState.CLOSED
+    up = {s["name"]: s for s in page["services"]}["up"]
+    assert up["since_basis"] == "transition"
+    newest = up["recent_transitions"][0]  # recorded in the history like any transition
+    assert newest["state"] == "operational"
+    assert "health check passed" in newest["message"]
+    assert [t.state for t in gateway.history.recent("up", 1)] == ["ready"]
+
+
+def test_after_a_restart_status_dates_a_state_from_this_process_only(
+    tmp_path: Path, fault_server: FaultServer
+) -> None:
+    settings = settings_for(tmp_path, fault_server.base_url)
+    first = Gateway.create(settings, env={})
+    with LiveServer(first) as live:
+        live.keys["alice"], _ = first.keys.create("alice", "enterprise")
+        _open_the_upstream_circuit(live, fault_server)
+    fault_server.default = Fault.ok()
+    restarted_at = time.time()
+    second = Gateway.create(settings, env={})  # the same store: the gateway restarted
+    with LiveServer(second) as live:
+        page = httpx.get(live.url + "/status", timeout=10).json()
+    up = {s["name"]: s for s in page["services"]}["up"]
+    assert up["state"] == "operational"  # a new process: its circuit has not opened
+    assert up["recent_transitions"][0]["state"] == "major_outage"  # the history says so
+    since = datetime.fromisoformat(up["since"]).timestamp()
+    assert since >= restarted_at - 1e-3  # not the time it went into major_outage
+    assert since == pytest.approx(second.started_at, abs=1e-3)
+    assert up["since_basis"] == "process_start"
+
+
+def test_status_shows_states_and_times_to_all_and_reasons_to_an_admin(
+    live: LiveGateway, fault_server: FaultServer
+) -> None:
+    _open_the_upstream_circuit(live, fault_server)
+    public = _get(live, "/status")
+    as_user = _get(live, "/status", "alice")
+    as_admin = _get(live, "/status", "admin")
+    bad_key = httpx.get(
+        live.url + "/status", headers={"Authorization": "Bearer sk-sincere-unknown"}, timeout=10
+    )
+    for response in (public, as_user):
+        assert response.status_code == 200
+        up = {s["name"]: s for s in response.json()["services"]}["up"]
+        assert up["state"] == "major_outage"
+        assert up["recent_transitions"]
+        assert all(set(t) == {"state", "at"} for t in up["recent_transitions"])
+        assert "in a row" not in response.text  # the breaker's reason
+    up = {s["name"]: s for s in as_admin.json()["services"]}["up"]
+    assert all(set(t) == {"state", "at", "message"} for t in up["recent_transitions"])
+    assert "in a row" in up["recent_transitions"][0]["message"]
+    assert bad_key.status_code == 401  # a key that is sent must be a valid one
+    assert bad_key.headers["content-type"] == "application/problem+json"

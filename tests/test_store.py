@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from sincere.store import KeyStore, Role, ServiceHistory, open_database
+from sincere.store import KeyStore, Role, ServiceHistory, open_database, start_event_stream
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -38,7 +38,7 @@ def test_migrations_create_the_schema_and_are_idempotent(url: str) -> None:
     second = open_database(url)  # a second process starting on the same database
     with second.engine.connect() as conn:
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
-    assert version == "0001"
+    assert version == "0002"
     first.engine.dispose()
     second.engine.dispose()
 
@@ -79,3 +79,15 @@ def test_service_history_keeps_transitions_newest_first(url: str) -> None:
         ("unavailable", "circuit open"),
     ]
     db.engine.dispose()
+
+
+def test_every_start_gets_a_larger_event_stream_epoch(url: str) -> None:
+    db = open_database(url)
+    epochs = [start_event_stream(db) for _ in range(3)]
+    again = open_database(url)  # another process on the same database
+    epochs.append(start_event_stream(again))
+    assert epochs == sorted(epochs)
+    assert len(set(epochs)) == 4
+    assert epochs[0] >= 1
+    db.engine.dispose()
+    again.engine.dispose()

@@ -12,9 +12,17 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sincere.errors import ConfigError
 
@@ -69,6 +77,13 @@ class DeploymentConfig(_Strict):
     context_window: int | None = Field(None, gt=0)
     supports_prefill: bool = False
 
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            _check_base_url(url)
+        return url
+
     @model_validator(mode="after")
     def _provider_fields(self) -> DeploymentConfig:
         if self.provider == "openai":
@@ -83,6 +98,24 @@ class DeploymentConfig(_Strict):
 
     def api_key(self, env: Mapping[str, str]) -> str | None:
         return env.get(self.api_key_env) if self.api_key_env else None
+
+
+def _check_base_url(url: str) -> None:
+    """An http(s) URL with a host and no credentials (aiohttp refuses them beside a key)."""
+    try:
+        parts = urlsplit(url)
+        has_credentials = parts.username is not None or parts.password is not None
+        host = parts.hostname
+    except ValueError:  # a malformed port or IPv6 literal; the message must not quote it
+        raise ValueError("not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if has_credentials:
+        # Never echoed: the URL holds a secret. Keys travel in a header, from the environment.
+        raise ValueError(
+            "must not contain credentials (user:password@): remove them and put the API "
+            "key in an environment variable named by api_key_env"
+        )
 
 
 class ServerConfig(_Strict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sincere.attempts import Attempt
@@ -27,6 +28,14 @@ class ErrorContext:
     request_id: str | None = None
     service: str | None = None
     tier: str | None = None
+
+
+class RetryAfterSource(StrEnum):
+    """Who set a ``retry_after``: what a message may claim about the wait depends on it."""
+
+    PROVIDER = "provider"  # the provider's Retry-After header
+    CIRCUIT_BREAKER = "circuit_breaker"  # sincere's breaker: when it lets requests through again
+    TIER_LIMIT = "tier_limit"  # sincere's per-tier window
 
 
 class ServiceError(Exception):
@@ -46,6 +55,7 @@ class ServiceError(Exception):
         context: ErrorContext | None = None,
         attempts: Sequence[Attempt] = (),
         retry_after: float | None = None,
+        retry_after_source: RetryAfterSource | None = None,
         suggestions: Iterable[str] = (),
         status_code: int | None = None,
     ) -> None:
@@ -54,6 +64,8 @@ class ServiceError(Exception):
         self.context = context or ErrorContext()
         self.attempts: tuple[Attempt, ...] = tuple(attempts)
         self.retry_after = retry_after
+        # Who decided that wait; carried explicitly, never read back from a message.
+        self.retry_after_source = None if retry_after is None else retry_after_source
         self.suggestions: tuple[str, ...] = tuple(suggestions)
         # The upstream HTTP status that caused this error, when there was one.
         self.status_code = status_code
@@ -70,6 +82,7 @@ class ServiceError(Exception):
             context=replace(context, service=self.context.service or context.service),
             attempts=self.attempts if attempts is None else attempts,
             retry_after=self.retry_after,
+            retry_after_source=self.retry_after_source,
             suggestions=self.suggestions,
             status_code=self.status_code,
         )

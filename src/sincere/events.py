@@ -2,6 +2,8 @@
 
 Each user has their own ordered stream: ids increase by one per user, a bounded history
 is kept for replay from a last-seen id, and a subscriber only ever sees its own user's events.
+A bus has an epoch (the gateway takes a new one from the store at every start): its ids lie
+above ``epoch * EPOCH_SPAN``, so no id of an earlier process is ever given again.
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from sincere.redact import redact
+
+EPOCH_SPAN = 2**32
+"""Ids per user and epoch: epoch ``e`` numbers its events from ``e * EPOCH_SPAN + 1``.
+
+Epochs up to 2**21 keep every id exact in a JavaScript number (below 2**53)."""
+
+GAP_DROPPED = "older events were dropped from the retained history"
+GAP_BEFORE = "after_id is from before this stream began (the gateway restarted)"
+GAP_BEYOND = "after_id is beyond this stream's last event id"
 
 
 class EventType(StrEnum):
@@ -57,10 +68,11 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Replay:
-    """Retained events after a last-seen id; ``gap`` is true when older ones were dropped."""
+    """Retained events after a last-seen id; ``gap`` when some after it cannot be served."""
 
     events: tuple[Event, ...]
     gap: bool
+    reason: str | None = None  # why, when there is a gap
 
 
 class SlowConsumer(Exception):
@@ -91,10 +103,11 @@ class EventBus(Protocol):
 class Subscription:
     """One consumer of one user's events: first the replay, then live events, in id order."""
 
-    def __init__(self, backlog: tuple[Event, ...], gap: bool, buffer: int, seen_id: int) -> None:
-        self.gap = gap
+    def __init__(self, replay: Replay, buffer: int, seen_id: int) -> None:
+        self.gap = replay.gap
+        self.gap_reason = replay.reason
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=buffer)
-        self._backlog = deque(backlog)
+        self._backlog = deque(replay.events)
         self._overflowed = False
         self._closed = False
         self._last_id = seen_id
@@ -107,6 +120,11 @@ class Subscription:
             self._overflowed = True
             return False
         return True
+
+    @property
+    def last_id(self) -> int:
+        """The id of the last event handed to the consumer: where a reconnect resumes."""
+        return self._last_id
 
     def close(self) -> None:
         """End the subscription; a consumer waiting for the next event stops at once."""
@@ -138,8 +156,8 @@ class Subscription:
 class _UserLog:
     __slots__ = ("history", "last_id", "subscribers")
 
-    def __init__(self, history: int) -> None:
-        self.last_id = 0
+    def __init__(self, history: int, first_id: int) -> None:
+        self.last_id = first_id
         self.history: deque[Event] = deque(maxlen=history)
         self.subscribers: set[Subscription] = set()
 
@@ -147,15 +165,17 @@ class _UserLog:
 class InProcessEventBus:
     """The default bus: one process, bounded history per user, bounded buffer per subscriber."""
 
-    def __init__(self, history: int = 1000, subscriber_buffer: int = 256) -> None:
+    def __init__(self, history: int = 1000, subscriber_buffer: int = 256, epoch: int = 0) -> None:
         self._history = history
         self._buffer = subscriber_buffer
+        self.epoch = epoch
+        self._start = epoch * EPOCH_SPAN  # every id of this stream is above it
         self._logs: dict[str, _UserLog] = {}
 
     def _log(self, user_id: str) -> _UserLog:
         log = self._logs.get(user_id)
         if log is None:
-            log = self._logs[user_id] = _UserLog(self._history)
+            log = self._logs[user_id] = _UserLog(self._history, self._start)
         return log
 
     async def publish(
@@ -192,24 +212,30 @@ class InProcessEventBus:
         return (log.history[0].id if log.history else log.last_id + 1), log.last_id
 
     def replay(self, user_id: str, after_id: int = 0) -> Replay:
+        """The retained events after ``after_id`` (0: from this stream's start)."""
         log = self._log(user_id)
         if after_id > log.last_id:
-            # Not an id of this stream (it was reset, say by a restart): taken as given it
-            # would hide the new events numbered up to it. Everything retained, as a gap.
-            return Replay(tuple(log.history), gap=True)
+            # Not an id this stream gave: taken as given it would hide the events numbered
+            # up to it. Everything retained, as a gap.
+            return Replay(tuple(log.history), gap=True, reason=GAP_BEYOND)
+        if 0 < after_id <= self._start:
+            # An earlier process's id: what came after it there is gone with that process.
+            return Replay(tuple(log.history), gap=True, reason=GAP_BEFORE)
+        seen = max(after_id, self._start)
         oldest, _ = self.bounds(user_id)
-        events = tuple(e for e in log.history if e.id > after_id)
-        return Replay(events, gap=after_id + 1 < oldest)
+        events = tuple(e for e in log.history if e.id > seen)
+        gap = seen + 1 < oldest
+        return Replay(events, gap=gap, reason=GAP_DROPPED if gap else None)
 
     def subscribe(self, user_id: str, after_id: int | None = None) -> Subscription:
         """Live events from now on; with ``after_id``, the retained ones after it first."""
         log = self._log(user_id)
         if after_id is None:
-            sub = Subscription((), False, self._buffer, seen_id=log.last_id)
+            sub = Subscription(Replay((), False), self._buffer, seen_id=log.last_id)
         else:
             replay = self.replay(user_id, after_id)
-            seen = after_id if after_id <= log.last_id else 0
-            sub = Subscription(replay.events, replay.gap, self._buffer, seen_id=seen)
+            seen = after_id if self._start < after_id <= log.last_id else self._start
+            sub = Subscription(replay, self._buffer, seen_id=seen)
         log.subscribers.add(sub)
         return sub
 

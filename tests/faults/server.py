@@ -645,6 +645,7 @@ class FaultServer:
         self._script: deque[Fault] = deque()
         self._requests: list[RecordedRequest] = []
         self._models: dict[str, None] = dict.fromkeys(models)
+        self._models_fault: Fault | None = None
         self._ids = itertools.count(1)
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -675,6 +676,17 @@ class FaultServer:
     def default(self, fault: Fault) -> None:
         with self._lock:
             self._default = fault
+
+    @property
+    def models_fault(self) -> Fault | None:
+        """What ``GET /v1/models`` does instead of listing the models (None: it lists them)."""
+        with self._lock:
+            return self._models_fault
+
+    @models_fault.setter
+    def models_fault(self, fault: Fault | None) -> None:
+        with self._lock:
+            self._models_fault = fault
 
     def script(self, *faults: Fault) -> None:
         """Queue faults for the next completion requests (FIFO), before ``default`` applies."""
@@ -837,7 +849,9 @@ class FaultServer:
             return await ex.error(400, message, None, "invalid_request_error")
         if request.path == "/v1/models" and request.method == "GET":
             with self._lock:
-                names = list(self._models)
+                names, fault = list(self._models), self._models_fault
+            if fault is not None:
+                return await _HANDLERS[fault.kind](ex, fault)
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "faults"} for m in names]
             return await ex.respond(200, json.dumps({"object": "list", "data": data}).encode())
         message = f"Unknown request URL: {request.method} {request.path}."

@@ -449,6 +449,22 @@ def test_models_and_unknown_routes() -> None:
     assert len(server.completions) == 1
 
 
+def test_the_models_route_can_fail_on_cue_without_touching_completions() -> None:
+    with FaultServer(models=["alpha"]) as server, httpx.Client(base_url=server.base_url) as http:
+        server.models_fault = Fault.status(503)
+        failed = http.get("/models")
+        server.models_fault = None
+        listed = http.get("/models")
+    assert failed.status_code == 503
+    assert (
+        failed.json()["error"]["message"]
+        == "The engine is currently overloaded, please try again later."
+    )
+    assert listed.status_code == 200
+    assert [m["id"] for m in listed.json()["data"]] == ["alpha"]
+    assert server.completions == []
+
+
 async def test_works_from_async_tests(server: FaultServer) -> None:
     server.script(Fault.status(502))
     async with httpx.AsyncClient(base_url=server.base_url, timeout=5.0) as http:

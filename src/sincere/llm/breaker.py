@@ -72,12 +72,24 @@ class CircuitBreaker:
             return None
         return max(0.0, self._probe_due - self._clock())
 
+    def probe_due(self, for_s: float = 0.0) -> bool:
+        """Open, with its open period over (for at least ``for_s``): a probe may go now."""
+        return self.state is BreakerState.OPEN and self._clock() >= self._probe_due + for_s
+
+    def observed_state(self) -> BreakerState:
+        """The state a request arriving now meets: half-open once the open period is over.
+
+        ``state`` stays open until a request (or the idle prober) takes the probe; reports
+        of what the deployment can do now (readiness, status) read this instead.
+        """
+        return BreakerState.HALF_OPEN if self.probe_due() else self.state
+
     def admit(self) -> tuple[Admission, BreakerTransition | None]:
         if self.state is BreakerState.CLOSED:
             return Admission(True), None
         now = self._clock()
         if self.state is BreakerState.OPEN and now >= self._probe_due:
-            transition = self._move(BreakerState.HALF_OPEN, "open period over: probing")
+            transition = self._move(BreakerState.HALF_OPEN, "its open period is over")
             self._probing = True
             return Admission(True, probe=True), transition
         if self.state is BreakerState.HALF_OPEN and not self._probing:
@@ -90,14 +102,14 @@ class CircuitBreaker:
         """An admitted probe ended without a verdict (cancelled): let another one through."""
         self._probing = False
 
-    def record_success(self) -> BreakerTransition | None:
+    def record_success(self, reason: str = "its probe succeeded") -> BreakerTransition | None:
         self._outcomes.append(True)
         self._consecutive = 0
         self._probing = False
         if self.state is not BreakerState.CLOSED:
             self._times_opened = 0
             self._outcomes.clear()
-            return self._move(BreakerState.CLOSED, "probe succeeded")
+            return self._move(BreakerState.CLOSED, reason)
         return None
 
     def record_failure(
@@ -107,21 +119,25 @@ class CircuitBreaker:
         self._outcomes.append(False)
         self._consecutive += 1
         self._probing = False
+        # Reasons read after "because": sincere's messages say "it stopped using X because …".
         if self.state is BreakerState.HALF_OPEN:
-            return self._open(f"probe failed: {reason}", open_for_s)
+            return self._open(f"its probe failed: {reason}", open_for_s)
         if self.state is BreakerState.OPEN:
             return None
         if open_for_s is not None:
             return self._open(reason, open_for_s)
         if self._consecutive >= self.policy.consecutive_failures:
-            return self._open(f"{self._consecutive} consecutive failures, last: {reason}", None)
+            return self._open(
+                f"{self._consecutive} calls in a row failed (the last: {reason})", None
+            )
         failures = self._outcomes.count(False)
         if (
             len(self._outcomes) >= self.policy.min_calls
             and failures / len(self._outcomes) >= self.policy.failure_ratio
         ):
             return self._open(
-                f"{failures} of the last {len(self._outcomes)} calls failed, last: {reason}", None
+                f"{failures} of its last {len(self._outcomes)} calls failed (the last: {reason})",
+                None,
             )
         return None
 

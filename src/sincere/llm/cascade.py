@@ -27,6 +27,7 @@ from sincere.errors import (
     ProviderAuthFailed,
     QualityRejected,
     RateLimited,
+    RetryAfterSource,
     ServiceError,
     ServiceUnavailable,
 )
@@ -238,13 +239,16 @@ class ModelCascade:
             if not admission.allowed:
                 cause = self._open_cause.get(name, ServiceUnavailable)
                 wait = admission.retry_after_s
-                when = "" if wait is None else f"; next probe in {wait:.1f} s"
                 log.record(
                     route.model,
                     route.deployment,
                     route.provider.kind,
                     time.monotonic(),
-                    cause(f"{name}: circuit open, skipped{when}", retry_after=wait),
+                    cause(
+                        _skip_reason(route.breaker, wait),
+                        retry_after=wait,
+                        retry_after_source=RetryAfterSource.CIRCUIT_BREAKER,
+                    ),
                     outcome="circuit_open",
                 )
                 return
@@ -316,8 +320,7 @@ class ModelCascade:
             await self._count_failure(route, error, retried=wait is not None)
             await ctx.emit(
                 EventType.SERVICE_DEGRADED,
-                f"{name} failed ({error.error_type}); "
-                + (f"retrying in {wait:.2f} s" if wait is not None else "trying the next route"),
+                f"{name} failed ({error.error_type}); " + _next_step(error, wait),
                 service=name,
                 outcome=error.error_type,
                 retry_in_s=None if wait is None else round(wait, 3),
@@ -331,12 +334,19 @@ class ModelCascade:
         if isinstance(error, BadRequest | QualityRejected):
             route.breaker.release()
             return
-        open_for = None
+        open_for, reason = None, error.error_type
         if isinstance(error, ProviderAuthFailed):
             open_for = self.settings.defaults.auth_failure_open_s  # the key will not heal
-        elif isinstance(error, RateLimited) and error.retry_after and not retried:
+            reason = "the provider rejected its API key (auth_failure_open_s)"
+        elif (
+            isinstance(error, RateLimited)
+            and error.retry_after
+            and error.retry_after_source is RetryAfterSource.PROVIDER
+            and not retried
+        ):
             open_for = error.retry_after  # the provider said when: nobody asks before that
-        transition = route.breaker.record_failure(error.error_type, open_for)
+            reason = f"the provider asked it to wait {_seconds(open_for)} s (Retry-After)"
+        transition = route.breaker.record_failure(reason, open_for)
         if transition is not None and transition.after is BreakerState.OPEN:
             rate_limited = isinstance(error, RateLimited)
             self._open_cause[route.deployment.name] = (
@@ -350,9 +360,7 @@ class ModelCascade:
             return
         event, state = _TRANSITION_EVENTS[transition.after]
         name = transition.deployment
-        message = f"{name}: circuit {transition.after.replace('_', '-')} ({transition.reason})"
-        if transition.next_probe_in_s is not None and transition.after is BreakerState.OPEN:
-            message += f"; next probe in {transition.next_probe_in_s:.1f} s"
+        message = f"{name}: circuit {transition.after.replace('_', '-')}: " + _decision(transition)
         if name in self.registry:
             self.registry.report(name, HealthReport(state, message))
         for ctx in list(self._dependents.get(name, {}).values()):
@@ -420,11 +428,81 @@ class ModelCascade:
         )
         return Answer(completion, provenance)
 
+    async def probe_overdue(self, overdue_s: float) -> None:
+        """Probe each open deployment whose probe has been due for ``overdue_s`` unclaimed.
+
+        Without traffic nobody takes a due probe, and behind a load balancer that sends
+        requests to ready instances only, none may ever come. The provider's cheap health
+        check then decides, through the breaker as a request's probe would: success closes
+        the circuit, failure re-opens it for the next period. Its transitions are announced
+        and recorded like any other.
+        """
+        due = [name for name, breaker in self.breakers.items() if breaker.probe_due(overdue_s)]
+        await asyncio.gather(*(self._health_probe(name) for name in due))
+
+    async def _health_probe(self, name: str) -> None:
+        breaker, provider = self.breakers[name], self._providers[name]
+        admission, transition = breaker.admit()
+        if not admission.probe:
+            return  # a request took the probe meanwhile
+        await self._announce(transition)
+        try:
+            healthy = await provider.check(self.settings.defaults.connect_timeout_s)
+        except ServiceError as error:
+            # A probe serves no request: the route has no model of its own.
+            route = Route("", self.settings.deployment(name), provider, breaker)
+            await self._count_failure(route, error, retried=False)
+            return
+        except BaseException:
+            breaker.release()
+            raise
+        if healthy:
+            await self._announce(breaker.record_success("its health check passed"))
+        else:
+            breaker.release()  # it cannot tell: the next request is the probe
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def _decision(transition: BreakerTransition) -> str:
+    """What sincere decided about a deployment at a breaker transition, and why."""
+    if transition.after is BreakerState.OPEN:
+        period = _seconds(transition.next_probe_in_s or 0.0)
+        return f"sincere stopped using it for {period} s because {transition.reason}"
+    if transition.after is BreakerState.HALF_OPEN:
+        return f"sincere lets one request through to probe it because {transition.reason}"
+    return f"sincere is using it again because {transition.reason}"
+
+
+def _skip_reason(breaker: CircuitBreaker, wait: float | None) -> str:
+    """Why sincere passed a deployment over without asking it: its breaker's decision."""
+    name = breaker.deployment
+    opened = breaker.transitions[-1] if breaker.transitions else None
+    if wait is None or opened is None or opened.after is not BreakerState.OPEN:
+        return f"sincere is probing {name!r} with another request and waits for its outcome"
+    period = _seconds(opened.next_probe_in_s or 0.0)
+    return (
+        f"sincere stopped using {name!r} for {period} s because {opened.reason}; "
+        f"it tries again in {_seconds(wait)} s"
+    )
+
+
+def _next_step(error: ServiceError, wait: float | None) -> str:
+    """What sincere does after a failed attempt, and on whose word it waits."""
+    if wait is None:
+        return "sincere moves on to the next route, if there is one"
+    step = f"sincere retries it in {wait:.2f} s"
+    if error.retry_after is not None and error.retry_after_source is RetryAfterSource.PROVIDER:
+        step += ", as the provider asked (Retry-After)"
+    return step
+
 
 def _gate(deployment: str, text: str) -> None:
     reason = rejection_reason(text)
     if reason is not None:
-        raise QualityRejected(f"{deployment}: {reason}")
+        raise QualityRejected(f"{deployment}: rejected by sincere's quality gate: {reason}")
 
 
 def _reasoning(log: AttemptLog, route: Route) -> str:

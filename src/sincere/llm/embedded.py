@@ -133,6 +133,10 @@ class EmbeddedProvider:
         # Weights stay cached for the process: other deployments may share them.
         return None
 
+    async def check(self, timeout_s: float) -> bool | None:
+        """Loaded weights are a healthy model; loading them is no cheap check, so: unknown."""
+        return True if self.started else None
+
     async def stream(
         self, request: ChatRequest, limits: AttemptLimits
     ) -> AsyncIterator[StreamItem]:

@@ -11,6 +11,7 @@ from sincere.errors import (
     ContextTooLong,
     ErrorContext,
     RateLimited,
+    RetryAfterSource,
     ServiceError,
     ServiceTimeout,
     ServiceUnavailable,
@@ -38,8 +39,13 @@ def final_error(
                 suggestions=suggestions,
                 status_code=caller.status_code,
             )
-    waits = [e.retry_after for e in errors if e.retry_after is not None]
-    retry_after = min(waits) if waits else None
+    soonest = min(
+        (e for e in errors if e.retry_after is not None),
+        key=lambda e: e.retry_after or 0.0,
+        default=None,
+    )
+    retry_after = soonest.retry_after if soonest is not None else None
+    source = soonest.retry_after_source if soonest is not None else None
     if errors and all(isinstance(e, RateLimited) for e in errors):
         cls: type[ServiceError] = RateLimited
         message = f"every route for {model!r} is rate-limited ({tried})"
@@ -54,7 +60,8 @@ def final_error(
         message = f"no route for {model!r} could answer ({tried})"
     suggestions = []
     if retry_after is not None:
-        suggestions.append(f"Retry after {retry_after:.0f} s, when the provider said to.")
+        when = _WHEN.get(source, "") if source is not None else ""
+        suggestions.append(f"Retry after {retry_after:.0f} s{when}.")
     if cls.should_retry:
         suggestions.append("Each attempt below says which deployment failed and how.")
     return cls(
@@ -62,8 +69,19 @@ def final_error(
         context=context,
         attempts=attempts,
         retry_after=retry_after,
+        retry_after_source=source,
         suggestions=suggestions,
     )
+
+
+# Who set the wait decides what may be said about it.
+_WHEN = {
+    RetryAfterSource.PROVIDER: ", when the provider said to",
+    RetryAfterSource.CIRCUIT_BREAKER: (
+        ", when sincere lets requests through to the deployment again (each attempt below "
+        "says why it stopped using it)"
+    ),
+}
 
 
 def _caller_suggestions(error: ServiceError, largest_context_window: int | None) -> list[str]:

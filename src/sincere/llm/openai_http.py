@@ -26,6 +26,7 @@ from sincere.errors import (
     ModelNotFound,
     ProviderAuthFailed,
     RateLimited,
+    RetryAfterSource,
     ServiceError,
     ServiceTimeout,
     ServiceUnavailable,
@@ -86,6 +87,7 @@ class OpenAIProvider:
         remember_secret(api_key)  # no answer of any deployment may carry it (until aclose)
         self._remembered = api_key
         self._url = deployment.base_url.rstrip("/") + "/chat/completions"
+        self._models_url = deployment.base_url.rstrip("/") + "/models"
         self._headers = {"Content-Type": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -100,6 +102,23 @@ class OpenAIProvider:
 
     async def start(self) -> HealthReport:
         return HealthReport(HealthState.READY, "HTTP client ready")
+
+    async def check(self, timeout_s: float) -> bool | None:
+        """GET {base_url}/models with the key, within ``timeout_s``: True on a 2xx answer.
+
+        None when the endpoint has no such route (404, 405): it cannot tell. Any other
+        answer or failure raises the ServiceError a chat request would have got.
+        """
+        limits = AttemptLimits(timeout_s, timeout_s, timeout_s, timeout_s)
+        timeout = aiohttp.ClientTimeout(total=timeout_s, connect=timeout_s)
+        with self._map_transport_errors(limits):
+            async with self._client().get(self._models_url, timeout=timeout) as response:
+                body = await _read_body(response)
+                if response.status in (404, 405):
+                    return None
+                if response.status >= 300:
+                    raise self._error_from_response(response.status, body, response)
+        return True
 
     async def aclose(self) -> None:
         forget_secret(self._remembered)
@@ -381,6 +400,7 @@ class OpenAIProvider:
             f"{self.deployment.name}: the upstream (or a proxy in front of it) answered "
             f"{status} with {what}",
             retry_after=_retry_after(response.headers),
+            retry_after_source=RetryAfterSource.PROVIDER,
             status_code=status,
         )
 
@@ -398,7 +418,10 @@ class OpenAIProvider:
         if upstream_message:
             message += f": {self._scrub(upstream_message)[:500]}"
         return _error_class(code, status)(
-            message, retry_after=_retry_after(headers), status_code=status
+            message,
+            retry_after=_retry_after(headers),
+            retry_after_source=RetryAfterSource.PROVIDER,
+            status_code=status,
         )
 
     def _scrub(self, text: str) -> str:

@@ -51,4 +51,8 @@ class Provider(Protocol):
 
     def stream(self, request: ChatRequest, limits: AttemptLimits) -> AsyncIterator[StreamItem]: ...
 
+    async def check(self, timeout_s: float) -> bool | None:
+        """A cheap real health check for a probe without a request: True when it passed,
+        None when this provider cannot tell; a failure raises its ``ServiceError``."""
+
     async def aclose(self) -> None: ...

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from fastapi import FastAPI
@@ -13,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sincere import __version__
 from sincere.config import load_settings
+from sincere.llm.prober import probe_idle_deployments
 from sincere.server import http_errors, openai_routes, ops_routes, websocket
 from sincere.server.gateway import Gateway
 from sincere.server.middleware import RequestIdAndBodyLimit
@@ -23,7 +25,11 @@ CHAT_PATH = "/v1/chat/completions"
 def create_app(gateway: Gateway) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        prober = asyncio.create_task(probe_idle_deployments(gateway.cascade))
         yield
+        prober.cancel()
+        with suppress(asyncio.CancelledError):
+            await prober
         await gateway.aclose()
 
     app = FastAPI(

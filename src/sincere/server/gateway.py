@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sincere.config import Settings
 from sincere.context import ContextFactory
@@ -15,7 +16,15 @@ from sincere.guard.response_guard import ResponseGuard
 from sincere.health import Transition
 from sincere.llm.cascade import ModelCascade
 from sincere.server.metrics import Metrics
-from sincere.store import Database, KeyRecord, KeyStore, Role, ServiceHistory, open_database
+from sincere.store import (
+    Database,
+    KeyRecord,
+    KeyStore,
+    Role,
+    ServiceHistory,
+    open_database,
+    start_event_stream,
+)
 from sincere.tiers.limits import TierLimiter
 
 
@@ -37,14 +46,22 @@ class Gateway:
     limiter: TierLimiter
     guard: ResponseGuard
     metrics: Metrics
+    # When this process assembled its gateway: the start of every state it has not seen change.
+    started_at: float = field(default_factory=time.time)
 
     @classmethod
     def create(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Gateway:
         env = os.environ if env is None else env
-        bus = InProcessEventBus(settings.server.event_history, settings.server.event_buffer)
         cascade = ModelCascade.from_settings(settings, env)
         database = open_database(settings.database_url())
         history = ServiceHistory(database)
+        # A new epoch per process: a client's last_event_id from before a restart is
+        # recognised as such (a gap), never mistaken for an id of the new stream.
+        bus = InProcessEventBus(
+            settings.server.event_history,
+            settings.server.event_buffer,
+            epoch=start_event_stream(database),
+        )
 
         def persist(service: str, transition: Transition) -> None:
             history.record(service, str(transition.state), transition.message, transition.at)

@@ -28,7 +28,7 @@ class _Breakers(Collector):
             labels=["deployment"],
         )
         for name, breaker in self._breakers().items():
-            family.add_metric([name], _BREAKER_VALUE[breaker.state])
+            family.add_metric([name], _BREAKER_VALUE[breaker.observed_state()])
         yield family
 
 

@@ -23,20 +23,17 @@ from starlette.responses import JSONResponse, Response
 
 from sincere import __version__
 from sincere.errors import DataUnavailable
-from sincere.health import HealthState
+from sincere.health import ServiceRecord
 from sincere.llm.breaker import BreakerState, CircuitBreaker
 from sincere.redact import redact
 from sincere.server.gateway import Gateway, bearer_key
 from sincere.server.http_errors import request_id
 from sincere.server.openai_routes import gateway
-from sincere.store import KeyRecord
+from sincere.store import KeyRecord, Role
 from sincere.store.history import RecordedTransition
 
 log = logging.getLogger("sincere.server")
 router = APIRouter(tags=["operations"])
-
-# When this process loaded its routes: the start of a breaker's state until its first transition.
-_STARTED_AT = time.time()
 
 _HEALTH = {BreakerState.CLOSED: "pass", BreakerState.HALF_OPEN: "warn", BreakerState.OPEN: "fail"}
 _COMPONENT = {
@@ -50,8 +47,6 @@ _RECORDED = {
     "degraded": "degraded_performance",
     "unavailable": "major_outage",
 }
-
-_SEVERITY = ["operational", "degraded_performance", "major_outage"]
 
 _HEALTH_JSON = "application/health+json"
 _PROBLEM: dict[str, Any] = {"application/problem+json": {}}
@@ -105,12 +100,13 @@ async def health(gw: Gateway = Depends(gateway)) -> Response:  # noqa: B008
     breakers = gw.cascade.breakers
     store = await _probe_store(gw)
     checks: dict[str, list[dict[str, Any]]] = {
-        f"{name}:circuit": [_circuit_check(breaker)] for name, breaker in breakers.items()
+        f"{name}:circuit": [_circuit_check(breaker, gw.started_at)]
+        for name, breaker in breakers.items()
     }
     checks["store:responseTime"] = [_store_check(store)]
     if not store.ok or not _can_serve(breakers):
         overall = "fail"
-    elif any(b.state is not BreakerState.CLOSED for b in breakers.values()):
+    elif any(b.observed_state() is not BreakerState.CLOSED for b in breakers.values()):
         overall = "warn"
     else:
         overall = "pass"
@@ -126,15 +122,23 @@ async def health(gw: Gateway = Depends(gateway)) -> Response:  # noqa: B008
 
 @router.get(
     "/status",
-    responses={503: {"description": "The recorded history is unavailable", "content": _PROBLEM}},
+    responses={
+        401: {"description": "An unknown or revoked API key was sent", "content": _PROBLEM},
+        503: {"description": "The recorded history is unavailable", "content": _PROBLEM},
+    },
 )
-async def status(gw: Gateway = Depends(gateway)) -> dict[str, Any]:  # noqa: B008
-    """The status page: each deployment's state now and its recorded transitions."""
+async def status(request: Request, gw: Gateway = Depends(gateway)) -> dict[str, Any]:  # noqa: B008
+    """The status page: each deployment's state now, since when, and its recorded transitions.
+
+    Public: states and times. With an admin key, the reasons and messages too: they may
+    quote a provider's words, which are for operators.
+    """
+    detailed = await _is_admin(request, gw)
     breakers = gw.cascade.breakers
     history = await _recorded_history(gw, list(breakers))
     registry = gw.cascade.registry
     services = [
-        _service(name, b, registry.record(name).state, history[name])
+        _service(name, b, registry.record(name), history[name], gw.started_at, detailed)
         for name, b in breakers.items()
     ]
     return {
@@ -160,8 +164,18 @@ async def metrics(
     return PrometheusText(generate_latest(gw.metrics.registry))
 
 
+async def _is_admin(request: Request, gw: Gateway) -> bool:
+    """Whether the caller sent an admin key; no key is the public view, a bad one a 401."""
+    key = bearer_key(request.headers)
+    if key is None:
+        return False
+    record = await gw.authenticate(key, request_id(request))
+    return record.role is Role.ADMIN
+
+
 def _can_serve(breakers: Mapping[str, CircuitBreaker]) -> bool:
-    return any(b.state is not BreakerState.OPEN for b in breakers.values())
+    """Some circuit lets a request in now (a due probe counts: that request is the probe)."""
+    return any(b.observed_state() is not BreakerState.OPEN for b in breakers.values())
 
 
 async def _probe_store(gw: Gateway) -> StoreProbe:
@@ -184,21 +198,38 @@ def _select_one(gw: Gateway) -> None:
         conn.execute(text("SELECT 1")).scalar_one()
 
 
-def _circuit_check(breaker: CircuitBreaker) -> dict[str, Any]:
+def _circuit_check(breaker: CircuitBreaker, started_at: float) -> dict[str, Any]:
     """A breaker as a health check; ``time`` is when it entered its present state."""
+    state = breaker.observed_state()
     last = breaker.transitions[-1] if breaker.transitions else None
     check: dict[str, Any] = {
         "componentType": "llm-deployment",
-        "status": _HEALTH[breaker.state],
-        "observedValue": str(breaker.state),
-        "time": _iso(last.at if last else _STARTED_AT),
+        "status": _HEALTH[state],
+        "observedValue": str(state),
+        "time": _iso(_breaker_since(breaker) or started_at),
     }
-    if last is not None and breaker.state is not BreakerState.CLOSED:
+    if last is not None and state is not BreakerState.CLOSED:
         output = redact(last.reason)
-        if (wait := breaker.seconds_until_probe()) is not None:
+        if breaker.probe_due():
+            output += "; its open period is over: the next request is the probe"
+        elif (wait := breaker.seconds_until_probe()) is not None:
             output += f"; next probe in {wait:.1f} s"
         check["output"] = output
     return check
+
+
+def _breaker_since(breaker: CircuitBreaker) -> float | None:
+    """When the breaker's observed state began; None when closed since this process began."""
+    if not breaker.transitions:
+        return None
+    if breaker.observed_state() is BreakerState.HALF_OPEN:
+        # Half-open (or due) since its last open period ended: the schedule set on opening.
+        opened = next(
+            (t for t in reversed(breaker.transitions) if t.after is BreakerState.OPEN), None
+        )
+        if opened is not None and opened.next_probe_in_s is not None:
+            return opened.at + opened.next_probe_in_s
+    return breaker.transitions[-1].at
 
 
 def _store_check(store: StoreProbe) -> dict[str, Any]:
@@ -232,26 +263,54 @@ async def _recorded_history(gw: Gateway, names: list[str]) -> dict[str, list[Rec
 
 
 def _service(
-    name: str, breaker: CircuitBreaker, observed: HealthState, recent: list[RecordedTransition]
+    name: str,
+    breaker: CircuitBreaker,
+    record: ServiceRecord,
+    recent: list[RecordedTransition],
+    started_at: float,
+    detailed: bool,
 ) -> dict[str, Any]:
-    # The breaker knows whether requests may go; the registry also knows the last check (a
-    # model that failed to load, say, before the breaker has seen enough failures to open).
-    state = max(
-        _COMPONENT[breaker.state], _RECORDED.get(str(observed), "operational"), key=_SEVERITY.index
-    )
+    state, since = _state_now(breaker, record)
     service: dict[str, Any] = {
         "name": name,
         "kind": "llm-deployment",
         "state": state,
-        "since": _iso(recent[0].at) if recent else None,
+        # When it entered this state, as this process saw it; a state that has held since
+        # the process started (the store's history may end in another one) says so.
+        "since": _iso(since or started_at),
+        "since_basis": "transition" if since is not None else "process_start",
     }
-    if breaker.state is BreakerState.OPEN:
+    if breaker.observed_state() is BreakerState.OPEN:
         service["next_probe_in_s"] = round(breaker.seconds_until_probe() or 0.0, 3)
     service["recent_transitions"] = [
-        {"state": _RECORDED.get(t.state, t.state), "message": redact(t.message), "at": _iso(t.at)}
+        {"state": _RECORDED.get(t.state, t.state), "at": _iso(t.at)}
+        | ({"message": redact(t.message)} if detailed else {})
         for t in recent
     ]
     return service
+
+
+def _state_now(breaker: CircuitBreaker, record: ServiceRecord) -> tuple[str, float | None]:
+    """The deployment's component state now, and when it entered it (None: before this
+    process started).
+
+    A breaker that is not closed decides (a due probe is half-open: it can serve). A closed
+    one leaves it to the registry's last observation, which also knows a failed health check
+    (a model that did not load, say, before the breaker has seen enough failures to open).
+    """
+    observed = breaker.observed_state()
+    if observed is not BreakerState.CLOSED:
+        return _COMPONENT[observed], _breaker_since(breaker)
+    state = _RECORDED.get(str(record.state), "operational")
+    since: float | None = None
+    for transition in reversed(record.transitions):  # newest first
+        if _RECORDED.get(str(transition.state), "operational") != state:
+            break
+        since = transition.at
+    else:  # every transition of this process led into this state, or there was none
+        if state == "operational":
+            since = None  # operational (unknown counts so) from the start, as far as we know
+    return state, since
 
 
 def _indicator(states: list[str]) -> str:

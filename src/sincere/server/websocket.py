@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections.abc import Coroutine
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, WebSocket
+from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from sincere.errors import AuthenticationFailed
@@ -22,10 +24,13 @@ from sincere.events import SlowConsumer, Subscription
 from sincere.server.gateway import Gateway, bearer_key
 from sincere.server.http_errors import request_id
 
+log = logging.getLogger("sincere.server")
 router = APIRouter()
 
 AUTH_TIMEOUT_S = 5.0  # how long a browser has to send its auth message
-CLOSE_UNAUTHORIZED = 4401  # 4000-4999 are the application's; 4401 mirrors HTTP 401
+KEY_RECHECK_S = 1.0  # how often an open socket's key is checked again (revocation)
+CLOSE_BAD_REQUEST = 4400  # 4000-4999 are the application's; 4400 and 4401 mirror HTTP
+CLOSE_UNAUTHORIZED = 4401
 CLOSE_TRY_AGAIN_LATER = 1013
 _NO_KEY = (
     "no API key: send 'Authorization: Bearer <key>' or a first message "
@@ -33,30 +38,36 @@ _NO_KEY = (
 )
 
 
+_BAD_LAST_ID = "last_event_id must be a whole number >= 0: the id of the last event received"
+
+
 @router.websocket("/v1/events")
-async def events(
-    websocket: WebSocket, last_event_id: Annotated[int | None, Query(ge=0)] = None
-) -> None:
-    """Stream the caller's events; with ``last_event_id``, the retained ones after it first."""
+async def events(websocket: WebSocket) -> None:
+    """Stream the caller's events; with ``?last_event_id=N``, the retained ones after it first."""
     gw: Gateway = websocket.app.state.gateway
     await websocket.accept()
+    # Read here, not by FastAPI's Query validation: that refuses the upgrade with a bare 403,
+    # which a client cannot tell from an authentication failure.
+    raw_id = websocket.query_params.get("last_event_id")
+    last_event_id = _event_id(raw_id) if raw_id is not None else None
+    if raw_id is not None and last_event_id is None:
+        await websocket.close(CLOSE_BAD_REQUEST, _BAD_LAST_ID)
+        return
     try:
         key = await _key(websocket)
     except WebSocketDisconnect:
         return
+    if not key:
+        await websocket.close(CLOSE_UNAUTHORIZED, _NO_KEY)
+        return
     try:  # the key store is a blocking database call: keep it off the event loop
         record = await gw.authenticate(key, request_id(websocket))
     except AuthenticationFailed as exc:
-        reason = _NO_KEY if not key else f"{exc.message}; check the key or create one"
-        await websocket.close(CLOSE_UNAUTHORIZED, reason)
+        await websocket.close(CLOSE_UNAUTHORIZED, f"{exc.message}; check the key or create one")
         return
 
     oldest, last_id = gw.bus.bounds(record.user_id)
     sub = gw.bus.subscribe(record.user_id, last_event_id)
-    if last_event_id is None or last_event_id > last_id:
-        delivered = last_id if last_event_id is None else 0
-    else:
-        delivered = last_event_id
     try:
         await websocket.send_json(
             {"type": "ready", "user_id": record.user_id, "last_event_id": last_id}
@@ -66,19 +77,30 @@ async def events(
                 "type": "gap",
                 "after_id": last_event_id,
                 "oldest_available_id": oldest,
+                "reason": sub.gap_reason,
             }
-            if last_event_id is not None and last_event_id > last_id:
-                gap["reason"] = "after_id is beyond this stream's last event id"
             await websocket.send_json(gap)
-        async with asyncio.TaskGroup() as tasks:
-            pump = tasks.create_task(_pump(websocket, sub, gw, delivered))
-            listen = tasks.create_task(_listen(websocket))
-            pump.add_done_callback(lambda _: listen.cancel())
-            listen.add_done_callback(lambda _: pump.cancel())
+        closing = await _first_to_end(
+            _pump(websocket, sub, gw),
+            _listen(websocket),
+            _watch_key(gw, key, request_id(websocket)),
+        )
+        if closing is not None:
+            await websocket.close(*closing)
     except WebSocketDisconnect:
         pass
     finally:
         sub.close()
+
+
+def _event_id(text: str) -> int | None:
+    """A non-negative decimal id (ASCII digits only), or None."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    try:
+        return int(text)
+    except ValueError:  # longer than Python converts (4300 digits)
+        return None
 
 
 async def _key(websocket: WebSocket) -> str | None:
@@ -102,7 +124,38 @@ async def _key(websocket: WebSocket) -> str | None:
     return None
 
 
-async def _pump(websocket: WebSocket, sub: Subscription, gw: Gateway, delivered: int) -> None:
+Close = tuple[int, str]  # a close code and its reason
+
+
+async def _first_to_end(*jobs: Coroutine[Any, Any, Close | None]) -> Close | None:
+    """Run the socket's jobs until one ends; cancel the others; the close it asks for."""
+    tasks = [asyncio.create_task(job) for job in jobs]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return next(iter(done)).result()
+
+
+async def _watch_key(gw: Gateway, key: str, rid: str) -> Close:
+    """Re-check the key every ``KEY_RECHECK_S`` while the socket is open; 4401 once revoked.
+
+    Verified keys are cached for 5 s, so the socket closes within the same few seconds in
+    which HTTP requests with the key start being refused.
+    """
+    while True:
+        await asyncio.sleep(KEY_RECHECK_S)
+        try:
+            await gw.authenticate(key, rid)
+        except AuthenticationFailed:
+            return CLOSE_UNAUTHORIZED, "the API key was revoked"
+        except Exception:  # a silent store is no verdict on the key: check again
+            log.warning("re-checking a WebSocket's key failed", exc_info=True)
+
+
+async def _pump(websocket: WebSocket, sub: Subscription, gw: Gateway) -> Close | None:
     """Send events as they come, a heartbeat when idle; 1013 when the buffer overflowed."""
     idle_s = gw.settings.server.heartbeat_s
     try:
@@ -117,12 +170,11 @@ async def _pump(websocket: WebSocket, sub: Subscription, gw: Gateway, delivered:
                 continue
             await websocket.send_json({"type": "event", "event": event.to_dict()})
             gw.metrics.event_deliveries.inc()
-            delivered = event.id
     except SlowConsumer:
-        reason = f"event buffer overflow; reconnect with last_event_id={delivered}"
-        await websocket.close(CLOSE_TRY_AGAIN_LATER, reason)
+        reason = f"event buffer overflow; reconnect with last_event_id={sub.last_id}"
+        return CLOSE_TRY_AGAIN_LATER, reason
     except (StopAsyncIteration, WebSocketDisconnect):
-        return
+        return None
 
 
 async def _listen(websocket: WebSocket) -> None:

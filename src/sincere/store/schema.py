@@ -29,3 +29,12 @@ service_transitions = Table(
     Column("at", Float, nullable=False),
     Index("ix_service_transitions_service_at", "service", "at"),
 )
+
+# One row per event stream (a process's event bus): its epoch numbers that process's event ids.
+event_streams = Table(
+    "event_streams",
+    metadata,
+    Column("epoch", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", Float, nullable=False),
+    sqlite_autoincrement=True,  # never reuse an epoch, even one whose row is gone
+)

@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 
 from sincere.config import TierLimits
-from sincere.errors import ErrorContext, RateLimited
+from sincere.errors import ErrorContext, RateLimited, RetryAfterSource
 
 WINDOW_S = 60.0
 
@@ -33,16 +33,19 @@ class TierLimiter:
         if len(recent) >= limits.requests_per_minute:
             wait = recent[0] + WINDOW_S - now  # when the oldest request leaves the window
             raise RateLimited(
-                f"{tier} tier: {limits.requests_per_minute} requests per minute",
+                f"sincere's {tier}-tier limit of {limits.requests_per_minute} requests per "
+                "minute is reached",
                 context=context,
                 retry_after=wait,
+                retry_after_source=RetryAfterSource.TIER_LIMIT,
                 suggestions=[f"Retry after {wait:.0f} s, when the window has room again."],
             )
         active = self._active.get(user_id, 0)
         if active >= limits.concurrent_requests:
             # How long the running requests will take is unknown: no Retry-After is given.
             raise RateLimited(
-                f"{tier} tier: {limits.concurrent_requests} concurrent requests",
+                f"sincere's {tier}-tier limit of {limits.concurrent_requests} concurrent "
+                "requests is reached",
                 context=context,
                 suggestions=["Retry when one of your running requests has finished."],
             )
