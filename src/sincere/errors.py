@@ -37,7 +37,7 @@ class ServiceError(Exception):
     title: ClassVar[str] = "Service error"
     should_retry: ClassVar[bool] = False
     openai_type: ClassVar[str] = "server_error"
-    param: ClassVar[str | None] = None
+    param: str | None = None  # the request member at fault; a class default or per error
 
     def __init__(
         self,
@@ -48,6 +48,7 @@ class ServiceError(Exception):
         retry_after: float | None = None,
         suggestions: Iterable[str] = (),
         status_code: int | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -57,6 +58,8 @@ class ServiceError(Exception):
         self.suggestions: tuple[str, ...] = tuple(suggestions)
         # The upstream HTTP status that caused this error, when there was one.
         self.status_code = status_code
+        if param is not None:
+            self.param = param
 
     def __str__(self) -> str:
         return self.message
@@ -72,6 +75,7 @@ class ServiceError(Exception):
             retry_after=self.retry_after,
             suggestions=self.suggestions,
             status_code=self.status_code,
+            param=self.param,
         )
         clone.__cause__ = self.__cause__
         return clone
@@ -205,6 +209,17 @@ class BadRequest(ServiceError):
     error_type = "bad_request"
     title = "Bad request"
     openai_type = "invalid_request_error"
+
+
+class UnsupportedParameter(BadRequest):
+    """A deployment cannot honour a parameter of the request (``param``); another route may.
+
+    Not a failure of the deployment: it does not count against its circuit breaker, and
+    the cascade moves on. Only when every route refused does the caller get it (400).
+    """
+
+    error_type = "unsupported_parameter"
+    title = "Unsupported parameter"
 
 
 class ContextTooLong(BadRequest):

@@ -28,7 +28,8 @@ from sincere.errors import (
     UpstreamError,
 )
 from sincere.health import HealthReport, HealthState
-from sincere.llm.provider import Delta, StreamItem
+from sincere.llm.choices import StreamedChoice
+from sincere.llm.provider import StreamItem
 from sincere.llm.request import AttemptLimits, ChatRequest
 from sincere.redact import redact
 
@@ -131,7 +132,7 @@ class OpenAIProvider:
         first_token_at: float | None = None
         finish: str | None = None
         usage_payload: dict[str, Any] = {}
-        parts: list[str] = []
+        parts = StreamedChoice(self.deployment.name)
         with self._map_transport_errors(limits):
             timeout = aiohttp.ClientTimeout(total=None, connect=limits.connect_s)
             bound = min(limits.total_s, limits.connect_s + limits.first_token_s)
@@ -175,12 +176,11 @@ class OpenAIProvider:
                         if event.get("usage"):
                             usage_payload = event
                         for choice in event.get("choices") or ():
-                            piece = (choice.get("delta") or {}).get("content")
-                            if piece:
+                            piece = parts.add(choice)
+                            if piece is not None:
                                 if first_token_at is None:
                                     first_token_at = time.monotonic()
-                                parts.append(piece)
-                                yield Delta(piece)
+                                yield piece
                             finish = choice.get("finish_reason") or finish
                 if done and not response.content.at_eof():
                     # Read the body's end, so the connection goes back to the pool.
@@ -191,7 +191,7 @@ class OpenAIProvider:
         if finish is None:
             raise UpstreamError(f"{self.deployment.name}: the stream ended without a finish reason")
         ttft = None if first_token_at is None else first_token_at - started
-        yield self._completion("".join(parts), finish, usage_payload, started, ttft)
+        yield self._completion(parts, finish, usage_payload, started, ttft)
 
     def _parse_event(self, line: str) -> dict[str, Any] | object | None:
         """One SSE line: a JSON event, ``_DONE``, or None for comments, blanks, other fields."""
@@ -214,7 +214,7 @@ class OpenAIProvider:
 
     def _completion(
         self,
-        text: str,
+        parts: StreamedChoice,
         finish: str,
         payload: Mapping[str, Any],
         started: float,
@@ -225,7 +225,7 @@ class OpenAIProvider:
         if isinstance(raw, dict) and isinstance(raw.get("prompt_tokens"), int):
             usage = Usage(int(raw["prompt_tokens"]), int(raw.get("completion_tokens") or 0))
         return Completion(
-            text=text,
+            text=parts.text,
             finish_reason=finish,
             deployment=self.deployment.name,
             provider=self.kind,
@@ -233,6 +233,8 @@ class OpenAIProvider:
             usage=usage,
             latency_s=time.monotonic() - started,
             time_to_first_token_s=ttft,
+            tool_calls=parts.tool_calls(),
+            logprobs=parts.logprobs,
         )
 
     # Mapping of everything that can go wrong into ServiceError, in one place.
