@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -128,6 +128,12 @@ async def _stream(
     except ServiceError as exc:
         error = exc
     return text, answer, error
+
+
+async def _drain(stream: AsyncIterator[Delta | Answer], into: list[Delta | Answer]) -> None:
+    """Collect a stream's items into ``into``, which keeps them when the stream fails."""
+    async for item in stream:
+        into.append(item)
 
 
 def _outcomes(answer_or_error: Answer | ServiceError) -> list[tuple[str, str]]:
@@ -535,6 +541,55 @@ async def test_an_empty_or_degenerate_completion_is_a_failure_and_the_cascade_mo
     # is cut as soon as it shows, before any usage report: its bill is unknown, not zero.
     cost = answer.provenance.attempts[0].cost_usd
     assert (cost is None) if fault.kind == "degenerate" else (cost is not None and cost > 0)
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["complete", "stream"])
+async def test_a_completion_that_only_calls_tools_is_an_answer(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory, streaming: bool
+) -> None:
+    a, b, _ = servers
+    a.default = Fault.tool_calls(("lookup", '{"q": "fact"}'), text="\n\n")  # text: blank lines
+    b.default = Fault.ok(text="A real answer.")
+    cascade, ctx = _pair(tmp_path, servers), contexts.create("alice")
+    request = ChatRequest.of("gpt", "Tell me a fact.")
+    if streaming:
+        items = [item async for item in cascade.stream(ctx, request)]
+        names = [f.name for i in items if isinstance(i, Delta) for f in i.tool_calls if f.name]
+        assert names == ["lookup"]
+        answer = items[-1]
+        assert isinstance(answer, Answer)
+    else:
+        answer = await cascade.complete(ctx, request)
+    assert [(c.name, c.arguments) for c in answer.tool_calls] == [("lookup", '{"q": "fact"}')]
+    assert answer.provenance.finish_reason == "tool_calls"
+    assert _outcomes(answer) == [("a", "ok")]
+    assert b.completions == []
+
+
+async def test_a_stream_cut_inside_a_tool_call_is_neither_retried_nor_continued(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    # Half a call went out: a retry would repeat its fragments, and a prefill holds text only.
+    a, b, _ = servers
+    a.default = Fault(kind="cut", after_chunks=2, text="", calls=(("lookup", '{"q": "a fact"}'),))
+    cascade = _pair(tmp_path, servers, "supports_prefill = true")
+    received: list[Delta | Answer] = []
+    stream = cascade.stream(contexts.create("alice"), ChatRequest.of("gpt", "Hi"))
+    with pytest.raises(UpstreamError, match="connection broke") as info:
+        await _drain(stream, received)
+    assert all(isinstance(d, Delta) for d in received)
+    assert [f.to_dict() for d in received if isinstance(d, Delta) for f in d.tool_calls] == [
+        {
+            "index": 0,
+            "id": "call_0",
+            "type": "function",
+            "function": {"name": "lookup", "arguments": ""},
+        },
+        {"index": 0, "function": {"arguments": '{"q":'}},
+    ]
+    assert len(a.completions) == 1
+    assert b.completions == []
+    assert _outcomes(info.value) == [("a", "upstream_error")]
 
 
 async def test_a_degenerate_stream_is_cut_and_reported_not_finished(

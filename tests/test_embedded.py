@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
 from sincere.answer import Completion
-from sincere.llm.embedded import EmbeddedProvider, _worker, default_model_path
+from sincere.errors import UnsupportedParameter
+from sincere.llm.embedded import EmbeddedProvider, _worker, default_model_path, unsupported
 from sincere.llm.provider import Delta, collect
-from sincere.llm.request import AttemptLimits, ChatRequest
+from sincere.llm.request import AttemptLimits, ChatRequest, Message
+from sincere.tool_calls import ToolCall
 
 LIMITS = AttemptLimits(total_s=120, connect_s=3, first_token_s=60, stream_idle_s=30)
 
@@ -87,3 +90,96 @@ async def test_a_prompt_longer_than_the_context_window_is_context_too_long() -> 
     await small.start()
     with pytest.raises(ContextTooLong, match="context window"):
         await collect(small.stream(_ask("word " * 400), LIMITS))
+
+
+async def test_the_callers_seed_and_sampling_settings_reach_llama_cpp(
+    embedded: EmbeddedProvider,
+) -> None:
+    def ask(**extra: object) -> ChatRequest:
+        prompt = "Invent a name for a new colour."
+        return ChatRequest.of("smollm2", prompt, temperature=1.5, max_tokens=16, extra=extra)
+
+    async def text(request: ChatRequest) -> str:
+        return (await collect(embedded.stream(request, LIMITS))).text
+
+    # llama.cpp reuses the evaluated prompt of the previous request, which moves the logits
+    # a little: a seed repeats an answer when that cache is in the same state (so, best
+    # effort, as OpenAI says of its own seed). The first request puts it in that state.
+    await text(ask(seed=2**40 + 5))
+    seeded = await text(ask(seed=2**40 + 5))  # wider than llama.cpp's 32 bits
+    assert await text(ask(seed=2**40 + 5)) == seeded  # the same seed, the same answer
+    tuned = ask(seed=2**40 + 5, top_p=0.05, presence_penalty=2.0, frequency_penalty=2.0)
+    assert await text(tuned) != seeded  # the settings changed the sampling
+
+
+REFUSED = [
+    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"logprobs": True}, "logprobs"),
+    ({"top_logprobs": 2}, "top_logprobs"),
+    ({"logit_bias": {"50256": -100}}, "logit_bias"),
+    ({"store": True}, "store"),
+    ({"top_k": 40}, "top_k"),  # another runtime's extension
+]
+ACCEPTED = [
+    {"seed": 1, "top_p": 0.5, "presence_penalty": 1, "frequency_penalty": 1},
+    {"max_completion_tokens": 5, "n": 1, "user": "u", "metadata": {"k": "v"}},
+    {"tools": [], "tool_choice": "none", "parallel_tool_calls": True},  # asks for no tool
+    {"response_format": {"type": "text"}, "logprobs": False, "top_logprobs": 0},
+    {"store": False, "logit_bias": {}, "service_tier": "auto"},
+]
+
+
+@pytest.mark.parametrize(("extra", "param"), REFUSED)
+def test_a_parameter_the_embedded_model_would_ignore_is_refused_by_name(
+    extra: dict[str, object], param: str
+) -> None:
+    refused = unsupported("embedded", ChatRequest.of("smollm2", "Hi", extra=extra))
+    assert isinstance(refused, UnsupportedParameter)
+    assert refused.param == param
+    assert f"embedded cannot honour '{param}'" in refused.message
+
+
+@pytest.mark.parametrize("extra", ACCEPTED)
+def test_parameters_it_honours_or_that_ask_for_nothing_are_accepted(
+    extra: dict[str, object],
+) -> None:
+    assert unsupported("embedded", ChatRequest.of("smollm2", "Hi", extra=extra)) is None
+
+
+@pytest.mark.parametrize(
+    ("message", "param"),
+    [
+        (Message("tool", "18", tool_call_id="call_0"), "messages[1]"),
+        (Message("assistant", None, tool_calls=(ToolCall("c", "f", "{}"),)), "messages[1]"),
+        (Message("user", "Hi", name="ann"), "messages[1].name"),
+        (Message("user", "Hi", extra={"audio": {"id": "a"}}), "messages[1].audio"),
+    ],
+)
+def test_a_tool_loop_or_a_member_its_template_drops_is_refused(
+    message: Message, param: str
+) -> None:
+    request = ChatRequest("smollm2", (Message("user", "Hi"), message))
+    refused = unsupported("embedded", request)
+    assert refused is not None
+    assert refused.param == param
+
+
+def test_empty_members_of_a_message_passed_back_by_an_sdk_ask_for_nothing() -> None:
+    echoed = Message("assistant", "Hello", extra={"refusal": None, "annotations": []})
+    request = ChatRequest("smollm2", (Message("user", "Hi"), echoed, Message("user", "More")))
+    assert unsupported("embedded", request) is None
+
+
+async def test_a_refusal_generates_nothing(embedded: EmbeddedProvider) -> None:
+    request = ChatRequest.of("smollm2", "Hi", extra={"tools": [{"type": "function"}]})
+    items: list[object] = []
+    with pytest.raises(UnsupportedParameter):
+        await _collect_into(embedded.stream(request, LIMITS), items)
+    assert items == []
+
+
+async def _collect_into(stream: AsyncIterator[object], into: list[object]) -> None:
+    async for item in stream:
+        into.append(item)

@@ -22,9 +22,10 @@ from sincere.errors import (
 )
 from sincere.llm.openai_http import OpenAIProvider
 from sincere.llm.provider import Delta, collect
-from sincere.llm.request import AttemptLimits, ChatRequest
+from sincere.llm.request import AttemptLimits, ChatRequest, Message
+from sincere.tool_calls import ToolCall
 from tests.conftest import closing
-from tests.faults import Fault, FaultServer, refused_port
+from tests.faults import Fault, FaultServer, refused_port, tool_call_deltas
 
 LIMITS = AttemptLimits(total_s=10, connect_s=2, first_token_s=1, stream_idle_s=0.5)
 REQUEST = ChatRequest.of("gpt", "hello there world", max_tokens=50, temperature=0.2)
@@ -218,3 +219,90 @@ async def test_the_health_check_asks_the_models_route_with_the_key(
 async def test_the_health_check_of_an_unreachable_endpoint_fails_as_a_request_would() -> None:
     with pytest.raises(ServiceUnavailable, match="cannot connect"):
         await _provider(f"http://127.0.0.1:{refused_port()}/v1").check(2)
+
+
+# Tool calls and the parameters of the request
+
+
+async def test_tool_call_fragments_are_passed_on_in_order_and_add_up_to_the_calls(
+    fault_server: FaultServer,
+) -> None:
+    calls = (("get_weather", '{"city": "Paris", "unit": "C"}'), ("get_time", '{"zone": "UTC"}'))
+    fault_server.default = Fault.tool_calls(*calls)
+    items = await _stream(_provider(fault_server.base_url))
+    deltas = [i for i in items if isinstance(i, Delta)]
+    assert [{"tool_calls": [f.to_dict() for f in d.tool_calls]} for d in deltas] == (
+        tool_call_deltas(calls)
+    )
+    assert all(d.text == "" for d in deltas)
+    final = items[-1]
+    assert isinstance(final, Completion)
+    assert (final.text, final.finish_reason) == ("", "tool_calls")
+    assert [(c.id, c.type, c.name, c.arguments) for c in final.tool_calls] == [
+        ("call_0", "function", *calls[0]),
+        ("call_1", "function", *calls[1]),
+    ]
+    assert final.time_to_first_token_s is not None  # a call's first fragment is output too
+
+
+async def test_the_request_goes_upstream_with_every_parameter_and_the_tool_loop_messages(
+    fault_server: FaultServer,
+) -> None:
+    call = ToolCall("call_9", "get_weather", '{"city": "Paris"}')
+    request = ChatRequest(
+        model="gpt",
+        messages=(
+            Message("user", "Weather in Paris?", name="ann"),
+            Message("assistant", None, tool_calls=(call,), extra={"refusal": None}),
+            Message("tool", '{"celsius": 18}', tool_call_id="call_9"),
+        ),
+        extra={"tools": [{"type": "function", "function": {"name": "get_weather"}}], "seed": 7},
+    )
+    await collect(_provider(fault_server.base_url).stream(request, LIMITS))
+    sent = fault_server.completions[0].body
+    assert sent is not None
+    assert (sent["tools"], sent["seed"]) == (request.extra["tools"], 7)
+    assert sent["messages"] == [
+        {"role": "user", "content": "Weather in Paris?", "name": "ann"},
+        {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call.to_dict()]},
+        {"role": "tool", "content": '{"celsius": 18}', "tool_call_id": "call_9"},
+    ]
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    [
+        {"id": "call_0", "type": "function", "function": {"name": "f", "arguments": ""}},
+        {"index": 0, "function": {"name": "f", "arguments": 7}},
+        {"index": 0, "function": "f"},
+        {"index": 0, "function": {"arguments": "{}"}},  # a call that never gets an id or name
+    ],
+)
+async def test_a_malformed_tool_call_fragment_is_an_upstream_error_not_a_skipped_piece(
+    fault_server: FaultServer, fragment: dict[str, object]
+) -> None:
+    chunk = {"choices": [{"index": 0, "delta": {"tool_calls": [fragment]}, "finish_reason": None}]}
+    end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+    fault_server.default = Fault.raw_stream(chunk, end)
+    with pytest.raises(UpstreamError, match="the stream carried a"):
+        await _stream(_provider(fault_server.base_url))
+
+
+async def test_tool_calls_in_a_json_answer_to_a_stream_request_are_delivered_whole(
+    fault_server: FaultServer,
+) -> None:
+    calls = (("get_weather", '{"city": "Paris"}'),)
+    fault_server.default = dataclasses.replace(Fault.tool_calls(*calls), kind="json_answer")
+    items = await _stream(_provider(fault_server.base_url))
+    deltas = [i for i in items if isinstance(i, Delta)]
+    assert len(deltas) == 1
+    assert [(f.id, f.name, f.arguments) for f in deltas[0].tool_calls] == [
+        ("call_0", "get_weather", '{"city": "Paris"}')
+    ]
+    final = items[-1]
+    assert isinstance(final, Completion)
+    assert (final.text, final.finish_reason) == ("", "tool_calls")
+    assert [(c.id, c.name, c.arguments) for c in final.tool_calls] == [
+        ("call_0", "get_weather", '{"city": "Paris"}')
+    ]
+    assert final.usage is not None

@@ -17,6 +17,7 @@ from sincere.errors import (
     ServiceError,
     ServiceTimeout,
     ServiceUnavailable,
+    UnsupportedParameter,
     UpstreamError,
 )
 from sincere.events import Event, EventBus, EventType, InProcessEventBus
@@ -24,6 +25,7 @@ from sincere.health import HealthReport, HealthState, ServiceRegistry
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest, Message
+from sincere.tool_calls import ToolCall
 
 __version__ = "0.1.0"
 
@@ -59,6 +61,8 @@ __all__ = [
     "ServiceUnavailable",
     "Settings",
     "Tier",
+    "ToolCall",
+    "UnsupportedParameter",
     "UpstreamError",
     "Usage",
     "load_settings",

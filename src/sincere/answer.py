@@ -7,10 +7,12 @@ So no code path can hand a user words that no model generated.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sincere.attempts import Attempt
+from sincere.tool_calls import ToolCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +29,12 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """What one deployment produced: made only by providers."""
+    """What one deployment produced: made only by providers.
+
+    ``text`` may be empty when the model answered with ``tool_calls`` only; ``logprobs`` is
+    the provider's own ``choice.logprobs`` (its ``content`` lists joined over a stream),
+    present only when the caller asked for it and the provider sent it.
+    """
 
     text: str
     finish_reason: str
@@ -37,6 +44,8 @@ class Completion:
     usage: Usage | None
     latency_s: float
     time_to_first_token_s: float | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    logprobs: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.deployment or not self.provider:
@@ -131,5 +140,12 @@ class Answer:
     def text(self) -> str:
         return self.completion.text
 
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        return self.completion.tool_calls
+
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "provenance": self.provenance.to_dict()}
+        out: dict[str, Any] = {"text": self.text, "provenance": self.provenance.to_dict()}
+        if self.tool_calls:
+            out["tool_calls"] = [call.to_dict() for call in self.tool_calls]
+        return out

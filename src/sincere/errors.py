@@ -46,7 +46,7 @@ class ServiceError(Exception):
     title: ClassVar[str] = "Service error"
     should_retry: ClassVar[bool] = False
     openai_type: ClassVar[str] = "server_error"
-    param: ClassVar[str | None] = None
+    param: str | None = None  # the request member at fault; a class default or per error
 
     def __init__(
         self,
@@ -58,6 +58,7 @@ class ServiceError(Exception):
         retry_after_source: RetryAfterSource | None = None,
         suggestions: Iterable[str] = (),
         status_code: int | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -69,6 +70,8 @@ class ServiceError(Exception):
         self.suggestions: tuple[str, ...] = tuple(suggestions)
         # The upstream HTTP status that caused this error, when there was one.
         self.status_code = status_code
+        if param is not None:
+            self.param = param
 
     def __str__(self) -> str:
         return self.message
@@ -85,6 +88,7 @@ class ServiceError(Exception):
             retry_after_source=self.retry_after_source,
             suggestions=self.suggestions,
             status_code=self.status_code,
+            param=self.param,
         )
         clone.__cause__ = self.__cause__
         return clone
@@ -218,6 +222,17 @@ class BadRequest(ServiceError):
     error_type = "bad_request"
     title = "Bad request"
     openai_type = "invalid_request_error"
+
+
+class UnsupportedParameter(BadRequest):
+    """A deployment cannot honour a parameter of the request (``param``); another route may.
+
+    Not a failure of the deployment: it does not count against its circuit breaker, and
+    the cascade moves on. Only when every route refused does the caller get it (400).
+    """
+
+    error_type = "unsupported_parameter"
+    title = "Unsupported parameter"
 
 
 class ContextTooLong(BadRequest):

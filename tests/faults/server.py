@@ -32,7 +32,7 @@ from typing import Any, Self
 
 import h11
 
-__all__ = ["Fault", "FaultServer", "RecordedRequest", "refused_port"]
+__all__ = ["Fault", "FaultServer", "RecordedRequest", "refused_port", "tool_call_deltas"]
 
 logger = logging.getLogger(__name__)
 _PIECES = re.compile(r"\s*\S+|\s+")  # words with their leading whitespace; joins back exactly
@@ -78,11 +78,27 @@ class Fault:
     size: int = 0
     done: bool = True
     secret: str | None = None
+    calls: tuple[tuple[str, str], ...] = ()  # (function name, arguments JSON text)
+    events: tuple[str, ...] = ()  # raw_stream: the JSON of each event
 
     @classmethod
     def ok(cls, text: str | None = None, delay_s: float = 0.0) -> Fault:
         """A normal answer (``text``, else "Echo: <last user message>") after ``delay_s``."""
         return cls("ok", text=text, delay_s=delay_s)
+
+    @classmethod
+    def tool_calls(cls, *calls: tuple[str, str], text: str = "") -> Fault:
+        """An answer that calls tools: ``(name, arguments)`` each, after ``text`` if any.
+
+        finish_reason ``tool_calls``; content null without text. Streamed, each call comes
+        as ``tool_call_deltas`` makes it: id, type and name first, then argument pieces.
+        """
+        return cls("tool_calls", text=text, calls=calls)
+
+    @classmethod
+    def raw_stream(cls, *events: Mapping[str, Any]) -> Fault:
+        """Streaming: exactly these events (each as ``data: <json>``), then ``[DONE]``."""
+        return cls("raw_stream", events=tuple(json.dumps(e) for e in events))
 
     @classmethod
     def status(
@@ -292,6 +308,29 @@ def _error_body(status: int, message: str, error_type: str | None, code: str | N
     return json.dumps({"error": {**error, "param": None, "code": code}}).encode()
 
 
+def tool_call_deltas(calls: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The ``delta`` of each chunk that streams ``calls``; call i has the id ``call_i``."""
+    deltas: list[dict[str, Any]] = []
+    for index, (name, arguments) in enumerate(calls):
+        head = {"index": index, "id": f"call_{index}", "type": "function"}
+        deltas.append({"tool_calls": [{**head, "function": {"name": name, "arguments": ""}}]})
+        deltas += [
+            {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
+            for piece in _PIECES.findall(arguments)
+        ]
+    return deltas
+
+
+def _logprob(index: int, piece: str) -> dict[str, Any]:
+    """A logprob entry for a piece (values of a test double: they only have to round-trip)."""
+    return {
+        "token": piece,
+        "logprob": -index / 8,
+        "bytes": list(piece.encode()),
+        "top_logprobs": [],
+    }
+
+
 @dataclass(frozen=True)
 class _Answer:
     """The (possibly truncated) answer to one completion request, rendered either way."""
@@ -303,9 +342,13 @@ class _Answer:
     finish_reason: str
     prompt_tokens: int
     include_usage: bool
+    calls: tuple[tuple[str, str], ...] = ()
+    logprobs: bool = False
 
     @classmethod
-    def build(cls, body: dict[str, Any], text: str | None) -> _Answer:
+    def build(
+        cls, body: dict[str, Any], text: str | None, calls: tuple[tuple[str, str], ...] = ()
+    ) -> _Answer:
         messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
         users = [_text_of(m.get("content")) for m in messages if m.get("role") == "user"]
         text = text if text is not None else "Echo: " + (users[-1] if users else "")
@@ -319,14 +362,16 @@ class _Answer:
             created=int(time.time()),
             model=str(body.get("model", "unknown")),
             text=text,
-            finish_reason=finish,
+            finish_reason="tool_calls" if calls else finish,
             prompt_tokens=sum(len(_text_of(m.get("content")).split()) for m in messages),
             include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+            calls=calls,
+            logprobs=body.get("logprobs") is True,
         )
 
     @property
     def usage(self) -> dict[str, int]:
-        done = len(self.text.split())
+        done = len(self.text.split()) + sum(len(a.split()) for _, a in self.calls)
         total = self.prompt_tokens + done
         return dict(prompt_tokens=self.prompt_tokens, completion_tokens=done, total_tokens=total)
 
@@ -334,8 +379,17 @@ class _Answer:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model, **rest}
 
     def body(self) -> bytes:
-        message = {"role": "assistant", "content": self.text}
+        message: dict[str, Any] = {"role": "assistant", "content": self.text}
+        if self.calls:
+            message["content"] = self.text or None
+            message["tool_calls"] = [
+                {"id": f"call_{i}", "type": "function", "function": {"name": n, "arguments": a}}
+                for i, (n, a) in enumerate(self.calls)
+            ]
         choice = {"index": 0, "message": message, "finish_reason": self.finish_reason}
+        if self.logprobs:
+            pieces = _PIECES.findall(self.text)
+            choice["logprobs"] = {"content": [_logprob(i, p) for i, p in enumerate(pieces)]}
         payload = self._envelope("chat.completion", choices=[choice], usage=self.usage)
         return json.dumps(payload).encode()
 
@@ -343,17 +397,21 @@ class _Answer:
         return f"data: {json.dumps(self._envelope('chat.completion.chunk', **rest))}\n\n".encode()
 
     def chunks(self, pieces: Sequence[str] | None = None) -> list[bytes]:
-        """The content events: the first carries the role, joining the deltas gives the text.
+        """The content events: the first carries the role, joining the deltas gives the text;
+        then the tool calls' (see ``tool_call_deltas``).
 
         One per word unless ``pieces`` (which must join into the text) says otherwise.
         """
         if pieces is None:
-            pieces = _PIECES.findall(self.text) or [""]
-        deltas = [{"content": piece} for piece in pieces]
-        deltas[0] = {"role": "assistant", **deltas[0]}
-        return [
-            self._event(choices=[{"index": 0, "delta": d, "finish_reason": None}]) for d in deltas
-        ]
+            pieces = _PIECES.findall(self.text) or ([] if self.calls else [""])
+        deltas: list[dict[str, Any]] = [{"content": piece} for piece in pieces]
+        deltas += tool_call_deltas(self.calls)
+        deltas[0] = {"role": "assistant", "content": None, **deltas[0]}
+        choices = [{"index": 0, "delta": d, "finish_reason": None} for d in deltas]
+        if self.logprobs:
+            for i, (choice, piece) in enumerate(zip(choices, pieces, strict=False)):
+                choice["logprobs"] = {"content": [_logprob(i, piece)], "refusal": None}
+        return [self._event(choices=[choice]) for choice in choices]
 
     def tail(self) -> list[bytes]:
         """The finish-reason event and, when asked for, the usage event."""
@@ -373,7 +431,7 @@ class _Exchange:
         self.streaming = self.body.get("stream") is True
 
     def answer(self, fault: Fault) -> _Answer:
-        return _Answer.build(self.body, fault.text)
+        return _Answer.build(self.body, fault.text, fault.calls)
 
     async def _send(self, event: h11.Event) -> None:
         """Write one h11 event; returns once the kernel has it (see ``_on_connect``)."""
@@ -626,11 +684,18 @@ async def _leak(ex: _Exchange, fault: Fault) -> bool:
     return await ex.end()
 
 
+async def _raw_stream(ex: _Exchange, fault: Fault) -> bool:
+    """The fault's events as they are, then ``[DONE]``; for shapes no other fault sends."""
+    await ex.start(200, "text/event-stream")
+    await ex.data(*(f"data: {event}\n\n".encode() for event in fault.events), _DONE)
+    return await ex.end()
+
+
 # Fault.kind -> handler; a handler returns whether the connection may serve another request.
 _HANDLERS: dict[str, Callable[[_Exchange, Fault], Awaitable[bool]]] = {
-    **dict.fromkeys(["ok", "empty", "whitespace", "degenerate"], _ok),
+    **dict.fromkeys(["ok", "empty", "whitespace", "degenerate", "tool_calls"], _ok),
     **{f.__name__[1:]: f for f in (_status, _reset, _hang, _slow_first_token, _cut, _stall)},
-    **{f.__name__[1:]: f for f in (_malformed_chunk, _no_done, _reject_prefill)},
+    **{f.__name__[1:]: f for f in (_malformed_chunk, _no_done, _reject_prefill, _raw_stream)},
     **{f.__name__[1:]: f for f in (_json_answer, _raw, _no_final_newline, _keep_alive)},
     **{f.__name__[1:]: f for f in (_huge_line, _crlf, _linger, _leak)},
 }

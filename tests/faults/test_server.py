@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.faults import Fault, FaultServer, RecordedRequest, refused_port
+from tests.faults import Fault, FaultServer, RecordedRequest, refused_port, tool_call_deltas
 
 MESSAGES = [
     {"role": "system", "content": "Be brief."},
@@ -124,6 +124,47 @@ def test_streaming_usage_chunk_only_when_include_usage(client: httpx.Client) -> 
     assert usage["choices"] == []
     assert usage["usage"] == {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
     assert json.loads(events[-3])["choices"][0]["finish_reason"] == "stop"
+    assert events[-1] == "[DONE]"
+
+
+def test_tool_calls_answer_with_calls_both_ways(server: FaultServer, client: httpx.Client) -> None:
+    calls = (("get_weather", '{"city": "Paris"}'), ("get_time", "{}"))
+    server.default = Fault.tool_calls(*calls)
+    body = client.post("/chat/completions", json=payload()).json()
+    [choice] = body["choices"]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": f"call_{i}", "type": "function", "function": {"name": n, "arguments": a}}
+            for i, (n, a) in enumerate(calls)
+        ],
+    }
+    events = sse_events(client.post("/chat/completions", json=payload(stream=True)))
+    chunks = [json.loads(e) for e in events[:-1]]
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    assert deltas[0] == {"role": "assistant", "content": None, **tool_call_deltas(calls)[0]}
+    assert deltas[1:-1] == tool_call_deltas(calls)[1:]
+    assert deltas[1] == {"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]}
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_logprobs_come_with_the_text_when_asked_for(client: httpx.Client) -> None:
+    body = client.post("/chat/completions", json=payload(logprobs=True)).json()
+    tokens = [entry["token"] for entry in body["choices"][0]["logprobs"]["content"]]
+    assert "".join(tokens) == ECHO
+    events = sse_events(client.post("/chat/completions", json=payload(True, logprobs=True)))
+    chunks = [json.loads(e)["choices"][0] for e in events[:-1]]
+    assert [c["logprobs"]["content"][0]["token"] for c in chunks[:-1]] == tokens
+    plain = client.post("/chat/completions", json=payload()).json()
+    assert "logprobs" not in plain["choices"][0]
+
+
+def test_raw_stream_sends_the_events_as_given(server: FaultServer, client: httpx.Client) -> None:
+    server.default = Fault.raw_stream({"choices": "not a list"}, {"anything": [1, 2]})
+    events = sse_events(client.post("/chat/completions", json=payload(stream=True)))
+    assert [json.loads(e) for e in events[:-1]] == [{"choices": "not a list"}, {"anything": [1, 2]}]
     assert events[-1] == "[DONE]"
 
 

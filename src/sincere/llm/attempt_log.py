@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sincere.answer import Completion
 from sincere.attempts import OK, Attempt
 from sincere.config import DeploymentConfig
-from sincere.errors import BadRequest, ContentRejected, ContextTooLong, ServiceError
+from sincere.errors import (
+    BadRequest,
+    ContentRejected,
+    ContextTooLong,
+    ServiceError,
+    UnsupportedParameter,
+)
 from sincere.errors import ServiceUnavailable as Unavailable
 from sincere.llm.pricing import cost_usd
 from sincere.llm.request import ChatRequest, Message
@@ -34,14 +40,7 @@ class AttemptLog:
         if not self.sent:
             return self.request
         prefill = Message("assistant", self.sent)
-        return ChatRequest(
-            model=self.request.model,
-            messages=(*self.request.messages, prefill),
-            max_tokens=self.request.max_tokens,
-            temperature=self.request.temperature,
-            stop=self.request.stop,
-            extra=self.request.extra,
-        )
+        return replace(self.request, messages=(*self.request.messages, prefill))
 
     def skip_reason(self, deployment: DeploymentConfig, model: str) -> str | None:
         """Why a route cannot help this request, or None to try it."""
@@ -106,6 +105,8 @@ class AttemptLog:
         elif isinstance(error, ContentRejected):
             self.rejected_models.add(model)
             self.stop = self.stop or not failover_on_content_policy
+        elif isinstance(error, UnsupportedParameter):
+            pass  # this deployment cannot honour a parameter; another one may
         elif isinstance(error, BadRequest) and not self.sent:
             self.stop = True  # a malformed request fails the same way everywhere
 

@@ -254,6 +254,7 @@ class ModelCascade:
                 return
             attempt_started = time.monotonic()
             received: list[str] = []
+            called = False  # tool-call fragments arrived: no prefill can continue those
             completion: Completion | None = None
             error: ServiceError | None = None
             try:
@@ -261,14 +262,19 @@ class ModelCascade:
                 request = log.request_for_next_attempt()
                 async for item in route.provider.stream(request, self._limits(ctx)):
                     if isinstance(item, Delta):
-                        received.append(item.text)
+                        called = called or bool(item.tool_calls)
                         if log.streaming:
-                            yield Delta(item.text, route.model)
-                        if len(received) % _GATE_EVERY == 0:
-                            _gate(name, log.sent + "".join(received))
+                            yield Delta(item.text, route.model, item.tool_calls, item.logprobs)
+                        if item.text:
+                            received.append(item.text)
+                            if len(received) % _GATE_EVERY == 0:
+                                _gate(name, log.sent + "".join(received))
                     else:
                         completion = item
-                if completion is not None:
+                # Tool calls alone are an answer: only the text that comes with them is gated.
+                if completion is not None and (
+                    completion.text.strip() or not completion.tool_calls
+                ):
                     _gate(name, log.sent + completion.text)
             except ServiceError as exc:
                 error = exc
@@ -297,11 +303,11 @@ class ModelCascade:
                 attempt_started,
                 error,
                 completion,
-                text_received=bool(text),
+                text_received=bool(text) or called,
             )
-            if text and log.streaming:
+            if (text or called) and log.streaming:
                 log.stream_error = log.stream_error or error
-                if not isinstance(error, QualityRejected):
+                if not isinstance(error, QualityRejected) and not called:
                     log.sent_by = log.sent_by or name
                     log.sent += text  # a prefill-capable route may continue from here
                 else:
@@ -314,7 +320,7 @@ class ModelCascade:
                 bool(model and model.failover_on_content_policy),
             )
             wait = None
-            if is_retryable(error, bool(text)) and not log.sent:
+            if is_retryable(error, bool(text) or called) and not log.sent:
                 budget = min(ctx.remaining(), self._retry.max_s)  # never park a request long
                 wait = backoff_s(self._retry, retry, error.retry_after, budget)
             await self._count_failure(route, error, retried=wait is not None)

@@ -21,7 +21,13 @@ from typing import Any
 
 from sincere.answer import Completion, Usage
 from sincere.config import DeploymentConfig
-from sincere.errors import ContextTooLong, ServiceError, ServiceTimeout, ServiceUnavailable
+from sincere.errors import (
+    ContextTooLong,
+    ServiceError,
+    ServiceTimeout,
+    ServiceUnavailable,
+    UnsupportedParameter,
+)
 from sincere.health import HealthReport, HealthState
 from sincere.llm.provider import Delta, StreamItem
 from sincere.llm.request import AttemptLimits, ChatRequest
@@ -35,6 +41,31 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sincere-llama")
 _models: dict[tuple[Path, int], Any] = {}
 _load_lock = threading.Lock()
+
+# Chat Completions parameters beyond max_tokens, temperature and stop. These llama.cpp
+# honours, under the same names:
+_SAMPLING = ("top_p", "seed", "presence_penalty", "frequency_penalty")
+# These change nothing about what is generated here (n is always 1; max_completion_tokens
+# is folded into the token limit; the others identify the caller or tune OpenAI's service).
+_ACCEPTED = frozenset(
+    {"n", "max_completion_tokens", "user", "metadata", "safety_identifier", "prompt_cache_key"}
+    | {"service_tier", *_SAMPLING}
+)
+# Values of a parameter that ask for nothing, besides null, false and empty ones.
+_NOTHING: dict[str, object] = {
+    "response_format": {"type": "text"},
+    "tool_choice": "none",
+    "top_logprobs": 0,
+}
+# Every other parameter is refused, naming it; why, for the ones callers commonly send:
+_WHY = {
+    "tools": "the embedded model does not call tools",
+    "tool_choice": "the embedded model does not call tools",
+    "response_format": "the embedded model's output is not constrained to a format",
+    "logprobs": "llama.cpp gives logprobs only for a model loaded with every token's logits",
+    "top_logprobs": "llama.cpp gives logprobs only for a model loaded with every token's logits",
+    "logit_bias": "token ids belong to one tokenizer, and nothing says it is this model's",
+}
 
 
 @atexit.register
@@ -140,6 +171,8 @@ class EmbeddedProvider:
     async def stream(
         self, request: ChatRequest, limits: AttemptLimits
     ) -> AsyncIterator[StreamItem]:
+        if (refused := unsupported(self.deployment.name, request)) is not None:
+            raise refused
         if self._llama is None:
             await self.start()
         loop = asyncio.get_running_loop()
@@ -188,6 +221,40 @@ class EmbeddedProvider:
         )
 
 
+def unsupported(deployment: str, request: ChatRequest) -> UnsupportedParameter | None:
+    """The first thing the request asks for that this runtime would have to ignore, if any."""
+    params = request.extra
+    for name, value in params.items():
+        if name in _ACCEPTED or _asks_nothing(name, value):
+            continue
+        if name == "parallel_tool_calls" and _asks_nothing("tools", params.get("tools")):
+            continue  # meaningless without tools
+        why = _WHY.get(name, "the embedded runtime has no such setting")
+        return UnsupportedParameter(f"{deployment} cannot honour '{name}': {why}", param=name)
+    for i, message in enumerate(request.messages):
+        if message.role == "tool" or message.tool_calls:
+            return UnsupportedParameter(
+                f"{deployment} cannot honour 'messages[{i}]': the embedded model does not "
+                "read tool calls or their results",
+                param=f"messages[{i}]",
+            )
+        members = dict(message.extra, name=message.name)
+        for key, value in members.items():
+            if not _asks_nothing(key, value):
+                return UnsupportedParameter(
+                    f"{deployment} cannot honour 'messages[{i}].{key}': its chat template "
+                    "reads only a message's role and content",
+                    param=f"messages[{i}].{key}",
+                )
+    return None
+
+
+def _asks_nothing(name: str, value: object) -> bool:
+    if value is None or value is False or value == _NOTHING.get(name, ...):
+        return True
+    return isinstance(value, str | list | dict) and not value
+
+
 def _generation_error(deployment: str, exc: BaseException) -> ServiceError:
     detail = str(exc)[:300]
     if isinstance(exc, ValueError) and "context window" in detail:
@@ -219,12 +286,19 @@ def _generation_job(
 
         counter = _TokenCounter()
         kwargs: dict[str, Any] = {
-            "max_tokens": request.max_tokens,
+            "max_tokens": request.token_limit,
             "stream": True,
             "logits_processor": LogitsProcessorList([counter]),
         }
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
+        for name in _SAMPLING:
+            if request.extra.get(name) is not None:
+                kwargs[name] = request.extra[name]
+        if "seed" in kwargs:
+            # llama.cpp's seed is 32 bits and 0xFFFFFFFF means "random": every caller's
+            # seed maps to one fixed seed below it, so the same seed gives the same answer.
+            kwargs["seed"] %= 0xFFFFFFFF
         finish = "stop"
         try:
             if request.messages and request.messages[-1].role == "assistant":

@@ -15,6 +15,7 @@ from sincere.errors import (
     ServiceError,
     ServiceTimeout,
     ServiceUnavailable,
+    UnsupportedParameter,
 )
 
 
@@ -28,6 +29,9 @@ def final_error(
     """The most actionable error: what the caller can fix, else when to retry, else 503/504."""
     context = ErrorContext(context.user_id, context.request_id, "model_cascade", context.tier)
     tried = f"{len(attempts)} attempt{'s' if len(attempts) != 1 else ''}"
+    # A route that could not honour a parameter is the news only when every route said so:
+    # if another one failed for other reasons, that one could have answered.
+    errors = [e for e in errors if not isinstance(e, UnsupportedParameter)] or list(errors)
     for kind in (ContentRejected, BadRequest):  # the request itself must change
         caller = next((e for e in errors if isinstance(e, kind)), None)
         if caller is not None:
@@ -38,6 +42,7 @@ def final_error(
                 attempts=attempts,
                 suggestions=suggestions,
                 status_code=caller.status_code,
+                param=caller.param,
             )
     soonest = min(
         (e for e in errors if e.retry_after is not None),
@@ -92,4 +97,6 @@ def _caller_suggestions(error: ServiceError, largest_context_window: int | None)
         return [hint + "."]
     if isinstance(error, ContentRejected):
         return ["The provider's content policy rejected this request; rephrase it."]
+    if isinstance(error, UnsupportedParameter):
+        return [f"Leave out '{error.param}', or ask for a model whose deployments support it."]
     return ["Check the request against the provider's reason above."]

@@ -33,7 +33,8 @@ from sincere.errors import (
     UpstreamError,
 )
 from sincere.health import HealthReport, HealthState
-from sincere.llm.provider import Delta, StreamItem
+from sincere.llm.choices import StreamedChoice
+from sincere.llm.provider import StreamItem
 from sincere.llm.request import AttemptLimits, ChatRequest
 from sincere.redact import (
     StreamRedactor,
@@ -166,8 +167,7 @@ class OpenAIProvider:
         first_token_at: float | None = None
         finish: str | None = None
         usage_payload: dict[str, Any] = {}
-        parts: list[str] = []
-        secrets = _content_redactor()
+        parts = StreamedChoice(self.deployment.name, _content_redactor())
         with self._map_transport_errors(limits):
             timeout = aiohttp.ClientTimeout(total=None, connect=limits.connect_s)
             bound = min(limits.total_s, limits.connect_s + limits.first_token_s)
@@ -182,10 +182,8 @@ class OpenAIProvider:
                     raise self._error_from_response(response.status, body, response)
                 if response.content_type == "application/json":
                     # A server that ignores "stream": true: one complete JSON completion.
-                    completion = await self._json_completion(response, limits, started, deadline)
-                    if completion.text:
-                        yield Delta(completion.text)
-                    yield completion
+                    async for item in self._json_completion(response, limits, started, deadline):
+                        yield item
                     return
                 done = False
                 lines = _SSELines(response.content, self.deployment.name)
@@ -193,7 +191,6 @@ class OpenAIProvider:
                 # without text do not restart them.
                 token_at = time.monotonic()
                 complete_at: float | None = None
-                received = 0
                 while not done:
                     if finish is not None and usage_payload:
                         # All that matters has arrived; [DONE] normally follows in the same
@@ -215,7 +212,7 @@ class OpenAIProvider:
                         ) from None
                     if batch is None:  # the body ended
                         break
-                    before = received
+                    before = parts.pieces
                     for line in batch:
                         event = self._parse_event(line)
                         if event is _DONE:
@@ -225,18 +222,13 @@ class OpenAIProvider:
                         if event.get("usage"):
                             usage_payload = event
                         for choice in event.get("choices") or ():
-                            piece = (choice.get("delta") or {}).get("content")
-                            if piece:
-                                if first_token_at is None:
-                                    first_token_at = time.monotonic()
-                                received += 1
-                                if secrets is not None:
-                                    piece = secrets.feed(piece)
-                                if piece:
-                                    parts.append(piece)
-                                    yield Delta(piece)
+                            piece = parts.add(choice)
+                            if first_token_at is None and parts.pieces:
+                                first_token_at = time.monotonic()
+                            if piece is not None:
+                                yield piece
                             finish = choice.get("finish_reason") or finish
-                    if received != before:
+                    if parts.pieces != before:
                         token_at = time.monotonic()
                         lines.ignored = 0
                 if done and not response.content.at_eof():
@@ -258,11 +250,10 @@ class OpenAIProvider:
                 f"{self.deployment.name}: the upstream ended the stream without a finish "
                 "reason, so the answer may be incomplete"
             )
-        if secrets is not None and (held := secrets.flush()):
-            parts.append(held)
-            yield Delta(held)
+        if (held := parts.flush()) is not None:
+            yield held
         ttft = None if first_token_at is None else first_token_at - started
-        yield self._completion("".join(parts), finish, usage_payload, started, ttft)
+        yield self._completion(parts, finish, usage_payload, started, ttft)
 
     def _parse_event(self, line: bytes) -> dict[str, Any] | object:
         """One ``data:`` line: a chat completion chunk as a dict, or ``_DONE``."""
@@ -295,8 +286,9 @@ class OpenAIProvider:
         limits: AttemptLimits,
         started: float,
         deadline: float,
-    ) -> Completion:
-        """A whole chat completion sent as one JSON body instead of a stream."""
+    ) -> AsyncIterator[StreamItem]:
+        """A whole chat completion sent as one JSON body instead of a stream: its content
+        and tool calls as one delta, then the completion."""
         name = self.deployment.name
         # The body is the first token: it is waited for as long as one.
         until = min(time.monotonic() + limits.first_token_s, deadline)
@@ -317,8 +309,8 @@ class OpenAIProvider:
             payload = None
         if type(payload) is dict and "error" in payload:
             raise self._error_from_payload(200, payload, {})
-        message, finish = _json_choice(payload)
-        if message is None:
+        choice, finish = _json_choice(payload)
+        if choice is None:
             raise UpstreamError(
                 f"{name}: the upstream answered 200 with JSON that is not a chat completion"
             )
@@ -327,14 +319,22 @@ class OpenAIProvider:
                 f"{name}: the upstream's JSON completion has no finish reason, so the answer "
                 "may be incomplete"
             )
-        assert type(payload) is dict  # _json_choice found a message in it
-        secrets = _content_redactor()
-        text = message if secrets is None else secrets.feed(message) + secrets.flush()
-        return self._completion(text, finish, payload, started, answered_at - started)
+        assert type(payload) is dict  # _json_choice found a choice in it
+        parts = StreamedChoice(name, _content_redactor())
+        message = choice["message"]
+        calls = message.get("tool_calls")
+        if type(calls) is list:  # whole calls: as one fragment each, in their order
+            calls = [{**c, "index": i} if type(c) is dict else c for i, c in enumerate(calls)]
+        delta = {"content": message.get("content"), "tool_calls": calls}
+        first = parts.add({"delta": delta, "logprobs": choice.get("logprobs")})
+        for piece in (first, parts.flush()):
+            if piece is not None:
+                yield piece
+        yield self._completion(parts, finish, payload, started, answered_at - started)
 
     def _completion(
         self,
-        text: str,
+        parts: StreamedChoice,
         finish: str,
         payload: Mapping[str, Any],
         started: float,
@@ -352,7 +352,7 @@ class OpenAIProvider:
         if last[0] != model or last[1] is not known:  # an upstream names one model each time
             self._last_model = last = (model, known, redact(model)[:_MAX_FIELD_CHARS])
         return Completion(
-            text=text,
+            text=parts.text,
             finish_reason=finish,
             deployment=self.deployment.name,
             provider=self.kind,
@@ -360,6 +360,8 @@ class OpenAIProvider:
             usage=usage,
             latency_s=time.monotonic() - started,
             time_to_first_token_s=ttft,
+            tool_calls=parts.tool_calls(),
+            logprobs=parts.logprobs,
         )
 
     # Mapping of everything that can go wrong into ServiceError, in one place.
@@ -525,18 +527,20 @@ def _are_chunk_choices(choices: object) -> bool:
 _TEXT = frozenset({str, type(None)})
 
 
-def _json_choice(payload: object) -> tuple[str | None, str | None]:
-    """The first choice's text and finish reason; no text when it is not a chat completion."""
+def _json_choice(payload: object) -> tuple[dict[str, Any] | None, str | None]:
+    """The first choice (with a message) and its finish reason; no choice when the payload
+    is not a chat completion."""
     if type(payload) is not dict:
         return None, None
     choices = payload.get("choices")
     if type(choices) is not list or not choices or type(choices[0]) is not dict:
         return None, None
-    message = choices[0].get("message")
+    choice = choices[0]
+    message = choice.get("message")
     if type(message) is not dict or type(message.get("content")) not in _TEXT:
         return None, None
-    finish = choices[0].get("finish_reason")
-    return message.get("content") or "", finish if type(finish) is str and finish else None
+    finish = choice.get("finish_reason")
+    return choice, finish if type(finish) is str and finish else None
 
 
 def _error_class(code: str, status: int) -> type[ServiceError]:

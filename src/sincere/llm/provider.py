@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sincere.answer import Completion
 from sincere.config import DeploymentConfig
 from sincere.health import HealthReport
 from sincere.llm.request import AttemptLimits, ChatRequest
+from sincere.tool_calls import ToolCallFragment
 
 
 @dataclass(frozen=True, slots=True)
 class Delta:
-    """A piece of generated text, as it arrives; the cascade adds the model producing it."""
+    """A piece of the answer, as it arrives; the cascade adds the model producing it.
+
+    A piece is text, tool-call fragments (``text`` then empty), or both; ``logprobs`` is
+    the provider's ``choice.logprobs`` for it, when the caller asked for them.
+    """
 
     text: str
     model: str | None = None
+    tool_calls: tuple[ToolCallFragment, ...] = ()
+    logprobs: Mapping[str, Any] | None = None
 
 
 StreamItem = Delta | Completion

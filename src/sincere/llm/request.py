@@ -6,21 +6,45 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Role = Literal["system", "user", "assistant"]
+from sincere.tool_calls import ToolCall
+
+Role = Literal["system", "user", "assistant", "tool"]
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    role: Role
-    content: str
+    """One chat message. ``content`` is None only for an assistant turn that called tools.
 
-    def to_dict(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
+    ``extra`` holds the members sincere does not model, forwarded as the caller sent them.
+    """
+
+    role: Role
+    content: str | None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None  # a tool message: the call it answers
+    name: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {**self.extra, "role": self.role, "content": self.content}
+        if self.name is not None:
+            out["name"] = self.name
+        if self.tool_calls:
+            out["tool_calls"] = [call.to_dict() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
 
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """A chat completion request, independent of any provider's wire format."""
+    """A chat completion request, independent of any provider's wire format.
+
+    ``extra`` holds every other Chat Completions parameter (``tools``, ``top_p``, ``seed``,
+    ``max_completion_tokens``, ...) under its API name with the caller's value: an
+    OpenAI-compatible deployment receives them unchanged; a deployment that cannot honour
+    one refuses the request (``UnsupportedParameter``) rather than ignore it.
+    """
 
     model: str
     messages: tuple[Message, ...]
@@ -44,7 +68,16 @@ class ChatRequest:
             msgs = tuple(Message(m["role"], m["content"]) for m in messages)  # type: ignore[arg-type]
         return cls(model=model, messages=msgs, **kwargs)
 
-    def wire_messages(self) -> list[dict[str, str]]:
+    @property
+    def token_limit(self) -> int | None:
+        """The most tokens to generate: the smaller of ``max_tokens`` and
+        ``max_completion_tokens`` when both are given (each is a limit the caller set)."""
+        limits = [
+            n for n in (self.max_tokens, self.extra.get("max_completion_tokens")) if n is not None
+        ]
+        return min(limits) if limits else None
+
+    def wire_messages(self) -> list[dict[str, Any]]:
         return [m.to_dict() for m in self.messages]
 
 

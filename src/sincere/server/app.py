@@ -16,6 +16,7 @@ from sincere import __version__
 from sincere.config import load_settings
 from sincere.llm.prober import probe_idle_deployments
 from sincere.server import http_errors, openai_routes, ops_routes, websocket
+from sincere.server.chat_in import ChatCompletionIn
 from sincere.server.gateway import Gateway
 from sincere.server.middleware import RequestIdAndBodyLimit
 
@@ -87,9 +88,7 @@ def _publish_body_schemas(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
-            model = openai_routes.ChatCompletionIn.model_json_schema(
-                ref_template="#/components/schemas/{model}"
-            )
+            model = ChatCompletionIn.model_json_schema(ref_template="#/components/schemas/{model}")
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(model.pop("$defs", {}))
             components["ChatCompletionIn"] = model

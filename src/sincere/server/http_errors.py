@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -84,19 +86,43 @@ def _service_error(request: Request, exc: ServiceError) -> Response:
 
 
 def _invalid(request: Request, exc: RequestValidationError) -> Response:
-    problems = []
-    param = None
+    # One line per member; a union's members each add their reason ("a string or a list").
+    problems: dict[str | None, list[str]] = {}
     for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-        param = param or (".".join(loc) or None)
-        problems.append(f"{'.'.join(loc) or 'body'}: {err.get('msg', 'invalid')}")
-    error = BadRequest("invalid request: " + "; ".join(problems), context=context_of(request))
-    response = error_response(error, request.url.path)
-    if param and request.url.path.startswith("/v1/"):
-        body = json.loads(bytes(response.body))
-        body["error"]["param"] = param
-        response = Response(json.dumps(body), 400, media_type="application/json")
-    return response
+        # A union that found no variant for a member's value names that member in ctx.
+        member = (err.get("ctx") or {}).get("member")
+        loc = (*err.get("loc", ()), member) if isinstance(member, str) else err.get("loc", ())
+        reasons = problems.setdefault(_param(loc), [])
+        if (msg := err.get("msg", "invalid")) not in reasons:
+            reasons.append(msg)
+    text = "; ".join(f"{param or 'body'}: {' or '.join(why)}" for param, why in problems.items())
+    # The first member at fault, as deep as one of a union's alternatives reached into it.
+    param = first = next(iter(problems), None)
+    if first is not None:
+        inside = [p for p in problems if p and p.startswith((f"{first}.", f"{first}["))]
+        param = max(inside, key=len, default=first)
+    error = BadRequest("invalid request: " + text, context=context_of(request), param=param)
+    return error_response(error, request.url.path)
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "dict", "list", "any"})
+_MEMBER = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def _param(loc: Sequence[int | str]) -> str | None:
+    """The request member an error is about, as OpenAI names it: ``messages[0].content``.
+
+    pydantic puts in the location the tag of each union alternative it tried (``str``,
+    ``list[str]``, ``ToolChoiceIn``, ``literal[...]``) and ``[key]`` for a mapping's keys;
+    those are left out, as are keys that are no member name (a token id in ``logit_bias``).
+    """
+    param = ""
+    for part in loc:
+        if isinstance(part, int):
+            param += f"[{part}]"
+        elif part != "body" and _MEMBER.fullmatch(part) and part not in _TYPE_TAGS:
+            param += f".{part}" if param else part
+    return param or None
 
 
 def _http_error(request: Request, exc: HTTPException) -> Response:

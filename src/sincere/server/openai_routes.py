@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
@@ -18,7 +18,7 @@ from sincere.context import RequestContext
 from sincere.errors import ServiceError
 from sincere.events import EventType
 from sincere.llm.provider import Delta
-from sincere.llm.request import ChatRequest, Message
+from sincere.server.chat_in import ChatCompletionIn
 from sincere.server.gateway import Gateway, bearer_key
 from sincere.server.http_errors import request_id
 from sincere.server.sse import openai_sse
@@ -39,55 +39,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"description": "No route could answer; attempts are listed"},
     504: {"description": "No route answered within the deadline"},
 }
-
-
-class TextPart(BaseModel):
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-
-    def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
-
-
-class StreamOptions(BaseModel):
-    include_usage: bool = False
-
-
-class ChatCompletionIn(BaseModel):
-    """The OpenAI chat completion request; unknown fields are accepted and ignored."""
-
-    model_config = ConfigDict(extra="allow")
-    model: str = Field(min_length=1, max_length=200)
-    messages: list[ChatMessageIn] = Field(min_length=1)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    stop: str | list[str] | None = Field(None)
-    user: str | None = None
-    n: int | None = Field(None, ge=1, le=1, description="Only one choice is supported.")
-
-    def to_request(self) -> ChatRequest:
-        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        messages = tuple(
-            Message("system" if m.role == "developer" else m.role, m.text()) for m in self.messages
-        )
-        return ChatRequest(
-            model=self.model,
-            messages=messages,
-            max_tokens=self.max_completion_tokens or self.max_tokens,
-            temperature=self.temperature,
-            stop=tuple(stop[:4]),
-        )
 
 
 async def gateway(request: Request) -> Gateway:
@@ -144,12 +95,12 @@ async def chat_completions(request: Request) -> Response:
         body = ChatCompletionIn.model_validate_json(await request.body())
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
+    chat = body.to_request()
     rid = request_id(request)
     started = time.perf_counter()
     ctx = gw.contexts.create(key.user_id, key.tier, request_id=rid)
     admission = gw.limiter.admit(key.user_id, str(key.tier), ctx.error_context("limits"))
     try:
-        chat = body.to_request()
         if body.stream:
             # The stream's body releases the slot when it ends.
             return await _stream(
@@ -276,9 +227,9 @@ def _completion_body(rid: str, answer: Answer) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": answer.text},
+                "message": _message(answer),
                 "finish_reason": p.finish_reason,
-                "logprobs": None,
+                "logprobs": answer.completion.logprobs,
             }
         ],
         "sincere": p.to_dict(),
@@ -290,6 +241,18 @@ def _completion_body(rid: str, answer: Answer) -> dict[str, Any]:
             "total_tokens": p.usage.total_tokens,
         }
     return body
+
+
+def _message(answer: Answer) -> dict[str, Any]:
+    """The assistant message: its text and the tool calls it made (content null without text)."""
+    calls = answer.tool_calls
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": answer.text if answer.text or not calls else None,
+    }
+    if calls:
+        message["tool_calls"] = [call.to_dict() for call in calls]
+    return message
 
 
 def _provenance_headers(answer: Answer) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """The cascade's stream as OpenAI-compatible server-sent events.
 
-A finished answer ends with a finish-reason chunk (carrying sincere's provenance), an
-optional usage chunk, and ``[DONE]``. A stream that fails after text was sent ends with an
+A delta carries text, tool-call fragments as the upstream sent them, or both. A finished
+answer ends with a finish-reason chunk (carrying sincere's provenance), an optional usage
+chunk, and ``[DONE]``. A stream that fails after text was sent ends with an
 in-band ``{"error": ...}`` event and no ``[DONE]``, so no client can take it as complete.
 """
 
@@ -40,11 +41,19 @@ async def openai_sse(
     try:
         async for item in stream:
             if isinstance(item, Delta):
-                delta: dict[str, Any] = {"content": item.text}
+                delta: dict[str, Any] = {}
                 if first:
                     delta["role"] = "assistant"
-                    first = False
-                choice = {"index": 0, "delta": delta, "finish_reason": None}
+                if not item.tool_calls:
+                    delta["content"] = item.text
+                else:
+                    if item.text or first:  # OpenAI opens a call-only answer with content null
+                        delta["content"] = item.text or None
+                    delta["tool_calls"] = [f.to_dict() for f in item.tool_calls]
+                first = False
+                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
+                if item.logprobs is not None:
+                    choice["logprobs"] = item.logprobs
                 yield _event({**base, "model": item.model or requested_model, "choices": [choice]})
                 continue
             p = item.provenance
