@@ -32,6 +32,14 @@ class MethodNotAllowed(BadRequest):
     title = "Method not allowed"
 
 
+class RequestTimeout(BadRequest):
+    """The client did not send its whole request in time (``server.body_timeout_s``)."""
+
+    status = 408
+    error_type = "request_timeout"
+    title = "Request timeout"
+
+
 def request_id(connection: HTTPConnection) -> str:
     """The id the request-id middleware gave this request or socket (a new one without it)."""
     rid = connection.scope.get("state", {}).get("request_id")
