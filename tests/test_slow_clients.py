@@ -6,6 +6,7 @@ serving.uvicorn_options), here shortened so that each limit fires within a test.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -14,13 +15,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
+from sincere.server import websocket as events_route
 from sincere.server.gateway import Gateway
 from tests.faults import FaultServer
 from tests.live import LiveGateway, LiveServer, settings_for
 
 WAIT_S = 30  # bound on waiting for something that should happen (never asserted as a duration)
-LIMITS = {"header_timeout_s": 1, "body_timeout_s": 1, "keep_alive_s": 1}
+LIMITS = {"header_timeout_s": 1, "body_timeout_s": 1, "keep_alive_s": 1, "max_sockets_per_user": 2}
 
 
 @pytest.fixture
@@ -170,3 +174,37 @@ def test_a_client_that_leaves_during_the_upload_is_counted_as_499_without_a_trac
         server_log.removeHandler(caplog.handler)
     assert (_count(strict, 499), _count(strict, 500)) == (1, 0)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_a_user_gets_at_most_max_sockets_per_user_event_sockets(
+    strict: LiveGateway,
+) -> None:
+    headers = {"Authorization": f"Bearer {strict.keys['alice']}"}
+
+    async def ready(ws: object) -> None:
+        async with asyncio.timeout(WAIT_S):
+            assert json.loads(await ws.recv())["type"] == "ready"  # type: ignore[attr-defined]
+
+    async with connect(strict.ws, additional_headers=headers) as first:
+        await ready(first)
+        async with connect(strict.ws, additional_headers=headers) as second:
+            await ready(second)
+            async with connect(strict.ws, additional_headers=headers) as third:
+                with pytest.raises(ConnectionClosed):
+                    async with asyncio.timeout(WAIT_S):
+                        await third.recv()
+            assert third.close_code == events_route.CLOSE_POLICY_VIOLATION
+            assert third.close_reason == (
+                "too many event sockets for this user (limit 2); close one first"
+            )
+        # The slot is free once the server has seen the socket go (a moment after the close).
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            async with connect(strict.ws, additional_headers=headers) as again:
+                try:
+                    await ready(again)
+                    break
+                except ConnectionClosed:
+                    assert again.close_code == events_route.CLOSE_POLICY_VIOLATION
+                    assert time.monotonic() < deadline, "the slot was never freed"
+            await asyncio.sleep(0.01)

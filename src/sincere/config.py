@@ -92,6 +92,7 @@ class ServerConfig(_Strict):
     heartbeat_s: float = Field(15.0, gt=0)  # WebSocket keep-alive message interval
     event_history: int = Field(1000, ge=1)  # events kept per user for replay
     event_buffer: int = Field(256, ge=1)  # events a slow WebSocket may fall behind
+    max_sockets_per_user: int = Field(8, ge=1)  # open /v1/events WebSockets per user
     # Slow and idle clients (see README): a request head must arrive within header_timeout_s
     # of its first byte (or of the connection), its body within body_timeout_s of the head;
     # an idle keep-alive connection is closed after keep_alive_s.

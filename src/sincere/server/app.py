@@ -46,6 +46,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     )
     app.state.gateway = gateway
     app.state.shutdown = shutdown
+    app.state.event_sockets = websocket.SocketLimit(gateway.settings.server.max_sockets_per_user)
     app.include_router(openai_routes.router)
     app.include_router(ops_routes.router)
     app.include_router(websocket.router)
