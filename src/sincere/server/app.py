@@ -19,7 +19,7 @@ from sincere.server.gateway import Gateway
 from sincere.server.lifecycle import Shutdown
 from sincere.server.metrics import Metrics
 from sincere.server.middleware import RequestIdAndBodyLimit
-from sincere.server.serving import SERVER_KEY, SHUTDOWN_KEY
+from sincere.server.serving import READ_TIMED_OUT, SERVER_KEY, SHUTDOWN_KEY
 
 CHAT_PATH = "/v1/chat/completions"
 GRACE_ENV = "SINCERE_SHUTDOWN_GRACE_S"  # `sincere serve --shutdown-grace`, for its workers
@@ -84,8 +84,10 @@ class ChatFastLane:
             try:
                 response = await openai_routes.chat_completions(request)
             except ClientDisconnect:
-                # Gone during the upload or the wait: nobody to answer, nothing to log.
-                self.metrics.count_request("chat", CLIENT_CLOSED_REQUEST)
+                # Gone during the upload or the wait: nobody to answer, nothing to log. (Or
+                # the body was late and the protocol answered 408 and closed.)
+                late = scope.get("state", {}).get(READ_TIMED_OUT)
+                self.metrics.count_request("chat", 408 if late else CLIENT_CLOSED_REQUEST)
                 return
             except Exception as exc:  # noqa: BLE001 - each becomes its response; render logs the unexpected
                 response = await http_errors.render(request, exc)

@@ -33,7 +33,8 @@ class MethodNotAllowed(BadRequest):
 
 
 class RequestTimeout(BadRequest):
-    """The client did not send its whole request in time (``server.body_timeout_s``)."""
+    """The client did not send its whole request in time (``server.header_timeout_s``,
+    ``body_timeout_s``); the server answers it and closes the connection."""
 
     status = 408
     error_type = "request_timeout"

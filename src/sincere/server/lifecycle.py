@@ -81,17 +81,48 @@ class Shutdown:
             loop.call_soon(callback)
 
 
+class ClientConnection:
+    """One client connection's end, told to whoever watches it: the ASGI extension
+    ``scope["extensions"][CONNECTION_EXTENSION]["connection"]`` that
+    ``serving.GatewayHttpProtocol`` sets, so that a watch needs no task of its own
+    waiting on ``receive()``."""
+
+    __slots__ = ("_callbacks", "closed")
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._callbacks: set[Callable[[], None]] = set()
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        self._callbacks.add(callback)
+
+    def forget(self, callback: Callable[[], None]) -> None:
+        self._callbacks.discard(callback)
+
+    def close(self) -> None:
+        self.closed = True
+        callbacks, self._callbacks = self._callbacks, set()
+        for callback in callbacks:
+            callback()
+
+
+CONNECTION_EXTENSION = "sincere.connection"
+
+
 class Watch:
-    """``async with Watch(receive, shutdown):`` the block is stopped when the client
+    """``async with Watch(scope, receive, shutdown):`` the block is stopped when the client
     disconnects (``CLIENT_GONE``) or the shutdown grace runs out (``SHUTTING_DOWN``), and
     ``RequestStopped`` is raised at its end.
 
-    The request body must have been read: the watch takes the next ``receive()`` message,
-    which is then only ever ``http.disconnect``. Send the response's last message after the
-    block, since a finished response also reads as a disconnect.
+    The request body must have been read: without the server's ``CONNECTION_EXTENSION``
+    the watch takes the next ``receive()`` message, which is then only ever
+    ``http.disconnect``. Send the response's last message after the block, since a
+    finished response also reads as a disconnect.
     """
 
-    def __init__(self, receive: Receive, shutdown: Shutdown) -> None:
+    def __init__(self, scope: Scope, receive: Receive, shutdown: Shutdown) -> None:
+        extension = scope.get("extensions", {}).get(CONNECTION_EXTENSION, {})
+        self._connection: ClientConnection | None = extension.get("connection")
         self._receive = receive
         self.shutdown = shutdown
         self._task: asyncio.Task[object] | None = None
@@ -102,11 +133,16 @@ class Watch:
     async def __aenter__(self) -> Watch:
         if self.shutdown.expired:
             raise RequestStopped(StopReason.SHUTTING_DOWN)
+        if self._connection is not None and self._connection.closed:
+            raise RequestStopped(StopReason.CLIENT_GONE)
         task = asyncio.current_task()
         assert task is not None
         self._task = task
         self._cancelling = task.cancelling()
-        self._listener = asyncio.create_task(self._listen())
+        if self._connection is not None:
+            self._connection.on_close(self._client_gone)
+        else:
+            self._listener = asyncio.create_task(self._listen())
         self.shutdown._watches.add(self)
         return self
 
@@ -117,8 +153,10 @@ class Watch:
         tb: TracebackType | None,
     ) -> None:
         assert self._task is not None
-        assert self._listener is not None
-        self._listener.cancel()
+        if self._connection is not None:
+            self._connection.forget(self._client_gone)
+        if self._listener is not None:
+            self._listener.cancel()
         self.shutdown._watches.discard(self)
         task, self._task = self._task, None
         # uncancel() runs whenever this watch cancelled; only a cancellation that reached the
@@ -135,6 +173,9 @@ class Watch:
         if self._task is not None and self.reason is None:
             self.reason = reason
             self._task.cancel(reason)
+
+    def _client_gone(self) -> None:
+        self.stop(StopReason.CLIENT_GONE)
 
     async def _listen(self) -> None:
         while (await self._receive())["type"] != "http.disconnect":
@@ -173,18 +214,18 @@ class WatchedStream(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await self._stream(receive, send)
+            await self._stream(scope, receive, send)
         finally:
             await self._content.aclose()
             if self.background is not None:
                 await self.background()
 
-    async def _stream(self, receive: Receive, send: Send) -> None:
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = {"type": "http.response.start", "status": self.status_code}
         await send({**start, "headers": self.raw_headers})
         last = b""
         try:
-            async with Watch(receive, self._shutdown):
+            async with Watch(scope, receive, self._shutdown):
                 async for chunk in self._content:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except RequestStopped as stop:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
@@ -17,12 +16,12 @@ from starlette.responses import Response
 
 from sincere.answer import Answer
 from sincere.context import RequestContext
-from sincere.errors import ErrorContext, ServiceError, ServiceUnavailable
+from sincere.errors import ServiceError, ServiceUnavailable
 from sincere.events import EventType
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest, Message
 from sincere.server.gateway import Gateway, bearer_key
-from sincere.server.http_errors import RequestTimeout, request_id
+from sincere.server.http_errors import request_id
 from sincere.server.lifecycle import RequestStopped, Shutdown, Watch, WatchedStream, close_stopped
 from sincere.server.sse import error_event, openai_sse
 from sincere.stop import StopReason
@@ -36,7 +35,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Malformed JSON or an invalid request (OpenAI error object)"},
     401: {"description": "Missing, unknown or revoked API key"},
     404: {"description": "Unknown model"},
-    408: {"description": "The body did not arrive within server.body_timeout_s"},
+    408: {"description": "The body did not arrive within server.body_timeout_s (then closed)"},
     413: {"description": "The body is larger than server.max_body_bytes"},
     429: {"description": "Rate-limited by the tier's limits or by every provider"},
     500: {"description": "The response guard withheld an answer that failed its checks"},
@@ -146,7 +145,7 @@ async def chat_completions(request: Request) -> Response:
     gw = await gateway(request)
     key = await caller(request, gw)
     try:
-        body = ChatCompletionIn.model_validate_json(await _body(request, gw))
+        body = ChatCompletionIn.model_validate_json(await request.body())
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
     rid = request_id(request)
@@ -165,12 +164,12 @@ async def chat_completions(request: Request) -> Response:
                 admission,
                 gw.cascade.stream(ctx, chat),
                 started,
-                Watch(request.receive, shutdown),
+                Watch(request.scope, request.receive, shutdown),
             )
         try:
             # Stopped when the client leaves (the cascade cancels the upstream request) or
             # when the shutdown grace runs out.
-            async with Watch(request.receive, shutdown):
+            async with Watch(request.scope, request.receive, shutdown):
                 answer = await gw.cascade.complete(ctx, chat)
         except ServiceError as exc:
             gw.metrics.record_attempts(exc.attempts)
@@ -190,20 +189,6 @@ async def chat_completions(request: Request) -> Response:
         media_type="application/json",
         headers=_provenance_headers(answer),
     )
-
-
-async def _body(request: Request, gw: Gateway) -> bytes:
-    """The request body, read within ``server.body_timeout_s`` (a trickle is answered 408)."""
-    limit = gw.settings.server.body_timeout_s
-    try:
-        async with asyncio.timeout(limit):
-            return await request.body()
-    except TimeoutError:
-        raise RequestTimeout(
-            f"the request body did not arrive within {limit:g} s",
-            context=ErrorContext(request_id=request_id(request)),
-            suggestions=["Send the whole body at once; the connection is closed after this."],
-        ) from None
 
 
 def _stopped(ctx: RequestContext, reason: StopReason) -> Exception:

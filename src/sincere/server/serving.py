@@ -1,12 +1,12 @@
 """How sincere runs under uvicorn: the options `sincere serve` and the tests' server share.
 
 uvicorn bounds an idle keep-alive connection (``timeout_keep_alive``) but not a connection
-that never sends a byte, a request head that trickles in, or a body nobody reads. The
-HTTP protocol here adds those deadlines: a request head must arrive within
-``header_timeout_s`` of the connection (or of its first byte, on a kept-alive one), and a
-body within ``body_timeout_s`` of its head. The chat route bounds the body it reads the
-same way and answers 408 itself (``openai_routes._body``); the protocol closes a
-connection whose body is still arriving after its response.
+that never sends a byte, a request head that trickles in, or a slow body. The HTTP
+protocol here adds those deadlines: a request head must arrive within
+``header_timeout_s`` of the connection (or of its first byte, on a kept-alive one), and its
+body within ``body_timeout_s`` of the head; else a 408 (the error object the route family
+uses, with the request id) and the connection is closed. It also tells the app when a
+connection ends (``lifecycle.ClientConnection``), which stops the requests on it.
 
 Both protocols start the drain (``lifecycle.Shutdown``) when the server stops, and the
 event sockets close (1012, service restart) only once no request is in flight, so that
@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import httptools
 from uvicorn.config import Config
@@ -30,12 +30,14 @@ from sincere.config import ServerConfig
 from sincere.context import new_request_id
 from sincere.errors import ErrorContext
 from sincere.server.http_errors import RequestTimeout, error_response
-from sincere.server.lifecycle import Shutdown
+from sincere.server.lifecycle import CONNECTION_EXTENSION, ClientConnection, Shutdown
 
 # Keys of the lifespan state (``app.create_app`` fills them), which uvicorn hands to every
 # protocol it makes: how the protocols find the app's limits and its drain.
 SERVER_KEY = "sincere.server"
 SHUTDOWN_KEY = "sincere.shutdown"
+# Set in a request's scope state when the protocol answered 408 for its late body.
+READ_TIMED_OUT = "sincere.read_timed_out"
 
 # After the grace period, how long the stopped requests' last bytes (their in-band errors)
 # and the event sockets' close get before uvicorn cancels whatever is left.
@@ -60,7 +62,12 @@ def _drain(app_state: dict[str, Any]) -> Shutdown | None:
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with deadlines on reading a request, and the drain."""
+    """uvicorn's httptools protocol, with deadlines on reading a request, the connection's
+    end told to the app (``CONNECTION_EXTENSION``), and the drain.
+
+    A deadline is armed only when a read leaves a request head or body incomplete, so a
+    request that arrives in one packet costs no timer.
+    """
 
     def __init__(
         self,
@@ -72,33 +79,46 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         server = app_state.get(SERVER_KEY)
         self._limits = server if isinstance(server, ServerConfig) else None
+        self._connection = ClientConnection()
+        self._extension: dict[object, object] = {"connection": self._connection}
         self._deadline: asyncio.TimerHandle | None = None
-        self._in_head = False  # part of a request head has arrived, not all of it
+        self._reading: Literal["head", "body"] | None = None  # what is incomplete, if any
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._head_deadline()
+        if self._limits is not None:  # a connection that never speaks is closed too
+            self._arm(self._limits.header_timeout_s, self._head_late)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+        self._connection.close()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._reading is None or self._deadline is not None or self._limits is None:
+            return  # nothing incomplete, or its deadline already runs
+        if self.transport.is_closing():
+            return
+        if self._reading == "head":
+            self._arm(self._limits.header_timeout_s, self._head_late)
+        else:
+            self._arm(self._limits.body_timeout_s, self._body_late)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head = True
-        if self._deadline is None:  # the next request on a kept-alive connection
-            self._head_deadline()
+        self.scope.setdefault("extensions", {})[CONNECTION_EXTENSION] = self._extension
+        self._reading = "head"
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
         self._disarm()
         super().on_headers_complete()
         upgrade = self.parser.should_upgrade() and self._should_upgrade()
-        if self._limits is not None and not upgrade:
-            self._arm(self._limits.body_timeout_s, self._body_late)
+        self._reading = None if upgrade else "body"
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._reading = None
         super().on_message_complete()
 
     def shutdown(self) -> None:
@@ -106,12 +126,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             drain.begin()
         super().shutdown()
 
-    def _head_deadline(self) -> None:
-        if self._limits is not None:
-            self._arm(self._limits.header_timeout_s, self._head_late)
-
     def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
-        self._disarm()
         self._deadline = self.loop.call_later(seconds, callback)
 
     def _disarm(self) -> None:
@@ -122,24 +137,34 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def _head_late(self) -> None:
         """No complete request head in time: 408 if part of one came, then close."""
         self._deadline = None
-        if self._in_head and self._limits is not None:
+        if self._reading == "head" and self._limits is not None:
             what = f"the request head did not arrive within {self._limits.header_timeout_s:g} s"
-            self._send_408(what)
+            self._send_408(what, self._path(), new_request_id())
         self.transport.close()
 
     def _body_late(self) -> None:
-        """The body is not complete in time. Answered already: nobody reads the rest, so
-        close. Else the application answers (408 if it is reading) and then it closes."""
+        """The body is not complete in time. Unanswered: 408 (the application, waiting for
+        the body, sees the client go and counts the 408). Answered: nobody reads the rest."""
         self._deadline = None
-        if self.cycle is None or self.cycle.response_complete:
-            self.transport.close()
-        else:
-            self.cycle.keep_alive = False
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started and not cycle.response_complete:
+            cycle.keep_alive = False  # let the response finish, then close
+            return
+        if cycle is not None and not cycle.response_started and self._limits is not None:
+            state = cycle.scope.setdefault("state", {})
+            state[READ_TIMED_OUT] = True
+            rid = state.get("request_id")  # the request-id middleware's, when it ran
+            what = f"the request body did not arrive within {self._limits.body_timeout_s:g} s"
+            self._send_408(what, cycle.scope["path"], rid if isinstance(rid, str) else None)
+        self.transport.close()
 
-    def _send_408(self, message: str) -> None:
-        rid = new_request_id()
-        error = RequestTimeout(message, context=ErrorContext(request_id=rid))
-        response = error_response(error, self._path())
+    def _send_408(self, message: str, path: str, rid: str | None) -> None:
+        rid = rid or new_request_id()
+        suggestion = "Send the whole request at once; this connection is closed."
+        error = RequestTimeout(
+            message, context=ErrorContext(request_id=rid), suggestions=[suggestion]
+        )
+        response = error_response(error, path)
         headers = [*response.raw_headers, (b"x-request-id", rid.encode())]
         headers.append((b"connection", b"close"))
         head = b"HTTP/1.1 408 Request Timeout\r\n"
