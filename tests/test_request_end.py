@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from sincere.config import Settings
+from sincere.config import BUILTIN_DEPLOYMENT, Settings
 from sincere.context import ContextFactory
 from sincere.events import InProcessEventBus
 from sincere.llm import embedded
@@ -209,7 +209,8 @@ async def test_the_embedded_model_stops_generating_when_its_client_leaves(
     assert mine[-1] == ("request_failed", "client_gone")
     assert [t for t, _ in mine].count("request_failed") == 1
     await asyncio.wrap_future(embedded._worker.submit(lambda: None))  # the worker is idle
-    (llama,) = embedded._models.values()
+    key = (embedded.default_model_path(), BUILTIN_DEPLOYMENT.context_window or 0)
+    llama = embedded._models[key]  # the gateway's embedded deployment
     # Tokens in the context: the prompt (45) and what was generated before the stop.
     assert llama.n_tokens < 45 + 20
 
