@@ -14,6 +14,7 @@ functions by cumulative time (cProfile; --sort tottime for their own time).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import os
 import pstats
@@ -29,6 +30,7 @@ from benchmarks.upstream import MODEL
 from sincere.config import load_settings
 from sincere.server.app import create_app
 from sincere.server.gateway import Gateway
+from sincere.server.lifecycle import CONNECTION_EXTENSION, ClientConnection
 
 
 async def _call(app: Any, key: str) -> int:
@@ -51,11 +53,19 @@ async def _call(app: Any, key: str) -> int:
         ],
         "client": ("127.0.0.1", 5000),
         "server": ("127.0.0.1", 8000),
+        # What sincere's HTTP protocol (server/serving.py) gives every request.
+        "extensions": {CONNECTION_EXTENSION: {"connection": ClientConnection()}},
     }
     status = 0
+    read = False
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": PROMPT, "more_body": False}
+        nonlocal read
+        if not read:
+            read = True
+            return {"type": "http.request", "body": PROMPT, "more_body": False}
+        await asyncio.Event().wait()  # as a server does: the next message is the disconnect
+        raise AssertionError("unreachable")
 
     async def send(message: dict[str, Any]) -> None:
         nonlocal status

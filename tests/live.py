@@ -12,6 +12,7 @@ import uvicorn
 from sincere.config import Settings, load_settings
 from sincere.server.app import create_app
 from sincere.server.gateway import Gateway
+from sincere.server.serving import uvicorn_options
 
 
 @dataclass
@@ -34,7 +35,11 @@ class LiveServer:
 
     def __init__(self, gateway: Gateway) -> None:
         config = uvicorn.Config(
-            create_app(gateway), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
+            create_app(gateway),
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            **uvicorn_options(gateway.settings.server),  # what `sincere serve` runs
         )
         self.server = uvicorn.Server(config)
         self.gateway = gateway

@@ -206,27 +206,42 @@ def serve(
     access_log: Annotated[
         bool, typer.Option(help="Log every request (x-request-id and /metrics cover most needs).")
     ] = False,
+    shutdown_grace: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="Seconds requests in flight get to finish on SIGTERM "
+            "(default: [server] shutdown_grace_s, 8).",
+        ),
+    ] = None,
 ) -> None:
     """Run the OpenAI-compatible gateway (HTTP, SSE and the /v1/events WebSocket).
 
-    On a fresh data directory it creates the first admin key and prints it once.
+    On a fresh data directory it creates the first admin key and prints it once. On
+    SIGTERM it stops taking requests, lets those in flight finish within the grace period,
+    ends the rest as failed (a stream with its in-band error) and exits.
     """
     import uvicorn
 
-    from sincere.server.app import create_app, freeze_startup_heap
+    from sincere.server.app import GRACE_ENV, create_app, freeze_startup_heap
     from sincere.server.gateway import Gateway
+    from sincere.server.serving import uvicorn_options
 
     settings = _settings(config)
+    if shutdown_grace is not None:
+        settings = settings.with_server(shutdown_grace_s=shutdown_grace)
     host = host or settings.server.host
     port = settings.server.port if port is None else port
     gateway = Gateway.create(settings)
     if not gateway.keys.list():
         key, _ = gateway.keys.create("admin", Tier.ENTERPRISE, "admin")
         _print_first_key(key, host, port)
+    # The protocols' deadlines, keep-alive and the shutdown grace, from [server].
+    options = uvicorn_options(settings.server)
     if workers == 1:
         app = create_app(gateway)
         freeze_startup_heap()
-        uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log, **options)
         return
     err.print(
         "[yellow]with several workers each process has its own event bus: a WebSocket sees "
@@ -236,6 +251,7 @@ def serve(
     if settings.source is not None:
         os.environ["SINCERE_CONFIG"] = str(settings.source)
     os.environ["SINCERE_DATA_DIR"] = str(settings.data_dir)
+    os.environ[GRACE_ENV] = str(settings.server.shutdown_grace_s)
     uvicorn.run(
         "sincere.server.app:create_app_from_env",
         factory=True,
@@ -244,6 +260,7 @@ def serve(
         workers=workers,
         log_level="info",
         access_log=access_log,
+        **options,
     )
 
 

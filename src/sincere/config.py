@@ -125,6 +125,15 @@ class ServerConfig(_Strict):
     heartbeat_s: float = Field(15.0, gt=0)  # WebSocket keep-alive message interval
     event_history: int = Field(1000, ge=1)  # events kept per user for replay
     event_buffer: int = Field(256, ge=1)  # events a slow WebSocket may fall behind
+    max_sockets_per_user: int = Field(8, ge=1)  # open /v1/events WebSockets per user
+    # Slow and idle clients (see README): a request head must arrive within header_timeout_s
+    # of its first byte (or of the connection), its body within body_timeout_s of the head;
+    # an idle keep-alive connection is closed after keep_alive_s.
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0)
+    keep_alive_s: int = Field(5, ge=1)
+    # On SIGTERM requests in flight get this long to finish; then they end as failed.
+    shutdown_grace_s: float = Field(8.0, gt=0)
 
 
 class TierLimits(_Strict):
@@ -200,6 +209,11 @@ class Settings(_Strict):
                 if f not in models:
                     raise ValueError(f"models[{i}].fallbacks: no model named {f!r}")
         return self
+
+    def with_server(self, **changes: object) -> Settings:
+        """These settings with some ``[server]`` values replaced (command-line overrides)."""
+        server = ServerConfig.model_validate({**self.server.model_dump(), **changes})
+        return self.model_copy(update={"server": server})
 
     def database_url(self) -> str:
         return self.store.url or f"sqlite:///{self.data_dir / 'sincere.db'}"

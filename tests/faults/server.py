@@ -424,9 +424,15 @@ class _Exchange:
     """One request/response cycle on an h11 connection."""
 
     def __init__(
-        self, conn: h11.Connection, wr: asyncio.StreamWriter, request: RecordedRequest
+        self,
+        conn: h11.Connection,
+        rd: asyncio.StreamReader,
+        wr: asyncio.StreamWriter,
+        request: RecordedRequest,
+        on_client_gone: Callable[[], None],
     ) -> None:
-        self.conn, self.writer, self.request = conn, wr, request
+        self.conn, self.reader, self.writer, self.request = conn, rd, wr, request
+        self.on_client_gone = on_client_gone
         self.body: dict[str, Any] = request.body or {}
         self.streaming = self.body.get("stream") is True
 
@@ -480,12 +486,30 @@ class _Exchange:
         return False
 
 
-async def _pause(seconds: float | None) -> None:
-    """Sleep ``seconds``; None sleeps until the server stops (which cancels the connection)."""
-    if seconds is None:
-        await asyncio.get_running_loop().create_future()
-    else:
-        await asyncio.sleep(seconds)
+async def _pause(ex: _Exchange, seconds: float | None) -> None:
+    """Wait ``seconds`` (None: until the server stops), watching the connection meanwhile.
+
+    A client that closes its side ends the wait: it is recorded (``FaultServer.client_closed``)
+    and the exchange ends, as a real server notices a peer that went away.
+    """
+    deadline = None if seconds is None else asyncio.get_running_loop().time() + seconds
+    while True:
+        read = asyncio.ensure_future(ex.reader.read(65536))
+        wait = None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
+        try:
+            done, _ = await asyncio.wait({read}, timeout=wait)
+        finally:
+            read.cancel()
+        if not done:
+            return
+        try:
+            data = read.result()
+        except OSError:  # a reset
+            data = b""
+        if not data:
+            ex.on_client_gone()
+            raise ConnectionResetError("the client went away")
+        ex.conn.receive_data(data)  # a pipelined request: h11 keeps it for the next cycle
 
 
 async def _answer(ex: _Exchange, fault: Fault) -> bool:
@@ -522,7 +546,7 @@ async def _reset(ex: _Exchange, fault: Fault) -> bool:
 
 async def _hang(ex: _Exchange, fault: Fault) -> bool:
     """The client waits (read timeout); after ``seconds`` the server closes without answering."""
-    await _pause(fault.seconds)
+    await _pause(ex, fault.seconds)
     return await ex.abort(rst=False)
 
 
@@ -558,7 +582,7 @@ async def _cut(ex: _Exchange, fault: Fault) -> bool:
 async def _stall(ex: _Exchange, fault: Fault) -> bool:
     """The body stops after ``after_chunks`` chunks; silence for ``seconds``; then a close."""
     await _partial(ex, fault)
-    await _pause(fault.seconds)
+    await _pause(ex, fault.seconds)
     return await ex.abort(rst=False)
 
 
@@ -709,6 +733,7 @@ class FaultServer:
         self._default = default or Fault.ok()
         self._script: deque[Fault] = deque()
         self._requests: list[RecordedRequest] = []
+        self._client_closed: list[int] = []
         self._models: dict[str, None] = dict.fromkeys(models)
         self._models_fault: Fault | None = None
         self._ids = itertools.count(1)
@@ -771,6 +796,13 @@ class FaultServer:
             return list(self._requests)
 
     @property
+    def client_closed(self) -> list[int]:
+        """Connections (``RecordedRequest.connection``) the client closed while a hang or
+        stall held its response: how a test sees that a request was cancelled upstream."""
+        with self._lock:
+            return list(self._client_closed)
+
+    @property
     def completions(self) -> list[RecordedRequest]:
         """The completion requests that got a fault (``POST /v1/chat/completions``, JSON body)."""
         return [r for r in self.requests if r.fault is not None]
@@ -780,6 +812,7 @@ class FaultServer:
         with self._lock:
             self._requests.clear()
             self._script.clear()
+            self._client_closed.clear()
 
     def start(self) -> Self:
         """Bind a free port and serve from a daemon thread; returns once listening."""
@@ -858,8 +891,13 @@ class FaultServer:
 
     async def _serve(self, rd: asyncio.StreamReader, wr: asyncio.StreamWriter, n: int) -> None:
         conn = h11.Connection(h11.SERVER)
+
+        def gone() -> None:
+            with self._lock:
+                self._client_closed.append(n)
+
         while (request := await self._read(conn, rd, n)) is not None:
-            if not await self._respond(_Exchange(conn, wr, request)):
+            if not await self._respond(_Exchange(conn, rd, wr, request, gone)):
                 return
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return  # e.g. the client sent "Connection: close"

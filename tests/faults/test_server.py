@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -345,6 +346,32 @@ def test_hang_with_seconds_then_closes_without_a_response(
 
     with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
         client.post("/chat/completions", json=payload())
+
+
+def test_a_client_that_leaves_a_hang_or_stall_is_recorded(server: FaultServer) -> None:
+    server.script(Fault.hang(), Fault.stall(1))
+    for n, streaming in enumerate((False, True), start=1):
+        request = json.dumps(payload(stream=streaming)).encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\n"
+                + f"Content-Length: {len(request)}\r\n\r\n".encode()
+                + request
+            )
+            received = b""
+            while streaming and b"data: " not in received:  # the first chunk, then silence
+                received += sock.recv(65536)
+            _wait_for(lambda n=n: len(server.completions) == n)  # type: ignore[misc]
+    _wait_for(lambda: len(server.client_closed) == 2)
+    assert server.client_closed == [r.connection for r in server.completions]
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never came true"
+        time.sleep(0.01)
 
 
 def test_slow_first_token_sends_headers_at_once_then_waits(

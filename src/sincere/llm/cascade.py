@@ -43,6 +43,7 @@ from sincere.llm.provider import Delta, Provider
 from sincere.llm.quality import rejection_reason
 from sincere.llm.request import AttemptLimits, ChatRequest
 from sincere.llm.retry import RetryPolicy, backoff_s, is_retryable
+from sincere.stop import stop_reason
 
 # The quality gate looks at a growing stream every this many pieces, to stop a loop early.
 _GATE_EVERY = 16
@@ -156,6 +157,8 @@ class ModelCascade:
 
         A ServiceError after some deltas means the answer is incomplete: the caller must
         show it as failed (for example an in-band error event), never as finished.
+        Cancelling the task that iterates it (or ``athrow(CancelledError(reason))``) ends
+        the request as failed, with the ``StopReason`` message as its reason.
         """
         return self._run(ctx, request, streaming=True)
 
@@ -170,6 +173,7 @@ class ModelCascade:
         names = [r.deployment.name for r in routes]
         for name in names:
             self._dependents[name][ctx.request_id] = ctx
+        ended = False  # whether the request's terminal event is out
         try:
             await ctx.emit(
                 EventType.REQUEST_STARTED,
@@ -200,6 +204,7 @@ class ModelCascade:
                         deployment=route.deployment.name,
                         model=route.model,
                     )
+                    ended = True
                     yield answer
                     return
             error = self._final_error(ctx, request, log, routes)
@@ -213,6 +218,21 @@ class ModelCascade:
             raise error
         except ServiceError:
             raise  # its request_failed event is out
+        except asyncio.CancelledError as exc:
+            # The caller stopped the request (its client left, the gateway is stopping):
+            # the user's events still end, once, saying why. The cancellation also reaches
+            # the provider's call, which closes the upstream request. (A caller that closes
+            # the stream itself, aclose(), has decided how the request ended and says so.)
+            if not ended:
+                reason = stop_reason(exc)
+                await ctx.emit(
+                    EventType.REQUEST_FAILED,
+                    reason.message,
+                    service="model_cascade",
+                    error_type="cancelled",
+                    reason=str(reason),
+                )
+            raise
         except Exception:
             # A defect, not a provider's failure: the user's event stream still ends, and
             # the details stay in the operator's log (the server logs the exception).

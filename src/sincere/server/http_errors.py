@@ -34,6 +34,15 @@ class MethodNotAllowed(BadRequest):
     title = "Method not allowed"
 
 
+class RequestTimeout(BadRequest):
+    """The client did not send its whole request in time (``server.header_timeout_s``,
+    ``body_timeout_s``); the server answers it and closes the connection."""
+
+    status = 408
+    error_type = "request_timeout"
+    title = "Request timeout"
+
+
 def request_id(connection: HTTPConnection) -> str:
     """The id the request-id middleware gave this request or socket (a new one without it)."""
     rid = connection.scope.get("state", {}).get("request_id")

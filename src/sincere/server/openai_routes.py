@@ -11,17 +11,20 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
-from starlette.responses import Response, StreamingResponse
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from sincere.answer import Answer
 from sincere.context import RequestContext
-from sincere.errors import ServiceError
+from sincere.errors import ServiceError, ServiceUnavailable
 from sincere.events import EventType
 from sincere.llm.provider import Delta
 from sincere.server.chat_in import ChatCompletionIn
 from sincere.server.gateway import Gateway, bearer_key
 from sincere.server.http_errors import request_id
-from sincere.server.sse import openai_sse
+from sincere.server.lifecycle import RequestStopped, Shutdown, Watch, WatchedStream, close_stopped
+from sincere.server.sse import error_event, openai_sse
+from sincere.stop import StopReason
 from sincere.store import KeyRecord
 from sincere.tiers.limits import Admission
 
@@ -32,11 +35,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Malformed JSON or an invalid request (OpenAI error object)"},
     401: {"description": "Missing, unknown or revoked API key"},
     404: {"description": "Unknown model"},
+    408: {"description": "The body did not arrive within server.body_timeout_s (then closed)"},
     413: {"description": "The body is larger than server.max_body_bytes"},
     429: {"description": "Rate-limited by the tier's limits or by every provider"},
     500: {"description": "The response guard withheld an answer that failed its checks"},
     502: {"description": "A provider failed in a way no other route could make up for"},
-    503: {"description": "No route could answer; attempts are listed"},
+    503: {"description": "No route could answer (attempts are listed), or the gateway is stopping"},
     504: {"description": "No route answered within the deadline"},
 }
 
@@ -100,6 +104,7 @@ async def chat_completions(request: Request) -> Response:
     started = time.perf_counter()
     ctx = gw.contexts.create(key.user_id, key.tier, request_id=rid)
     admission = gw.limiter.admit(key.user_id, str(key.tier), ctx.error_context("limits"))
+    shutdown: Shutdown = request.app.state.shutdown
     try:
         if body.stream:
             # The stream's body releases the slot when it ends.
@@ -110,12 +115,18 @@ async def chat_completions(request: Request) -> Response:
                 admission,
                 gw.cascade.stream(ctx, chat),
                 started,
+                Watch(request.scope, request.receive, shutdown),
             )
         try:
-            answer = await gw.cascade.complete(ctx, chat)
+            # Stopped when the client leaves (the cascade cancels the upstream request) or
+            # when the shutdown grace runs out.
+            async with Watch(request.scope, request.receive, shutdown):
+                answer = await gw.cascade.complete(ctx, chat)
         except ServiceError as exc:
             gw.metrics.record_attempts(exc.attempts)
             raise
+        except RequestStopped as stop:
+            raise _stopped(ctx, stop.reason) from None
         gw.metrics.record_attempts(answer.provenance.attempts)
         answer = await _guarded(gw, ctx, answer)
     except BaseException:
@@ -128,6 +139,22 @@ async def chat_completions(request: Request) -> Response:
         orjson.dumps(_completion_body(rid, answer)),
         media_type="application/json",
         headers=_provenance_headers(answer),
+    )
+
+
+def _stopped(ctx: RequestContext, reason: StopReason) -> Exception:
+    """What a stopped request answers: nothing to a client that left, else 503."""
+    if reason is StopReason.CLIENT_GONE:
+        return ClientDisconnect()
+    return _shutting_down(ctx)
+
+
+def _shutting_down(ctx: RequestContext) -> ServiceUnavailable:
+    # No Retry-After: when another instance (or this one, restarted) serves is unknown here.
+    return ServiceUnavailable(
+        StopReason.SHUTTING_DOWN.message,
+        context=ctx.error_context("gateway"),
+        suggestions=["Retry the request: it was not finished."],
     )
 
 
@@ -163,13 +190,17 @@ async def _stream(
     admission: Admission,
     stream: AsyncGenerator[Delta | Answer, None],
     started: float,
+    watch: Watch,
 ) -> Response:
     # The first item decides the status: a failure before any text is a plain HTTP error.
     try:
-        first = await anext(stream)
+        async with watch:
+            first = await anext(stream)
     except ServiceError as exc:
         gw.metrics.record_attempts(exc.attempts)
         raise
+    except RequestStopped as stop:
+        raise _stopped(ctx, stop.reason) from None
 
     async def guarded() -> AsyncIterator[Delta | Answer]:
         sent = ""
@@ -194,23 +225,31 @@ async def _stream(
                 gw.metrics.record_attempts(exc.attempts)
                 raise
 
-    async def events() -> AsyncIterator[bytes]:
+    async def events() -> AsyncGenerator[bytes, None]:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        sse = openai_sse(
+            guarded(),
+            request_id=ctx.request_id,
+            requested_model=body.model,
+            include_usage=include_usage,
+        )
         try:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            async for chunk in openai_sse(
-                guarded(),
-                request_id=ctx.request_id,
-                requested_model=body.model,
-                include_usage=include_usage,
-            ):
+            async for chunk in sse:
                 yield chunk
         finally:
             admission.release()
+            await sse.aclose()
             await stream.aclose()
             gw.metrics.observe_latency("chat_stream", time.perf_counter() - started)
 
-    return StreamingResponse(
+    async def stopped(reason: StopReason) -> bytes:
+        await close_stopped(stream, reason)  # its request_failed says why
+        return b"" if reason is StopReason.CLIENT_GONE else error_event(_shutting_down(ctx))
+
+    return WatchedStream(
         events(),
+        shutdown=watch.shutdown,
+        on_stop=stopped,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         background=BackgroundTask(admission.release),  # if the body never ran

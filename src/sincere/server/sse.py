@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -27,13 +27,18 @@ def _event(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
+def error_event(error: ServiceError) -> bytes:
+    """The in-band event that ends a stream as failed (never followed by ``[DONE]``)."""
+    return _event(error.to_openai_error())
+
+
 async def openai_sse(
     stream: AsyncIterator[Delta | Answer],
     *,
     request_id: str,
     requested_model: str,
     include_usage: bool = False,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Render deltas and the final answer, or the in-band error that cut the stream."""
     created = int(time.time())
     base = {"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk", "created": created}
@@ -68,7 +73,7 @@ async def openai_sse(
                 yield _event({**base, "model": p.model, "choices": [], "usage": usage})
             yield DONE
     except ServiceError as exc:
-        yield _event(exc.to_openai_error())
+        yield error_event(exc)
     except Exception:  # a defect still ends the stream as failed, in band
         log.exception("unhandled error in the stream of %s", request_id)
         defect = InternalError.of(ErrorContext(request_id=request_id))

@@ -32,6 +32,9 @@ KEY_RECHECK_S = 1.0  # how often an open socket's key is checked again (revocati
 CLOSE_BAD_REQUEST = 4400  # 4000-4999 are the application's; 4400 and 4401 mirror HTTP
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TRY_AGAIN_LATER = 1013
+# Over server.max_sockets_per_user: a policy, not a passing overload, so not 1013 (which
+# reconnecting clients retry at once); the reason says what to do.
+CLOSE_POLICY_VIOLATION = 1008
 _NO_KEY = (
     "no API key: send 'Authorization: Bearer <key>' or a first message "
     '{"type": "auth", "key": "<key>"}'
@@ -66,6 +69,11 @@ async def events(websocket: WebSocket) -> None:
         await websocket.close(CLOSE_UNAUTHORIZED, f"{exc.message}; check the key or create one")
         return
 
+    sockets: SocketLimit = websocket.app.state.event_sockets
+    if not sockets.acquire(record.user_id):
+        reason = f"too many event sockets for this user (limit {sockets.limit}); close one first"
+        await websocket.close(CLOSE_POLICY_VIOLATION, reason)
+        return
     oldest, last_id = gw.bus.bounds(record.user_id)
     sub = gw.bus.subscribe(record.user_id, last_event_id)
     try:
@@ -91,6 +99,29 @@ async def events(websocket: WebSocket) -> None:
         pass
     finally:
         sub.close()
+        sockets.release(record.user_id)
+
+
+class SocketLimit:
+    """Open event sockets per user, up to ``limit`` each (one per process: one bus)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def acquire(self, user_id: str) -> bool:
+        count = self._open.get(user_id, 0)
+        if count >= self.limit:
+            return False
+        self._open[user_id] = count + 1
+        return True
+
+    def release(self, user_id: str) -> None:
+        count = self._open[user_id] - 1
+        if count:
+            self._open[user_id] = count
+        else:
+            del self._open[user_id]
 
 
 def _event_id(text: str) -> int | None:
