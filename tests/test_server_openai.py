@@ -258,6 +258,22 @@ def test_the_response_guard_blocks_a_dishonest_provider(
     assert "sincere_mock_responses_blocked_total 1.0" in scrape.text
 
 
+def test_a_blocked_answer_ends_its_request_with_request_failed_only(
+    live: LiveGateway, fault_server: FaultServer
+) -> None:
+    fault_server.default = Fault.ok(text="Processing completed with fallback response for you.")
+    with pytest.raises(openai.InternalServerError):
+        _client(live).chat.completions.create(
+            model="gpt", messages=[{"role": "user", "content": "Hi"}]
+        )
+    ends = [
+        (e.type, e.service)
+        for e in live.gateway.bus.replay("alice").events
+        if e.type in ("request_completed", "request_failed")
+    ]
+    assert ends == [("request_failed", "response_guard")]  # never "completed" first
+
+
 def test_the_response_guard_cuts_a_dishonest_stream_before_the_phrase_is_complete(
     live: LiveGateway, fault_server: FaultServer
 ) -> None:

@@ -32,6 +32,7 @@ from sincere.errors import (
     ServiceUnavailable,
 )
 from sincere.events import EventType
+from sincere.guard.response_guard import ResponseGuard
 from sincere.health import HealthReport, HealthState, ServiceRegistry
 from sincere.llm.attempt_log import AttemptLog
 from sincere.llm.breaker import BreakerPolicy, BreakerState, BreakerTransition, CircuitBreaker
@@ -79,6 +80,7 @@ class ModelCascade:
     ) -> None:
         self.settings = settings
         self.registry = registry
+        self.guard = ResponseGuard(settings.guard.forbidden_phrases)
         self._providers = dict(providers)
         d = settings.defaults
         policy = BreakerPolicy(
@@ -197,6 +199,16 @@ class ModelCascade:
                     else:
                         yield item
                 if answer is not None:
+                    try:  # the last check before the answer leaves: it is not complete before
+                        answer = self.guard.check(answer, ctx.error_context("response_guard"))
+                    except ServiceError as blocked:
+                        await ctx.emit(
+                            EventType.REQUEST_FAILED,
+                            blocked.message,
+                            service="response_guard",
+                            error_type=blocked.error_type,
+                        )
+                        raise
                     await ctx.emit(
                         EventType.REQUEST_COMPLETED,
                         f"Answered by {route.deployment.name}",

@@ -76,7 +76,7 @@ class Gateway:
             keys=KeyStore(database),
             history=history,
             limiter=TierLimiter(settings.tiers),
-            guard=ResponseGuard(settings.guard.forbidden_phrases),
+            guard=cascade.guard,  # one guard: the cascade checks answers, routes streams
             metrics=Metrics(lambda: cascade.breakers),
         )
 

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from sincere.answer import Answer
 from sincere.context import RequestContext
-from sincere.errors import ServiceError, ServiceUnavailable
+from sincere.errors import GuardViolation, ServiceError, ServiceUnavailable
 from sincere.events import EventType
 from sincere.llm.provider import Delta
 from sincere.server.chat_in import ChatCompletionIn
@@ -121,14 +121,13 @@ async def chat_completions(request: Request) -> Response:
             # Stopped when the client leaves (the cascade cancels the upstream request) or
             # when the shutdown grace runs out.
             async with Watch(request.scope, request.receive, shutdown):
-                answer = await gw.cascade.complete(ctx, chat)
+                answer = await gw.cascade.complete(ctx, chat)  # checked by the guard
         except ServiceError as exc:
-            gw.metrics.record_attempts(exc.attempts)
+            _count_failure(gw, exc)
             raise
         except RequestStopped as stop:
             raise _stopped(ctx, stop.reason) from None
         gw.metrics.record_attempts(answer.provenance.attempts)
-        answer = await _guarded(gw, ctx, answer)
     except BaseException:
         admission.release()
         raise
@@ -165,12 +164,10 @@ def _count_failover(gw: Gateway, model: str, answer: Answer) -> None:
         gw.metrics.failovers.labels(model).inc()
 
 
-async def _guarded(gw: Gateway, ctx: RequestContext, answer: Answer) -> Answer:
-    try:
-        return gw.guard.check(answer, ctx.error_context("response_guard"))
-    except ServiceError as exc:
-        await _blocked(gw, ctx, exc)
-        raise
+def _count_failure(gw: Gateway, exc: ServiceError) -> None:
+    gw.metrics.record_attempts(exc.attempts)
+    if isinstance(exc, GuardViolation):  # the cascade's guard withheld a finished answer
+        gw.metrics.mock_blocked.inc()
 
 
 async def _blocked(gw: Gateway, ctx: RequestContext, exc: ServiceError) -> None:
@@ -197,7 +194,7 @@ async def _stream(
         async with watch:
             first = await anext(stream)
     except ServiceError as exc:
-        gw.metrics.record_attempts(exc.attempts)
+        _count_failure(gw, exc)
         raise
     except RequestStopped as stop:
         raise _stopped(ctx, stop.reason) from None
@@ -216,13 +213,13 @@ async def _stream(
             else:
                 gw.metrics.record_attempts(item.provenance.attempts)
                 _count_failover(gw, body.model, item)
-                yield await _guarded(gw, ctx, item)
+                yield item  # the cascade's guard checked it
                 return
             yield item
             try:
                 item = await anext(stream)
             except ServiceError as exc:
-                gw.metrics.record_attempts(exc.attempts)
+                _count_failure(gw, exc)
                 raise
 
     async def events() -> AsyncGenerator[bytes, None]:
