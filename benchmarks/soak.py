@@ -446,7 +446,7 @@ def report(args: argparse.Namespace, result: dict[str, Any], exit_s: float | Non
         "",
         f"- requests with exactly one terminal event: {terminal[1]} of {total} "
         f"(none: {terminal[0]}, more than one: {more_total})",
-        f"- answered streams, seconds to [DONE]: p50 {pct(0.5)} ms, p90 {pct(0.9)} ms, "
+        f"- answered streams, time to [DONE]: p50 {pct(0.5)} ms, p90 {pct(0.9)} ms, "
         f"p99 {pct(0.99)} ms",
         f"- gateway resident memory: start {memory[0]:.0f} MB, median "
         f"{statistics.median(memory):.0f} MB, peak {max(memory):.0f} MB"
