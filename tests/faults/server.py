@@ -691,7 +691,7 @@ async def _linger(ex: _Exchange, fault: Fault) -> bool:
     answer = ex.answer(fault)
     await ex.start(200, "text/event-stream")
     await ex.data(*answer.chunks(), *answer.tail(), _DONE)
-    await _pause(fault.seconds)
+    await _pause(ex, fault.seconds)
     return await ex.abort(rst=False)
 
 
