@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from sincere.answer import Completion
-from sincere.llm.embedded import EmbeddedProvider, _worker, default_model_path
+from sincere.llm.embedded import WORKER, EmbeddedProvider, default_model_path
 from sincere.llm.provider import Delta, collect
 from sincere.llm.request import AttemptLimits, ChatRequest
 
@@ -36,7 +36,7 @@ async def test_generation_is_real_and_its_usage_matches_llama_cpps_own_count(
     # llama.cpp's own non-streaming count for the same deterministic request, on the
     # same worker thread that owns the model.
     reference = await asyncio.get_running_loop().run_in_executor(
-        _worker,
+        WORKER.executor,
         lambda: embedded._llama.create_chat_completion(
             messages=request.wire_messages(), temperature=0.0, max_tokens=200
         ),

@@ -32,6 +32,9 @@ class Defaults(_Strict):
     connect_timeout_s: float = Field(3.0, gt=0)
     first_token_timeout_s: float = Field(10.0, gt=0)
     stream_idle_timeout_s: float = Field(10.0, gt=0)
+    # The longest a request waits for a busy local (embedded) model before generation
+    # starts; the first-token limit starts with generation, not in the queue.
+    max_queue_wait_s: float = Field(30.0, gt=0)
     # Capped exponential backoff with jitter between retries of one deployment. A provider's
     # Retry-After longer than retry_max_s fails over at once instead of parking the request.
     retry_base_s: float = Field(0.5, gt=0)

@@ -147,6 +147,17 @@ class ServiceUnavailable(ServiceError):
     should_retry = True
 
 
+class ModelBusy(ServiceUnavailable):
+    """A local model is busy with other requests for longer than this one may wait.
+
+    sincere's own decision, not a failure of the model: it never counts against the
+    deployment's breaker, and ``retry_after`` is only set from measured generation times.
+    """
+
+    error_type = "model_busy"
+    title = "Model busy"
+
+
 class UpstreamError(ServiceError):
     """A provider answered with something that is not a usable response (5xx, bad body)."""
 

@@ -23,6 +23,7 @@ from sincere.context import RequestContext
 from sincere.errors import (
     BadRequest,
     InternalError,
+    ModelBusy,
     ModelNotFound,
     ProviderAuthFailed,
     QualityRejected,
@@ -328,7 +329,8 @@ class ModelCascade:
 
     async def _count_failure(self, route: Route, error: ServiceError, *, retried: bool) -> None:
         """Failures of the deployment (not of the request) count against its breaker."""
-        if isinstance(error, BadRequest | QualityRejected):
+        if isinstance(error, BadRequest | QualityRejected | ModelBusy):
+            # The request's own failure, or sincere's verdict on a busy local model.
             route.breaker.release()
             return
         open_for = None
@@ -380,6 +382,7 @@ class ModelCascade:
             connect_s=d.connect_timeout_s,
             first_token_s=d.first_token_timeout_s,
             stream_idle_s=d.stream_idle_timeout_s,
+            queue_s=d.max_queue_wait_s,
         )
 
     def _final_error(

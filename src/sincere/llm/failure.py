@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from sincere.attempts import Attempt
@@ -10,6 +11,7 @@ from sincere.errors import (
     ContentRejected,
     ContextTooLong,
     ErrorContext,
+    ModelBusy,
     RateLimited,
     ServiceError,
     ServiceTimeout,
@@ -38,6 +40,16 @@ def final_error(
                 suggestions=suggestions,
                 status_code=caller.status_code,
             )
+    if errors and all(isinstance(e, ModelBusy) for e in errors):
+        # sincere's own verdict: its message says who decided and from what the wait comes.
+        busy = min(errors, key=lambda e: math.inf if e.retry_after is None else e.retry_after)
+        return ModelBusy(
+            busy.message,
+            context=context,
+            attempts=attempts,
+            retry_after=busy.retry_after,
+            suggestions=busy.suggestions,
+        )
     waits = [e.retry_after for e in errors if e.retry_after is not None]
     retry_after = min(waits) if waits else None
     if errors and all(isinstance(e, RateLimited) for e in errors):
@@ -54,7 +66,9 @@ def final_error(
         message = f"no route for {model!r} could answer ({tried})"
     suggestions = []
     if retry_after is not None:
-        suggestions.append(f"Retry after {retry_after:.0f} s, when the provider said to.")
+        source = next(e for e in errors if e.retry_after == retry_after)
+        who = "sincere estimated" if isinstance(source, ModelBusy) else "the provider said to"
+        suggestions.append(f"Retry after {retry_after:.0f} s, when {who}.")
     if cls.should_retry:
         suggestions.append("Each attempt below says which deployment failed and how.")
     return cls(

@@ -56,3 +56,5 @@ class AttemptLimits:
     connect_s: float
     first_token_s: float
     stream_idle_s: float
+    # The longest wait for a busy local worker before generation starts (also within total_s).
+    queue_s: float | None = None
