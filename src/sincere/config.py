@@ -100,11 +100,14 @@ class ServerConfig(_Strict):
 class TierLimits(_Strict):
     requests_per_minute: int = Field(ge=1)
     concurrent_requests: int = Field(ge=1)
+    # The most output tokens one request may ask for (more is a 400); a request that names
+    # no max_tokens gets this one. None: no cap.
+    max_output_tokens: int | None = Field(None, ge=1)
 
 
 DEFAULT_TIER_LIMITS = {
-    "free": TierLimits(requests_per_minute=20, concurrent_requests=2),
-    "standard": TierLimits(requests_per_minute=120, concurrent_requests=8),
+    "free": TierLimits(requests_per_minute=20, concurrent_requests=2, max_output_tokens=512),
+    "standard": TierLimits(requests_per_minute=120, concurrent_requests=8, max_output_tokens=4096),
     "enterprise": TierLimits(requests_per_minute=600, concurrent_requests=32),
 }
 
@@ -195,8 +198,11 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         raw = _read_toml(path)
     raw = _with_builtins(raw)
     tiers = raw.get("tiers")
-    if isinstance(tiers, dict):  # a file may set one tier; the others keep their defaults
-        raw["tiers"] = {**{k: v.model_dump() for k, v in DEFAULT_TIER_LIMITS.items()}, **tiers}
+    if isinstance(tiers, dict):  # a file may set one key of one tier; the rest keep defaults
+        merged = {k: v.model_dump() for k, v in DEFAULT_TIER_LIMITS.items()}
+        for name, table in tiers.items():
+            merged[name] = {**merged.get(name, {}), **table} if isinstance(table, dict) else table
+        raw["tiers"] = merged
     raw["data_dir"] = default_data_dir(env)
     raw["source"] = path
     try:

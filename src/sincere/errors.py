@@ -226,6 +226,14 @@ class ContextTooLong(BadRequest):
     param = "messages"
 
 
+class MaxTokensExceeded(BadRequest):
+    """The request asks for more output tokens than its tier allows."""
+
+    error_type = "max_tokens_exceeded"
+    title = "max_tokens above the tier's limit"
+    param = "max_tokens"
+
+
 class ContentRejected(BadRequest):
     """A provider's content policy rejected the request; its reason is in the message."""
 

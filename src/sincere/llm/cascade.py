@@ -43,6 +43,7 @@ from sincere.llm.provider import Delta, Provider
 from sincere.llm.quality import rejection_reason
 from sincere.llm.request import AttemptLimits, ChatRequest
 from sincere.llm.retry import RetryPolicy, backoff_s, is_retryable
+from sincere.tiers.limits import cap_output
 
 # The quality gate looks at a growing stream every this many pieces, to stop a loop early.
 _GATE_EVERY = 16
@@ -165,6 +166,8 @@ class ModelCascade:
         started = time.monotonic()
         try:
             routes = self.routes(request.model)
+            tier = str(ctx.tier)
+            request, tier_cap = cap_output(request, tier, self.settings.tiers[tier])
         except ServiceError as exc:
             raise exc.with_context(ctx.error_context("model_cascade")) from None
         names = [r.deployment.name for r in routes]
@@ -178,7 +181,7 @@ class ModelCascade:
                 model=request.model,
                 routes=names,
             )
-            log = AttemptLog(request, streaming)
+            log = AttemptLog(request, streaming, tier_max_tokens=tier_cap)
             for route in routes:
                 if log.stop or ctx.remaining() <= 0:
                     break
@@ -420,6 +423,7 @@ class ModelCascade:
             selection_reasoning=_reasoning(log, route),
             continued_from=log.sent_by if log.sent else None,
             prefill_chars=len(log.sent),
+            tier_max_tokens=log.tier_max_tokens,
         )
         return Answer(completion, provenance)
 
