@@ -206,6 +206,10 @@ class QualityRejected(ServiceError):
     title = "Completion rejected by the quality gate"
 
 
+class LoopRejected(QualityRejected):
+    """The quality gate rejected a completion that ended in a repeated phrase."""
+
+
 # The request itself cannot succeed as it is.
 
 

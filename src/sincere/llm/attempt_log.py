@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sincere.answer import Completion
 from sincere.attempts import OK, Attempt
@@ -35,14 +35,7 @@ class AttemptLog:
         if not self.sent:
             return self.request
         prefill = Message("assistant", self.sent)
-        return ChatRequest(
-            model=self.request.model,
-            messages=(*self.request.messages, prefill),
-            max_tokens=self.request.max_tokens,
-            temperature=self.request.temperature,
-            stop=self.request.stop,
-            extra=self.request.extra,
-        )
+        return replace(self.request, messages=(*self.request.messages, prefill))
 
     def skip_reason(self, deployment: DeploymentConfig, model: str) -> str | None:
         """Why a route cannot help this request, or None to try it."""

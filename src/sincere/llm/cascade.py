@@ -23,6 +23,7 @@ from sincere.context import RequestContext
 from sincere.errors import (
     BadRequest,
     InternalError,
+    LoopRejected,
     ModelBusy,
     ModelNotFound,
     ProviderAuthFailed,
@@ -40,7 +41,7 @@ from sincere.llm.failure import final_error
 from sincere.llm.openai_http import OpenAIProvider
 from sincere.llm.pricing import cost_usd
 from sincere.llm.provider import Delta, Provider
-from sincere.llm.quality import rejection_reason
+from sincere.llm.quality import rejection
 from sincere.llm.request import AttemptLimits, ChatRequest
 from sincere.llm.retry import RetryPolicy, backoff_s, is_retryable
 from sincere.tiers.limits import cap_output
@@ -236,6 +237,7 @@ class ModelCascade:
     ) -> AsyncIterator[Delta | Answer]:
         """One route: attempts with retries, each admitted by the route's breaker."""
         name = route.deployment.name
+        loop_retry = False  # the one more attempt after a loop, with stronger settings
         for retry in itertools.count(1):
             admission, transition = route.breaker.admit()
             await self._announce(transition)
@@ -259,6 +261,8 @@ class ModelCascade:
             try:
                 await self._ensure_started(ctx, route)
                 request = log.request_for_next_attempt()
+                if loop_retry:
+                    request = replace(request, loop_retry=True)
                 async for item in route.provider.stream(request, self._limits(ctx)):
                     if isinstance(item, Delta):
                         received.append(item.text)
@@ -314,14 +318,18 @@ class ModelCascade:
                 bool(model and model.failover_on_content_policy),
             )
             wait = None
+            next_step = "trying the next route"
             if is_retryable(error, bool(text)) and not log.sent:
                 budget = min(ctx.remaining(), self._retry.max_s)  # never park a request long
                 wait = backoff_s(self._retry, retry, error.retry_after, budget)
+                next_step = next_step if wait is None else f"retrying in {wait:.2f} s"
+            elif not loop_retry and _loop_retry_helps(route, error, log, text):
+                loop_retry, wait = True, 0.0
+                next_step = "retrying once with stronger repetition penalties"
             await self._count_failure(route, error, retried=wait is not None)
             await ctx.emit(
                 EventType.SERVICE_DEGRADED,
-                f"{name} failed ({error.error_type}); "
-                + (f"retrying in {wait:.2f} s" if wait is not None else "trying the next route"),
+                f"{name} failed ({error.error_type}); {next_step}",
                 service=name,
                 outcome=error.error_type,
                 retry_in_s=None if wait is None else round(wait, 3),
@@ -429,9 +437,17 @@ class ModelCascade:
 
 
 def _gate(deployment: str, text: str) -> None:
-    reason = rejection_reason(text)
-    if reason is not None:
-        raise QualityRejected(f"{deployment}: {reason}")
+    found = rejection(text)
+    if found is not None:
+        error = LoopRejected if found.loop else QualityRejected
+        raise error(f"{deployment}: {found.reason}")
+
+
+def _loop_retry_helps(route: Route, error: ServiceError, log: AttemptLog, text: str) -> bool:
+    """One more attempt with stronger repetition penalties, after a loop on the embedded
+    model (whose sampling sincere sets), unless a streaming caller already saw the loop."""
+    shown = bool(text) and log.streaming
+    return isinstance(error, LoopRejected) and route.provider.kind == "embedded" and not shown
 
 
 def _reasoning(log: AttemptLog, route: Route) -> str:

@@ -28,6 +28,10 @@ class ChatRequest:
     temperature: float | None = None
     stop: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    seed: int | None = None  # sampling seed, for reproducible runs (the embedded model)
+    # An earlier attempt of this request ended in a loop: sample with stronger repetition
+    # penalties (the embedded model; see EmbeddedProvider).
+    loop_retry: bool = False
 
     @classmethod
     def of(
