@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 
 import pytest
 
 from sincere.answer import Completion
 from sincere.errors import UnsupportedParameter
-from sincere.llm.embedded import EmbeddedProvider, _worker, default_model_path, unsupported
+from sincere.llm.embedded import (
+    SAMPLING,
+    WORKER,
+    EmbeddedProvider,
+    default_model_path,
+    unsupported,
+)
 from sincere.llm.provider import Delta, collect
 from sincere.llm.request import AttemptLimits, ChatRequest, Message
 from sincere.tool_calls import ToolCall
@@ -36,12 +43,15 @@ async def test_generation_is_real_and_its_usage_matches_llama_cpps_own_count(
     assert completion.text.strip()
     assert completion.deployment == "embedded"
     assert completion.usage is not None
-    # llama.cpp's own non-streaming count for the same deterministic request, on the
-    # same worker thread that owns the model.
+    # llama.cpp's own non-streaming count for the same deterministic request (with the
+    # provider's repetition settings), on the same worker thread that owns the model.
     reference = await asyncio.get_running_loop().run_in_executor(
-        _worker,
+        WORKER.executor,
         lambda: embedded._llama.create_chat_completion(
-            messages=request.wire_messages(), temperature=0.0, max_tokens=200
+            messages=request.wire_messages(),
+            temperature=0.0,
+            max_tokens=200,
+            **asdict(SAMPLING),
         ),
     )
     assert reference["choices"][0]["message"]["content"] == completion.text

@@ -208,7 +208,7 @@ async def test_the_embedded_model_stops_generating_when_its_client_leaves(
     assert mine[0] == ("request_started", None)
     assert mine[-1] == ("request_failed", "client_gone")
     assert [t for t, _ in mine].count("request_failed") == 1
-    await asyncio.wrap_future(embedded._worker.submit(lambda: None))  # the worker is idle
+    await asyncio.wrap_future(embedded.WORKER.executor.submit(lambda: None))  # the worker is idle
     key = (embedded.default_model_path(), BUILTIN_DEPLOYMENT.context_window or 0)
     llama = embedded._models[key]  # the gateway's embedded deployment
     # Tokens in the context: the prompt (45) and what was generated before the stop.

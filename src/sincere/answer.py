@@ -72,6 +72,8 @@ class Provenance:
     # After a stream broke mid-answer: the deployment whose text was kept as a prefill.
     continued_from: str | None = None
     prefill_chars: int = 0
+    # The request named no max_tokens: its tier's max_output_tokens was applied.
+    tier_max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if not self.attempts or not self.attempts[-1].succeeded:
@@ -112,6 +114,8 @@ class Provenance:
             out["cost_usd"] = self.cost_usd
         if self.time_to_first_token_s is not None:
             out["time_to_first_token_s"] = round(self.time_to_first_token_s, 6)
+        if self.tier_max_tokens is not None:
+            out["tier_max_tokens"] = self.tier_max_tokens
         if self.continued_from is not None:
             out["continued_from"] = {
                 "deployment": self.continued_from,

@@ -40,6 +40,9 @@ class Defaults(_Strict):
     connect_timeout_s: float = Field(3.0, gt=0)
     first_token_timeout_s: float = Field(10.0, gt=0)
     stream_idle_timeout_s: float = Field(10.0, gt=0)
+    # The longest a request waits for a busy local (embedded) model before generation
+    # starts; the first-token limit starts with generation, not in the queue.
+    max_queue_wait_s: float = Field(30.0, gt=0)
     # Capped exponential backoff with jitter between retries of one deployment. A provider's
     # Retry-After longer than retry_max_s fails over at once instead of parking the request.
     retry_base_s: float = Field(0.5, gt=0)
@@ -139,11 +142,14 @@ class ServerConfig(_Strict):
 class TierLimits(_Strict):
     requests_per_minute: int = Field(ge=1)
     concurrent_requests: int = Field(ge=1)
+    # The most output tokens one request may ask for (more is a 400); a request that names
+    # no max_tokens gets this one. None: no cap.
+    max_output_tokens: int | None = Field(None, ge=1)
 
 
 DEFAULT_TIER_LIMITS = {
-    "free": TierLimits(requests_per_minute=20, concurrent_requests=2),
-    "standard": TierLimits(requests_per_minute=120, concurrent_requests=8),
+    "free": TierLimits(requests_per_minute=20, concurrent_requests=2, max_output_tokens=512),
+    "standard": TierLimits(requests_per_minute=120, concurrent_requests=8, max_output_tokens=4096),
     "enterprise": TierLimits(requests_per_minute=600, concurrent_requests=32),
 }
 
@@ -239,8 +245,11 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         raw = _read_toml(path)
     raw = _with_builtins(raw)
     tiers = raw.get("tiers")
-    if isinstance(tiers, dict):  # a file may set one tier; the others keep their defaults
-        raw["tiers"] = {**{k: v.model_dump() for k, v in DEFAULT_TIER_LIMITS.items()}, **tiers}
+    if isinstance(tiers, dict):  # a file may set one key of one tier; the rest keep defaults
+        merged = {k: v.model_dump() for k, v in DEFAULT_TIER_LIMITS.items()}
+        for name, table in tiers.items():
+            merged[name] = {**merged.get(name, {}), **table} if isinstance(table, dict) else table
+        raw["tiers"] = merged
     raw["data_dir"] = default_data_dir(env)
     raw["source"] = path
     try:

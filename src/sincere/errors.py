@@ -36,6 +36,8 @@ class RetryAfterSource(StrEnum):
     PROVIDER = "provider"  # the provider's Retry-After header
     CIRCUIT_BREAKER = "circuit_breaker"  # sincere's breaker: when it lets requests through again
     TIER_LIMIT = "tier_limit"  # sincere's per-tier window
+    # sincere's estimate for a busy local model: the jobs ahead times their measured mean duration
+    MEASURED_SERVICE_TIMES = "measured_service_times"
 
 
 class ServiceError(Exception):
@@ -47,6 +49,7 @@ class ServiceError(Exception):
     should_retry: ClassVar[bool] = False
     openai_type: ClassVar[str] = "server_error"
     param: str | None = None  # the request member at fault; a class default or per error
+    retry_after_by: ClassVar[RetryAfterSource | None] = None  # who sets this kind's wait
 
     def __init__(
         self,
@@ -66,7 +69,8 @@ class ServiceError(Exception):
         self.attempts: tuple[Attempt, ...] = tuple(attempts)
         self.retry_after = retry_after
         # Who decided that wait; carried explicitly, never read back from a message.
-        self.retry_after_source = None if retry_after is None else retry_after_source
+        source = retry_after_source or self.retry_after_by
+        self.retry_after_source = None if retry_after is None else source
         self.suggestions: tuple[str, ...] = tuple(suggestions)
         # The upstream HTTP status that caused this error, when there was one.
         self.status_code = status_code
@@ -164,6 +168,18 @@ class ServiceUnavailable(ServiceError):
     should_retry = True
 
 
+class ModelBusy(ServiceUnavailable):
+    """A local model is busy with other requests for longer than this one may wait.
+
+    sincere's own decision, not a failure of the model: it never counts against the
+    deployment's breaker, and ``retry_after`` is only set from measured generation times.
+    """
+
+    error_type = "model_busy"
+    title = "Model busy"
+    retry_after_by = RetryAfterSource.MEASURED_SERVICE_TIMES
+
+
 class UpstreamError(ServiceError):
     """A provider answered with something that is not a usable response (5xx, bad body)."""
 
@@ -212,6 +228,10 @@ class QualityRejected(ServiceError):
     title = "Completion rejected by the quality gate"
 
 
+class LoopRejected(QualityRejected):
+    """The quality gate rejected a completion that ended in a repeated phrase."""
+
+
 # The request itself cannot succeed as it is.
 
 
@@ -241,6 +261,14 @@ class ContextTooLong(BadRequest):
     error_type = "context_length_exceeded"
     title = "Context too long"
     param = "messages"
+
+
+class MaxTokensExceeded(BadRequest):
+    """The request asks for more output tokens than its tier allows."""
+
+    error_type = "max_tokens_exceeded"
+    title = "max_tokens above the tier's limit"
+    param = "max_tokens"
 
 
 class ContentRejected(BadRequest):

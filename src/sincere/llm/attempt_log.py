@@ -34,6 +34,7 @@ class AttemptLog:
     context_bound: int = 0  # a prompt did not fit a window this large
     rejected_models: set[str] = field(default_factory=set)
     stop: bool = False  # no other route can help
+    tier_max_tokens: int | None = None  # the tier's cap, applied to a request without one
 
     def request_for_next_attempt(self) -> ChatRequest:
         """The request as asked; after a mid-stream cut, with the sent text as a prefill."""

@@ -23,6 +23,8 @@ from sincere.context import RequestContext
 from sincere.errors import (
     BadRequest,
     InternalError,
+    LoopRejected,
+    ModelBusy,
     ModelNotFound,
     ProviderAuthFailed,
     QualityRejected,
@@ -41,10 +43,11 @@ from sincere.llm.failure import final_error
 from sincere.llm.openai_http import OpenAIProvider
 from sincere.llm.pricing import cost_usd
 from sincere.llm.provider import Delta, Provider
-from sincere.llm.quality import rejection_reason
+from sincere.llm.quality import rejection
 from sincere.llm.request import AttemptLimits, ChatRequest
 from sincere.llm.retry import RetryPolicy, backoff_s, is_retryable
 from sincere.stop import stop_reason
+from sincere.tiers.limits import cap_output
 
 # The quality gate looks at a growing stream every this many pieces, to stop a loop early.
 _GATE_EVERY = 16
@@ -170,6 +173,8 @@ class ModelCascade:
         started = time.monotonic()
         try:
             routes = self.routes(request.model)
+            tier = str(ctx.tier)
+            request, tier_cap = cap_output(request, tier, self.settings.tiers[tier])
         except ServiceError as exc:
             raise exc.with_context(ctx.error_context("model_cascade")) from None
         names = [r.deployment.name for r in routes]
@@ -184,7 +189,7 @@ class ModelCascade:
                 model=request.model,
                 routes=names,
             )
-            log = AttemptLog(request, streaming)
+            log = AttemptLog(request, streaming, tier_max_tokens=tier_cap)
             for route in routes:
                 if log.stop or ctx.remaining() <= 0:
                     break
@@ -265,6 +270,7 @@ class ModelCascade:
     ) -> AsyncIterator[Delta | Answer]:
         """One route: attempts with retries, each admitted by the route's breaker."""
         name = route.deployment.name
+        loop_retry = False  # the one more attempt after a loop, with stronger settings
         for retry in itertools.count(1):
             admission, transition = route.breaker.admit()
             await self._announce(transition)
@@ -292,6 +298,8 @@ class ModelCascade:
             try:
                 await self._ensure_started(ctx, route)
                 request = log.request_for_next_attempt()
+                if loop_retry:
+                    request = replace(request, loop_retry=True)
                 async for item in route.provider.stream(request, self._limits(ctx)):
                     if isinstance(item, Delta):
                         called = called or bool(item.tool_calls)
@@ -352,13 +360,17 @@ class ModelCascade:
                 bool(model and model.failover_on_content_policy),
             )
             wait = None
+            next_step = None
             if is_retryable(error, bool(text) or called) and not log.sent:
                 budget = min(ctx.remaining(), self._retry.max_s)  # never park a request long
                 wait = backoff_s(self._retry, retry, error.retry_after, budget)
+            elif not loop_retry and _loop_retry_helps(route, error, log, text):
+                loop_retry, wait = True, 0.0
+                next_step = "sincere retries it once with stronger repetition penalties"
             await self._count_failure(route, error, retried=wait is not None)
             await ctx.emit(
                 EventType.SERVICE_DEGRADED,
-                f"{name} failed ({error.error_type}); " + _next_step(error, wait),
+                f"{name} failed ({error.error_type}); {next_step or _next_step(error, wait)}",
                 service=name,
                 outcome=error.error_type,
                 retry_in_s=None if wait is None else round(wait, 3),
@@ -369,7 +381,8 @@ class ModelCascade:
 
     async def _count_failure(self, route: Route, error: ServiceError, *, retried: bool) -> None:
         """Failures of the deployment (not of the request) count against its breaker."""
-        if isinstance(error, BadRequest | QualityRejected):
+        if isinstance(error, BadRequest | QualityRejected | ModelBusy):
+            # The request's own failure, or sincere's verdict on a busy local model.
             route.breaker.release()
             return
         open_for, reason = None, error.error_type
@@ -426,6 +439,7 @@ class ModelCascade:
             connect_s=d.connect_timeout_s,
             first_token_s=d.first_token_timeout_s,
             stream_idle_s=d.stream_idle_timeout_s,
+            queue_s=d.max_queue_wait_s,
         )
 
     def _final_error(
@@ -463,6 +477,7 @@ class ModelCascade:
             selection_reasoning=_reasoning(log, route),
             continued_from=log.sent_by if log.sent else None,
             prefill_chars=len(log.sent),
+            tier_max_tokens=log.tier_max_tokens,
         )
         return Answer(completion, provenance)
 
@@ -538,9 +553,17 @@ def _next_step(error: ServiceError, wait: float | None) -> str:
 
 
 def _gate(deployment: str, text: str) -> None:
-    reason = rejection_reason(text)
-    if reason is not None:
-        raise QualityRejected(f"{deployment}: rejected by sincere's quality gate: {reason}")
+    found = rejection(text)
+    if found is not None:
+        error = LoopRejected if found.loop else QualityRejected
+        raise error(f"{deployment}: rejected by sincere's quality gate: {found.reason}")
+
+
+def _loop_retry_helps(route: Route, error: ServiceError, log: AttemptLog, text: str) -> bool:
+    """One more attempt with stronger repetition penalties, after a loop on the embedded
+    model (whose sampling sincere sets), unless a streaming caller already saw the loop."""
+    shown = bool(text) and log.streaming
+    return isinstance(error, LoopRejected) and route.provider.kind == "embedded" and not shown
 
 
 def _reasoning(log: AttemptLog, route: Route) -> str:

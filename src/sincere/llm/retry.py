@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass
 
 from sincere.errors import (
+    ModelBusy,
     RateLimited,
     ServiceError,
     ServiceUnavailable,
@@ -23,9 +24,10 @@ class RetryPolicy:
 def is_retryable(error: ServiceError, text_received: bool) -> bool:
     """429, 5xx, and connections that broke or were refused before any byte arrived.
 
-    Timeouts are not retried on the same deployment: a silent route fails over instead.
+    Timeouts are not retried on the same deployment: a silent route fails over instead;
+    nor is a busy local model: the request already waited as long as it may.
     """
-    if text_received:
+    if text_received or isinstance(error, ModelBusy):
         return False
     return isinstance(error, RateLimited | ServiceUnavailable | UpstreamError) and (
         error.status_code is None or error.status_code in (429, 500, 502, 503, 504, 529)

@@ -1,13 +1,16 @@
-"""Per-user request limits by tier: a sliding one-minute window and a concurrency cap."""
+"""Per-user request limits by tier: a sliding one-minute window, a concurrency cap, and the
+most output tokens one request may ask for."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from sincere.config import TierLimits
-from sincere.errors import ErrorContext, RateLimited, RetryAfterSource
+from sincere.errors import ErrorContext, MaxTokensExceeded, RateLimited, RetryAfterSource
+from sincere.llm.request import ChatRequest
 
 WINDOW_S = 60.0
 
@@ -59,6 +62,32 @@ class TierLimiter:
             self._active[user_id] = remaining
         else:
             del self._active[user_id]
+
+
+def cap_output(
+    request: ChatRequest, tier: str, limits: TierLimits
+) -> tuple[ChatRequest, int | None]:
+    """The request within its tier's ``max_output_tokens``, and the cap when it was applied.
+
+    Asking for more is a 400 naming max_tokens: a silent clamp would hand back a shorter
+    answer than asked for. A request that names no max_tokens gets the cap.
+    """
+    cap = limits.max_output_tokens
+    if cap is None:
+        return request, None
+    asked = request.token_limit  # max_tokens or max_completion_tokens, the smaller
+    if asked is None:
+        return replace(request, max_tokens=cap), cap
+    if asked > cap:
+        name = "max_tokens" if request.max_tokens == asked else "max_completion_tokens"
+        raise MaxTokensExceeded(
+            f"{name} {asked} is more than sincere's {tier} tier allows "
+            f"({cap} output tokens per request)",
+            context=ErrorContext(service="limits", tier=tier),
+            suggestions=[f"Ask for at most {cap} tokens, or use a key of a higher tier."],
+            param=name,
+        )
+    return request, None
 
 
 class Admission:
