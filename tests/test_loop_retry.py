@@ -69,7 +69,8 @@ async def test_a_loop_gets_one_more_attempt_with_stronger_settings_and_provenanc
     assert p.usage.completion_tokens > 0
     degraded = [e for e in bus.replay("alice").events if e.type is EventType.SERVICE_DEGRADED]
     assert [e.message for e in degraded] == [
-        "embedded failed (quality_rejected); retrying once with stronger repetition penalties"
+        "embedded failed (quality_rejected); sincere retries it once with stronger repetition "
+        "penalties"
     ]
     breaker = cascade.breakers["embedded"]
     assert list(breaker.transitions) == []
