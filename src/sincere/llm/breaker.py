@@ -41,7 +41,7 @@ class BreakerTransition:
 
 
 @dataclass(frozen=True, slots=True)
-class Admission:
+class BreakerAdmission:
     allowed: bool
     probe: bool = False  # this request is the half-open probe
     retry_after_s: float | None = None  # when refused: seconds until a probe is due
@@ -84,19 +84,19 @@ class CircuitBreaker:
         """
         return BreakerState.HALF_OPEN if self.probe_due() else self.state
 
-    def admit(self) -> tuple[Admission, BreakerTransition | None]:
+    def admit(self) -> tuple[BreakerAdmission, BreakerTransition | None]:
         if self.state is BreakerState.CLOSED:
-            return Admission(True), None
+            return BreakerAdmission(True), None
         now = self._clock()
         if self.state is BreakerState.OPEN and now >= self._probe_due:
             transition = self._move(BreakerState.HALF_OPEN, "its open period is over")
             self._probing = True
-            return Admission(True, probe=True), transition
+            return BreakerAdmission(True, probe=True), transition
         if self.state is BreakerState.HALF_OPEN and not self._probing:
             self._probing = True
-            return Admission(True, probe=True), None
+            return BreakerAdmission(True, probe=True), None
         wait = self._probe_due - now if self.state is BreakerState.OPEN else None
-        return Admission(False, retry_after_s=None if wait is None else max(0.0, wait)), None
+        return BreakerAdmission(False, retry_after_s=None if wait is None else max(0.0, wait)), None
 
     def release(self) -> None:
         """An admitted probe ended without a verdict (cancelled): let another one through."""

@@ -1,0 +1,202 @@
+"""The ports: async protocols for every piece of state a request shares with others.
+
+The domain and the request pipeline see shared state only through these. Each has an
+in-process (or SQLite) implementation under ``sincere.backends`` for one process; the
+fleet (Redis, PostgreSQL) plugs in beside them. No implementation may block the event
+loop: SQL runs on a worker thread (or an async driver), Redis through its asyncio client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sincere.answer import Answer
+from sincere.attempts import Attempt
+from sincere.errors import ErrorContext, ServiceError
+from sincere.events import Event, EventType, Replay
+from sincere.identity import KeyRecord, KeyRole
+from sincere.llm.breaker import BreakerAdmission, BreakerState, BreakerTransition
+
+# ─── events ──────────────────────────────────────────────────────────────────────────
+
+
+class Subscription(Protocol):
+    """One consumer of one user's events: first the replay, then live events, in id order."""
+
+    gap: bool  # the replay could not serve everything after the requested id
+    gap_reason: str | None
+
+    @property
+    def last_id(self) -> int:
+        """The id of the last event handed to the consumer: where a reconnect resumes."""
+        ...
+
+    def close(self) -> None:
+        """End the subscription; a consumer waiting for the next event stops at once."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[Event]: ...
+
+    async def __anext__(self) -> Event: ...
+
+
+class EventBus(Protocol):
+    """Per-user ordered event streams with bounded history (in-process; Redis Streams)."""
+
+    async def publish(
+        self,
+        user_id: str,
+        type: EventType,
+        message: str,
+        *,
+        request_id: str | None = None,
+        service: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Event: ...
+
+    async def replay(self, user_id: str, after_id: int = 0) -> Replay:
+        """The retained events after ``after_id`` (0: all retained), with a gap if any is lost."""
+        ...
+
+    async def bounds(self, user_id: str) -> tuple[int, int]:
+        """The oldest retained id (last + 1 when none is) and the last id of a user's stream."""
+        ...
+
+    async def subscribe(self, user_id: str, after_id: int | None = None) -> Subscription:
+        """Live events from now on; with ``after_id``, the retained ones after it first."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+# ─── limits ──────────────────────────────────────────────────────────────────────────
+
+
+class Limiter(Protocol):
+    """Per-user admission by tier: requests per minute and concurrent requests."""
+
+    def admit(
+        self, user_id: str, tier: str, context: ErrorContext
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold one slot for the ``async with`` block; entering raises ``RateLimited``
+        (with a true ``retry_after`` where one is known) when the tier's limits are reached.
+        Leaving the block, however it is left, releases the slot."""
+        ...
+
+
+# ─── breakers ────────────────────────────────────────────────────────────────────────
+
+
+class BreakerView(Protocol):
+    """What is known here of one deployment's breaker (synchronous: read by /metrics)."""
+
+    deployment: str
+    state: BreakerState
+
+    def observed_state(self) -> BreakerState: ...
+
+    def seconds_until_probe(self) -> float | None: ...
+
+    @property
+    def transitions(self) -> Sequence[BreakerTransition]: ...
+
+
+class Breakers(Protocol):
+    """The circuit breaker state of every deployment (in-process; Redis for a fleet)."""
+
+    def names(self) -> Sequence[str]: ...
+
+    def view(self, deployment: str) -> BreakerView: ...
+
+    async def admit(self, deployment: str) -> tuple[BreakerAdmission, BreakerTransition | None]: ...
+
+    async def release(self, deployment: str) -> None:
+        """An admitted probe ended without a verdict: let another one through."""
+        ...
+
+    async def record_success(
+        self, deployment: str, reason: str = "its probe succeeded"
+    ) -> BreakerTransition | None: ...
+
+    async def record_failure(
+        self, deployment: str, reason: str, open_for_s: float | None = None
+    ) -> BreakerTransition | None: ...
+
+    async def probe_due(self, deployment: str, for_s: float = 0.0) -> bool: ...
+
+
+# ─── keys and history ────────────────────────────────────────────────────────────────
+
+
+class KeyStore(Protocol):
+    """API keys: stored as hashes; verified on every request (so cached briefly)."""
+
+    async def verify(self, key: str) -> KeyRecord | None:
+        """The active key's record, or None for an unknown, revoked or malformed key."""
+        ...
+
+    async def create(
+        self, user_id: str, tier: str, role: KeyRole = KeyRole.USER
+    ) -> tuple[str, KeyRecord]:
+        """A new key; its plaintext is returned here once and never stored."""
+        ...
+
+    async def list(self) -> list[KeyRecord]: ...
+
+    async def revoke(self, key_id: str) -> bool:
+        """Revoke by public id; False when no active key has that id."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedTransition:
+    service: str
+    state: str
+    message: str
+    at: float  # unix time
+
+
+class ServiceHistory(Protocol):
+    """Every recorded state change of every service, for /status and recovery estimates."""
+
+    async def record(self, service: str, state: str, message: str, at: float) -> None: ...
+
+    async def recent(self, service: str, limit: int = 20) -> list[RecordedTransition]:
+        """The newest transitions of one service, newest first."""
+        ...
+
+
+# ─── what each request leaves behind ─────────────────────────────────────────────────
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One finished request, as the pipeline hands it to telemetry (and escalation)."""
+
+    request_id: str
+    user_id: str
+    tier: str
+    surface: str  # "http", "sse", "cli", ...
+    requested_model: str
+    started_at: float  # unix time
+    duration_s: float
+    attempts: tuple[Attempt, ...]
+    answer: Answer | None  # None when the request failed
+    error: ServiceError | None  # the error the caller received, if it failed
+    stop_reason: str | None = None  # set when the request was stopped from outside
+
+    @property
+    def failed_over(self) -> bool:
+        """Answered by another deployment than the first one tried (retries are not)."""
+        a = self.answer
+        return a is not None and a.provenance.attempts[0].deployment != a.provenance.deployment
+
+
+class RequestObserver(Protocol):
+    """Told about every finished request: telemetry (metrics, recorded attempts),
+    escalation. Called off the answer's critical path where it can be; must not raise."""
+
+    async def finished(self, record: RequestRecord) -> None: ...
