@@ -213,18 +213,27 @@ api_key_env = "BENCH_UPSTREAM_KEY"
 """
 
 
-def start_sincere(servers: Servers, upstream: Server) -> tuple[Server, str]:
-    config = servers.workdir / "sincere.toml"
+def start_sincere(
+    servers: Servers, upstream: Server, name: str = "sincere", source: Path | None = None
+) -> tuple[Server, str]:
+    """``sincere serve`` as installed, or (``source``) from another checkout's ``src``
+    with this environment's packages: the same gateway before a change, in the same run."""
+    config = servers.workdir / f"{name}.toml"
     config.write_text(
         SINCERE_CONFIG.format(base_url=f"http://{HOST}:{upstream.port}/v1", model=MODEL)
     )
     env = {
-        "SINCERE_DATA_DIR": str(servers.workdir / "sincere-data"),
+        "SINCERE_DATA_DIR": str(servers.workdir / f"{name}-data"),
         "BENCH_UPSTREAM_KEY": "dummy",
     }
+    command = [str(VENV_BIN / "sincere")]
+    if source is not None:
+        command = [sys.executable, "-m", "sincere.cli"]
+        env["PYTHONPATH"] = str(source / "src")
     created = subprocess.run(
         [
-            *(str(VENV_BIN / "sincere"), "keys", "create", "--config", str(config)),
+            *command,
+            *("keys", "create", "--config", str(config)),
             *("--user", "bench", "--tier", "enterprise"),
         ],
         capture_output=True,
@@ -238,10 +247,7 @@ def start_sincere(servers: Servers, upstream: Server) -> tuple[Server, str]:
     key = created.stdout.strip().splitlines()[-1]
     port = free_port()
     server = servers.start(
-        "sincere",
-        port,
-        [str(VENV_BIN / "sincere"), "serve", "--config", str(config), "--port", str(port)],
-        env,
+        name, port, [*command, "serve", "--config", str(config), "--port", str(port)], env
     )
     wait_ready(server, "/v1/models", {"Authorization": f"Bearer {key}"}, 120)
     return server, key
@@ -530,7 +536,7 @@ def report(phases: list[Phase], litellm_missing: str | None, args: argparse.Name
     by_key = {(p.target.name, p.concurrency): p for p in phases}
     for c in args.concurrency:
         direct = by_key[("direct", c)]
-        for name in ("direct", "sincere", "litellm"):
+        for name in args.target_names:
             phase = by_key.get((name, c))
             if phase is None:
                 lines.append(f"| {name} | {c} | not measured: {litellm_missing} ||||||||")
@@ -554,6 +560,8 @@ def report(phases: list[Phase], litellm_missing: str | None, args: argparse.Name
             continue
         added = ours.p(0.5) - by_key[("direct", c)].p(0.5)
         text = f"concurrency {c}: sincere adds {added:.2f} ms at p50"
+        if (old := by_key.get(("baseline", c))) is not None:
+            text += f" (the baseline {old.p(0.5) - by_key[('direct', c)].p(0.5):.2f} ms)"
         if theirs is not None:
             text += f"; its throughput is {ours.rps / theirs.rps:.2f}× LiteLLM's"
             if ours.cpu_s and theirs.cpu_s:
@@ -574,6 +582,10 @@ async def bench(args: argparse.Namespace, servers: Servers) -> str:
         upstream = start_upstream(servers)
         sincere, key = start_sincere(servers, upstream)
     targets = [Target("direct", upstream, None), Target("sincere", sincere, key)]
+    if args.baseline is not None:
+        with console.status("starting the baseline sincere…"):
+            old, old_key = start_sincere(servers, upstream, "baseline", args.baseline)
+        targets.append(Target("baseline", old, old_key))
     litellm_missing: str | None = None
     if args.no_litellm:
         litellm_missing = "--no-litellm"
@@ -584,6 +596,7 @@ async def bench(args: argparse.Namespace, servers: Servers) -> str:
             except (RuntimeError, OSError) as exc:
                 litellm_missing = f"the proxy did not start ({str(exc).splitlines()[0]})"
                 console.print(f"[yellow]LiteLLM not measured:[/] {exc}")
+    args.target_names = [t.name for t in targets] + (["litellm"] if litellm_missing else [])
     phases: list[Phase] = []
     with progress:
         for concurrency in args.concurrency:
@@ -631,6 +644,14 @@ def main() -> None:
         help="split each target's requests into this many rounds, taken in turn (default 4)",
     )
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM's proxy")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="CHECKOUT",
+        help="also measure the sincere of another checkout (e.g. a git worktree of the "
+        "commit before a change), run from its src/ with this environment's packages",
+    )
     args = parser.parse_args()
     try:
         import uvloop

@@ -20,14 +20,17 @@ from rich.table import Table
 
 from sincere import __version__
 from sincere.answer import Answer
+from sincere.auth import Authenticator
 from sincere.config import Settings, load_settings
-from sincere.context import ContextFactory, RequestContext, Tier
+from sincere.context import Tier, new_request_id
 from sincere.errors import ConfigError, ServiceError
-from sincere.events import EventType, InProcessEventBus
+from sincere.events import EventType
 from sincere.guard.lint.cli import lint
-from sincere.llm.cascade import ModelCascade
+from sincere.identity import KeyRole
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest, Message
+from sincere.ports import Subscription
+from sincere.runtime import build_runtime
 from sincere.store import KeyStore, Role, open_database
 
 # Exit codes (sysexits.h): a retry may succeed / it will not / the configuration is wrong.
@@ -113,18 +116,27 @@ def _settings(path: Path | None) -> Settings:
 
 
 async def _chat(settings: Settings, request: ChatRequest, as_json: bool) -> int:
-    bus = InProcessEventBus()
-    ctx = ContextFactory(bus, settings.defaults.timeout_s).create(getpass.getuser(), Tier.STANDARD)
-    cascade = ModelCascade.from_settings(settings)
-    progress = asyncio.create_task(_show_progress(bus, ctx))
+    try:
+        rt = build_runtime(settings)
+    except ConfigError as exc:
+        err.print(f"[bold red]configuration error[/]\n{escape(str(exc))}")
+        return EXIT_CONFIG
+    # The operator at the console: the same pipeline as an HTTP client (limits, guard,
+    # metrics, events), as the person who holds the configuration.
+    caller = Authenticator.operator(getpass.getuser())
+    request_id = new_request_id()
+    events = await rt.bus.subscribe(caller.user_id)
+    progress = asyncio.create_task(_show_progress(events))
     printed = False
-    await asyncio.sleep(0)  # let the progress task subscribe before the first event
     try:
         if as_json:
-            answer = await cascade.complete(ctx, request)
-            out.print_json(data={"request_id": ctx.request_id, **answer.to_dict()})
+            answer = await rt.pipeline.complete(
+                caller, request, request_id=request_id, surface="cli"
+            )
+            out.print_json(data={"request_id": request_id, **answer.to_dict()})
         else:
-            async for item in cascade.stream(ctx, request):
+            stream = rt.pipeline.stream(caller, request, request_id=request_id, surface="cli")
+            async for item in stream:
                 if isinstance(item, Delta):
                     printed = True
                     out.out(item.text, end="")
@@ -139,17 +151,18 @@ async def _chat(settings: Settings, request: ChatRequest, as_json: bool) -> int:
         _print_error(exc, as_json)
         return EXIT_RETRYABLE if exc.should_retry else EXIT_FAILED
     finally:
+        events.close()
         progress.cancel()
         with suppress(asyncio.CancelledError):
             await progress
-        await cascade.aclose()
+        await rt.aclose()
 
 
-async def _show_progress(bus: InProcessEventBus, ctx: RequestContext) -> None:
+async def _show_progress(events: Subscription) -> None:
     """Service events of this request on stderr, with a spinner while a service initializes."""
     status: Status | None = None
     try:
-        async for event in bus.subscribe(ctx.user_id):
+        async for event in events:
             if event.type is EventType.SERVICE_INITIALIZING:
                 status = err.status(f"initializing {event.service}…")
                 status.start()
@@ -224,7 +237,6 @@ def serve(
     import uvicorn
 
     from sincere.server.app import GRACE_ENV, create_app, freeze_startup_heap
-    from sincere.server.gateway import Gateway
     from sincere.server.serving import uvicorn_options
 
     settings = _settings(config)
@@ -232,14 +244,17 @@ def serve(
         settings = settings.with_server(shutdown_grace_s=shutdown_grace)
     host = host or settings.server.host
     port = settings.server.port if port is None else port
-    gateway = Gateway.create(settings)
-    if not gateway.keys.list():
-        key, _ = gateway.keys.create("admin", Tier.ENTERPRISE, "admin")
+    try:
+        rt = build_runtime(settings)
+    except ConfigError as exc:
+        err.print(f"[bold red]configuration error[/]\n{escape(str(exc))}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    if (key := asyncio.run(_first_admin_key(rt.keys))) is not None:
         _print_first_key(key, host, port)
     # The protocols' deadlines, keep-alive and the shutdown grace, from [server].
     options = uvicorn_options(settings.server)
     if workers == 1:
-        app = create_app(gateway)
+        app = create_app(rt)
         freeze_startup_heap()
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log, **options)
         return
@@ -247,7 +262,7 @@ def serve(
         "[yellow]with several workers each process has its own event bus: a WebSocket sees "
         "only the events of requests served by its own worker[/]"
     )
-    asyncio.run(gateway.aclose())
+    asyncio.run(rt.aclose())
     if settings.source is not None:
         os.environ["SINCERE_CONFIG"] = str(settings.source)
     os.environ["SINCERE_DATA_DIR"] = str(settings.data_dir)
@@ -262,6 +277,14 @@ def serve(
         access_log=access_log,
         **options,
     )
+
+
+async def _first_admin_key(keys: KeyStore) -> str | None:
+    """On a store without keys, the first admin key (its plaintext, shown once)."""
+    if await keys.list():
+        return None
+    key, _ = await keys.create("admin", Tier.ENTERPRISE, KeyRole.ADMIN)
+    return key
 
 
 def _print_first_key(key: str, host: str, port: int) -> None:

@@ -11,7 +11,6 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlsplit
 
 import platformdirs
@@ -68,8 +67,9 @@ class ModelConfig(_Strict):
 
 class DeploymentConfig(_Strict):
     name: str = Field(min_length=1)
-    provider: Literal["openai", "embedded"]
-    # openai: any OpenAI-compatible endpoint.
+    # The provider kind: "openai" (any OpenAI-compatible endpoint) or "embedded"; the
+    # composition root (sincere.runtime) makes each kind and refuses one it does not know.
+    provider: str = Field(min_length=1)
     base_url: str | None = None
     model: str | None = None
     api_key_env: str | None = None

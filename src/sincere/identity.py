@@ -28,3 +28,17 @@ class KeyRecord:
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a request is served for: a verified key's user, or the operator at the console."""
+
+    user_id: str
+    tier: Tier
+    role: KeyRole
+    key_id: str | None  # None for the operator (the CLI runs with the configuration's rights)
+
+    @classmethod
+    def of(cls, record: KeyRecord) -> Caller:
+        return cls(record.user_id, record.tier, record.role, record.id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,6 +47,12 @@ def request_id(connection: HTTPConnection) -> str:
     """The id the request-id middleware gave this request or socket (a new one without it)."""
     rid = connection.scope.get("state", {}).get("request_id")
     return rid if isinstance(rid, str) else new_request_id()
+
+
+def bearer_key(headers: Mapping[str, str]) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header, or None."""
+    header = headers.get("authorization", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else None
 
 
 def context_of(request: Request) -> ErrorContext:

@@ -10,7 +10,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sincere.attempts import Attempt
+from sincere.errors import GuardViolation
 from sincere.llm.breaker import BreakerState, CircuitBreaker
+from sincere.ports import RequestRecord
 
 _BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
@@ -106,3 +108,25 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+
+# The latency histogram's route label for each surface (the names /metrics has always used).
+_ROUTE_OF_SURFACE = {"http": "chat", "sse": "chat_stream"}
+
+
+class MetricsRecorder:
+    """The pipeline's observer that counts every finished request on the Prometheus metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def finished(self, record: RequestRecord) -> None:
+        m = self._metrics
+        m.record_attempts(record.attempts)
+        blocked = sum(1 for a in record.attempts if a.outcome == GuardViolation.error_type)
+        if blocked:
+            m.mock_blocked.inc(blocked)
+        if record.failed_over:
+            m.failovers.labels(record.requested_model).inc()
+        route = _ROUTE_OF_SURFACE.get(record.surface, record.surface)
+        m.observe_latency(route, record.duration_s)

@@ -3,30 +3,34 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from sincere.answer import Answer
-from sincere.context import RequestContext
-from sincere.errors import GuardViolation, ServiceError, ServiceUnavailable
-from sincere.events import EventType
+from sincere.errors import ErrorContext, ServiceUnavailable
+from sincere.identity import Caller
 from sincere.llm.provider import Delta
+from sincere.llm.request import ChatRequest
+from sincere.runtime import Runtime
+from sincere.server import http_errors
 from sincere.server.chat_in import ChatCompletionIn
-from sincere.server.gateway import Gateway, bearer_key
-from sincere.server.http_errors import request_id
+from sincere.server.http_errors import bearer_key, request_id
 from sincere.server.lifecycle import RequestStopped, Shutdown, Watch, WatchedStream, close_stopped
+from sincere.server.serving import READ_TIMED_OUT
 from sincere.server.sse import error_event, openai_sse
 from sincere.stop import StopReason
-from sincere.store import KeyRecord
-from sincere.tiers.limits import Admission
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the response
 
 router = APIRouter(prefix="/v1")
 
@@ -45,21 +49,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def gateway(request: Request) -> Gateway:
-    gw: Gateway = request.app.state.gateway
-    return gw
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
 
 
-async def caller(request: Request, gw: Gateway) -> KeyRecord:
-    # A verified key is served from the key store's cache; a miss queries on a thread.
-    return await gw.authenticate(bearer_key(request.headers), request_id(request))
+async def caller(request: Request) -> Caller:
+    # A verified key is served from the key store's cache; a miss queries off the loop.
+    return await runtime(request).auth.caller(bearer_key(request.headers), request_id(request))
 
 
 @router.get("/models", responses=ERRORS)
 async def list_models(request: Request) -> dict[str, Any]:
     """The models this gateway serves (each with its ordered deployments and fallbacks)."""
-    gw = await gateway(request)
-    await caller(request, gw)
+    await caller(request)
     return {
         "object": "list",
         "data": [
@@ -71,12 +74,91 @@ async def list_models(request: Request) -> dict[str, Any]:
                 "deployments": list(m.deployments),
                 "fallbacks": list(m.fallbacks),
             }
-            for m in gw.settings.models
+            for m in runtime(request).settings.models
         ],
     }
 
 
-# The request body as OpenAPI sees it; app.py adds the models it refers to as components.
+class ChatRoute(APIRoute):
+    """A route FastAPI registers and publishes (OpenAPI) but does not serve itself.
+
+    Its endpoint takes the request and returns the response: it checks the key before it
+    reads the body, and pydantic parses and validates the bytes in one step (FastAPI's
+    body and dependency machinery cost about 0.1 ms of CPU a request and would parse an
+    unauthenticated body). A dependency would therefore never run, so declaring one is an
+    error here rather than a silent no-op. Every exception is rendered by
+    ``http_errors.render``, as on every other route.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        if self.dependant.dependencies:
+            raise TypeError(
+                f"{path} is served without FastAPI's dependency solving: "
+                "do the dependency's work in the endpoint"
+            )
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint: Callable[[Request], Awaitable[Response]] = self.endpoint
+
+        async def handler(request: Request) -> Response:
+            shutdown: Shutdown = request.app.state.shutdown
+            with shutdown.request():
+                try:
+                    return await endpoint(request)
+                except ClientDisconnect:
+                    # Gone during the upload or the wait: nobody to answer, nothing to log
+                    # (or the body was late and the protocol answered 408 and closed).
+                    late = request.scope.get("state", {}).get(READ_TIMED_OUT)
+                    runtime(request).metrics.count_request(
+                        "chat", 408 if late else CLIENT_CLOSED_REQUEST
+                    )
+                    return _NOTHING
+                except Exception as exc:  # noqa: BLE001 - each becomes its response; render logs the unexpected
+                    return await http_errors.render(request, exc)
+
+        return handler
+
+
+class _Nothing(Response):
+    """No response at all: the client is gone."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        return None
+
+
+_NOTHING = _Nothing()
+
+
+async def chat_completions(request: Request) -> Response:
+    """Chat completion from a real model, with its provenance in the ``sincere`` member."""
+    rt = runtime(request)
+    who = await caller(request)
+    try:
+        body = ChatCompletionIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+    chat = body.to_request()
+    rid = request_id(request)
+    # Stopped when the client leaves (the cascade cancels the upstream request) or when
+    # the shutdown grace runs out.
+    watch = Watch(request.scope, request.receive, request.app.state.shutdown)
+    if body.stream:
+        return await _stream(rt, who, body, chat, rid, watch)
+    try:
+        async with watch:
+            answer = await rt.pipeline.complete(who, chat, request_id=rid, surface="http")
+    except RequestStopped as stop:
+        raise _stopped(who, rid, stop.reason) from None
+    return Response(
+        orjson.dumps(_completion_body(rid, answer)),
+        media_type="application/json",
+        headers=_provenance_headers(answer),
+    )
+
+
+# The request body as OpenAPI sees it: the route parses it itself, so FastAPI cannot infer
+# it; app.py publishes the models it refers to as components.
 CHAT_BODY = {
     "requestBody": {
         "required": True,
@@ -86,162 +168,63 @@ CHAT_BODY = {
     }
 }
 
-
-@router.post("/chat/completions", responses=ERRORS, openapi_extra=CHAT_BODY)
-async def chat_completions(request: Request) -> Response:
-    """Chat completion from a real model, with its provenance in the ``sincere`` member."""
-    # The key is checked before the body is read, and the body is parsed and validated by
-    # pydantic in one step from bytes: FastAPI's dependency and body machinery cost more
-    # than the work they do here. The schema is still published (see CHAT_BODY).
-    gw = await gateway(request)
-    key = await caller(request, gw)
-    try:
-        body = ChatCompletionIn.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from None
-    chat = body.to_request()
-    rid = request_id(request)
-    started = time.perf_counter()
-    ctx = gw.contexts.create(key.user_id, key.tier, request_id=rid)
-    admission = gw.limiter.admit(key.user_id, str(key.tier), ctx.error_context("limits"))
-    shutdown: Shutdown = request.app.state.shutdown
-    try:
-        if body.stream:
-            # The stream's body releases the slot when it ends.
-            return await _stream(
-                gw,
-                ctx,
-                body,
-                admission,
-                gw.cascade.stream(ctx, chat),
-                started,
-                Watch(request.scope, request.receive, shutdown),
-            )
-        try:
-            # Stopped when the client leaves (the cascade cancels the upstream request) or
-            # when the shutdown grace runs out.
-            async with Watch(request.scope, request.receive, shutdown):
-                answer = await gw.cascade.complete(ctx, chat)  # checked by the guard
-        except ServiceError as exc:
-            _count_failure(gw, exc)
-            raise
-        except RequestStopped as stop:
-            raise _stopped(ctx, stop.reason) from None
-        gw.metrics.record_attempts(answer.provenance.attempts)
-    except BaseException:
-        admission.release()
-        raise
-    admission.release()
-    _count_failover(gw, body.model, answer)
-    gw.metrics.observe_latency("chat", time.perf_counter() - started)
-    return Response(
-        orjson.dumps(_completion_body(rid, answer)),
-        media_type="application/json",
-        headers=_provenance_headers(answer),
-    )
+router.add_api_route(
+    "/chat/completions",
+    chat_completions,
+    methods=["POST"],
+    responses=ERRORS,
+    openapi_extra=CHAT_BODY,
+    route_class_override=ChatRoute,
+)
 
 
-def _stopped(ctx: RequestContext, reason: StopReason) -> Exception:
+def _stopped(who: Caller, rid: str, reason: StopReason) -> Exception:
     """What a stopped request answers: nothing to a client that left, else 503."""
     if reason is StopReason.CLIENT_GONE:
         return ClientDisconnect()
-    return _shutting_down(ctx)
+    return _shutting_down(who, rid)
 
 
-def _shutting_down(ctx: RequestContext) -> ServiceUnavailable:
+def _shutting_down(who: Caller, rid: str) -> ServiceUnavailable:
     # No Retry-After: when another instance (or this one, restarted) serves is unknown here.
     return ServiceUnavailable(
         StopReason.SHUTTING_DOWN.message,
-        context=ctx.error_context("gateway"),
+        context=ErrorContext(who.user_id, rid, "gateway", str(who.tier)),
         suggestions=["Retry the request: it was not finished."],
     )
 
 
-def _count_failover(gw: Gateway, model: str, answer: Answer) -> None:
-    """An answer from another deployment than the first one tried (retries are not failover)."""
-    p = answer.provenance
-    if p.attempts[0].deployment != p.deployment:
-        gw.metrics.failovers.labels(model).inc()
-
-
-def _count_failure(gw: Gateway, exc: ServiceError) -> None:
-    gw.metrics.record_attempts(exc.attempts)
-    if isinstance(exc, GuardViolation):  # the cascade's guard withheld a finished answer
-        gw.metrics.mock_blocked.inc()
-
-
-async def _blocked(gw: Gateway, ctx: RequestContext, exc: ServiceError) -> None:
-    gw.metrics.mock_blocked.inc()
-    await ctx.emit(
-        EventType.REQUEST_FAILED,
-        exc.message,
-        service="response_guard",
-        error_type=exc.error_type,
-    )
-
-
 async def _stream(
-    gw: Gateway,
-    ctx: RequestContext,
-    body: ChatCompletionIn,
-    admission: Admission,
-    stream: AsyncGenerator[Delta | Answer, None],
-    started: float,
-    watch: Watch,
+    rt: Runtime, who: Caller, body: ChatCompletionIn, chat: ChatRequest, rid: str, watch: Watch
 ) -> Response:
+    stream = rt.pipeline.stream(who, chat, request_id=rid, surface="sse")
     # The first item decides the status: a failure before any text is a plain HTTP error.
     try:
         async with watch:
             first = await anext(stream)
-    except ServiceError as exc:
-        _count_failure(gw, exc)
-        raise
     except RequestStopped as stop:
-        raise _stopped(ctx, stop.reason) from None
+        raise _stopped(who, rid, stop.reason) from None
 
-    async def guarded() -> AsyncIterator[Delta | Answer]:
-        sent = ""
-        item: Delta | Answer = first
-        while True:
-            if isinstance(item, Delta):
-                sent += item.text
-                try:
-                    gw.guard.check_text(sent, ctx.error_context("response_guard"), len(item.text))
-                except ServiceError as exc:
-                    await _blocked(gw, ctx, exc)
-                    raise
-            else:
-                gw.metrics.record_attempts(item.provenance.attempts)
-                _count_failover(gw, body.model, item)
-                yield item  # the cascade's guard checked it
-                return
+    async def items() -> AsyncIterator[Delta | Answer]:
+        yield first
+        async for item in stream:
             yield item
-            try:
-                item = await anext(stream)
-            except ServiceError as exc:
-                _count_failure(gw, exc)
-                raise
 
     async def events() -> AsyncGenerator[bytes, None]:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         sse = openai_sse(
-            guarded(),
-            request_id=ctx.request_id,
-            requested_model=body.model,
-            include_usage=include_usage,
+            items(), request_id=rid, requested_model=body.model, include_usage=include_usage
         )
         try:
             async for chunk in sse:
                 yield chunk
         finally:
-            admission.release()
             await sse.aclose()
             await stream.aclose()
-            gw.metrics.observe_latency("chat_stream", time.perf_counter() - started)
 
     async def stopped(reason: StopReason) -> bytes:
         await close_stopped(stream, reason)  # its request_failed says why
-        return b"" if reason is StopReason.CLIENT_GONE else error_event(_shutting_down(ctx))
+        return b"" if reason is StopReason.CLIENT_GONE else error_event(_shutting_down(who, rid))
 
     return WatchedStream(
         events(),
@@ -249,7 +232,7 @@ async def _stream(
         on_stop=stopped,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        background=BackgroundTask(admission.release),  # if the body never ran
+        background=BackgroundTask(stream.aclose),  # ends the request if the body never ran
     )
 
 

@@ -1,0 +1,197 @@
+"""The chat pipeline: the steps every chat request takes, whatever surface it came from.
+
+    admit (the tier's limits) → cascade (routes, breakers, quality gate and response
+    guard) → record (every RequestObserver: metrics, telemetry, escalation) → exactly
+    one terminal event (request_completed or request_failed)
+
+The caller is authenticated first (``Authenticator``: by key over HTTP, as the operator
+from the CLI). Edges only translate: they build the ``ChatRequest``, call ``complete``
+or ``stream``, and render what comes back. Releasing the tier's slot, recording and the
+terminal event are tied to the structure (context managers around the run), so no path
+that ends a request, however it ends, can skip them or do them twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing, asynccontextmanager
+
+from sincere.answer import Answer
+from sincere.context import ContextFactory, RequestContext
+from sincere.errors import InternalError, ServiceError
+from sincere.events import EventType
+from sincere.identity import Caller
+from sincere.llm.cascade import ModelCascade
+from sincere.llm.provider import Delta
+from sincere.llm.request import ChatRequest
+from sincere.ports import Limiter, RequestObserver, RequestRecord
+from sincere.stop import StopReason, stop_reason
+
+log = logging.getLogger("sincere.pipeline")
+
+
+class ChatPipeline:
+    """Serves one chat request from admission to its terminal event."""
+
+    def __init__(
+        self,
+        cascade: ModelCascade,
+        limiter: Limiter,
+        contexts: ContextFactory,
+        observers: Sequence[RequestObserver] = (),
+    ) -> None:
+        self.cascade = cascade
+        self._limiter = limiter
+        self._contexts = contexts
+        self._observers = tuple(observers)
+
+    async def complete(
+        self, caller: Caller, chat: ChatRequest, *, request_id: str | None = None, surface: str
+    ) -> Answer:
+        """The whole answer, or the ServiceError that says why there is none."""
+        ctx = self._contexts.create(caller.user_id, caller.tier, request_id=request_id)
+        async with self._request(ctx, chat, surface) as run:
+            answer = await self.cascade.complete(ctx, chat)
+            await run.answered(answer)
+            return answer
+
+    async def stream(
+        self, caller: Caller, chat: ChatRequest, *, request_id: str | None = None, surface: str
+    ) -> AsyncGenerator[Delta | Answer, None]:
+        """Deltas as they pass the guard, then the Answer; or a ServiceError.
+
+        A ServiceError after some deltas means the answer is incomplete: the edge must show
+        it as failed, never as finished. To stop the request from outside, cancel the task
+        that iterates it or throw ``CancelledError(StopReason…)`` in; closing it early
+        counts as the client having gone.
+        """
+        ctx = self._contexts.create(caller.user_id, caller.tier, request_id=request_id)
+        async with (
+            self._request(ctx, chat, surface) as run,
+            aclosing(self.cascade.stream(ctx, chat)) as items,
+        ):
+            async for item in items:
+                if isinstance(item, Answer):
+                    await run.answered(item)
+                yield item
+
+    @asynccontextmanager
+    async def _request(
+        self, ctx: RequestContext, chat: ChatRequest, surface: str
+    ) -> AsyncIterator[_Run]:
+        run = _Run(ctx, chat, surface, self._observers)
+        await ctx.emit(
+            EventType.REQUEST_STARTED,
+            f"Request for {chat.model} started",
+            service="model_cascade",
+            model=chat.model,
+            routes=self.cascade.route_names(chat.model),
+        )
+        try:
+            async with self._limiter.admit(ctx.user_id, str(ctx.tier), ctx.error_context("limits")):
+                yield run
+        except BaseException as exc:
+            await run.failed(exc)
+            raise
+        if not run.ended:  # pragma: no cover - complete() and stream() end with an answer
+            await run.failed(InternalError.of(ctx.error_context("pipeline")))
+
+
+class _Run:
+    """One request's outcome: recorded and announced once, whichever way it ends."""
+
+    def __init__(
+        self,
+        ctx: RequestContext,
+        chat: ChatRequest,
+        surface: str,
+        observers: tuple[RequestObserver, ...],
+    ) -> None:
+        self.ctx = ctx
+        self.chat = chat
+        self.surface = surface
+        self.observers = observers
+        self.started_at = time.time()
+        self.started = time.monotonic()
+        self.ended = False
+
+    async def answered(self, answer: Answer) -> None:
+        """The answer passed every check: record it, then say so."""
+        await self._end(answer=answer)
+        await self.ctx.emit(
+            EventType.REQUEST_COMPLETED,
+            f"Answered by {answer.provenance.deployment}",
+            service="model_cascade",
+            deployment=answer.provenance.deployment,
+            model=answer.provenance.model,
+        )
+
+    async def failed(self, exc: BaseException) -> None:
+        """The request ended without an answer (or was stopped after it: nothing to add)."""
+        if self.ended:
+            return
+        if isinstance(exc, ServiceError):
+            await self._end(error=exc)
+            await self.ctx.emit(
+                EventType.REQUEST_FAILED,
+                exc.message,
+                service=exc.context.service or "model_cascade",
+                error_type=exc.error_type,
+                attempts=len(exc.attempts),
+            )
+            return
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            # Stopped from outside: the client left, the gateway is stopping, a caller
+            # cancelled. An edge that stops reading (closes the stream) has lost its client.
+            reason = stop_reason(exc) if isinstance(exc, asyncio.CancelledError) else None
+            reason = reason or StopReason.CLIENT_GONE
+            await self._end(stop=reason)
+            await self.ctx.emit(
+                EventType.REQUEST_FAILED,
+                reason.message,
+                service="model_cascade",
+                error_type="cancelled",
+                reason=str(reason),
+            )
+            return
+        # A defect, not a provider's failure: the user's events still end, and the details
+        # stay in the operator's log (the edge logs the exception).
+        defect = InternalError.of(self.ctx.error_context("pipeline"))
+        await self._end(error=defect)
+        await self.ctx.emit(
+            EventType.REQUEST_FAILED,
+            defect.message,
+            service="model_cascade",
+            error_type=defect.error_type,
+        )
+
+    async def _end(
+        self,
+        *,
+        answer: Answer | None = None,
+        error: ServiceError | None = None,
+        stop: StopReason | None = None,
+    ) -> None:
+        self.ended = True
+        attempts = answer.provenance.attempts if answer else error.attempts if error else ()
+        record = RequestRecord(
+            request_id=self.ctx.request_id,
+            user_id=self.ctx.user_id,
+            tier=str(self.ctx.tier),
+            surface=self.surface,
+            requested_model=self.chat.model,
+            started_at=self.started_at,
+            duration_s=time.monotonic() - self.started,
+            attempts=tuple(attempts),
+            answer=answer,
+            error=error,
+            stop_reason=None if stop is None else str(stop),
+        )
+        for observer in self.observers:
+            try:
+                await observer.finished(record)
+            except Exception:  # an observer's failure must not change the user's answer
+                log.exception("request observer %r failed", observer)

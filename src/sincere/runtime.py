@@ -1,0 +1,153 @@
+"""The composition root: the one place that turns ``Settings`` into a running gateway.
+
+The server, the CLI and the tests all build their process here. Providers are made by
+kind (a deployment's ``provider``) from a table; tests add their own kinds by name
+rather than swapping parts of a built runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from sincere.auth import Authenticator
+from sincere.backends.memory.breakers import InProcessBreakers
+from sincere.backends.memory.events import InProcessEventBus
+from sincere.backends.memory.limits import InProcessLimiter
+from sincere.backends.sql.database import Database, open_database
+from sincere.backends.sql.history import SqlServiceHistory
+from sincere.backends.sql.keys import SqlKeyStore
+from sincere.backends.sql.streams import start_event_stream
+from sincere.config import DeploymentConfig, Settings
+from sincere.context import ContextFactory
+from sincere.errors import ConfigError
+from sincere.health import ServiceRegistry
+from sincere.llm.breaker import BreakerPolicy
+from sincere.llm.cascade import ModelCascade
+from sincere.llm.provider import Provider
+from sincere.pipeline import ChatPipeline
+from sincere.ports import (
+    Breakers,
+    EventBus,
+    KeyStore,
+    Limiter,
+    RequestObserver,
+    ServiceHistory,
+)
+from sincere.server.metrics import Metrics, MetricsRecorder
+
+ProviderFactory = Callable[[DeploymentConfig, Mapping[str, str]], Provider]
+"""Makes the provider of one deployment, given the environment (for its API key)."""
+
+
+def _embedded(deployment: DeploymentConfig, _env: Mapping[str, str]) -> Provider:
+    from sincere.llm.embedded import EmbeddedProvider
+
+    return EmbeddedProvider(deployment)
+
+
+def _openai(deployment: DeploymentConfig, env: Mapping[str, str]) -> Provider:
+    from sincere.llm.openai_http import OpenAIProvider
+
+    return OpenAIProvider(deployment, deployment.api_key(env))
+
+
+PROVIDER_KINDS: Mapping[str, ProviderFactory] = {"embedded": _embedded, "openai": _openai}
+
+
+@dataclass
+class Runtime:
+    """One process's gateway: its ports, its domain, its pipeline."""
+
+    settings: Settings
+    database: Database
+    bus: EventBus
+    keys: KeyStore
+    history: ServiceHistory
+    limiter: Limiter
+    breakers: Breakers
+    registry: ServiceRegistry
+    cascade: ModelCascade
+    contexts: ContextFactory
+    pipeline: ChatPipeline
+    auth: Authenticator
+    metrics: Metrics
+    # When this process was built: the start of every state it has not seen change.
+    started_at: float = field(default_factory=time.time)
+
+    async def aclose(self) -> None:
+        await self.cascade.aclose()
+        await self.history.aclose()
+        await self.bus.aclose()
+        self.database.engine.dispose()
+
+
+def build_runtime(
+    settings: Settings,
+    env: Mapping[str, str] | None = None,
+    *,
+    provider_kinds: Mapping[str, ProviderFactory] | None = None,
+    observers: Sequence[RequestObserver] = (),
+) -> Runtime:
+    """Everything the process needs, from its settings (and ``env`` for API keys).
+
+    ``provider_kinds`` adds provider kinds by name (tests use it for their own providers);
+    ``observers`` hear about every finished request after the metrics do.
+    """
+    env = os.environ if env is None else env
+    kinds = {**PROVIDER_KINDS, **(provider_kinds or {})}
+    unknown = sorted({d.provider for d in settings.deployments} - kinds.keys())
+    if unknown:
+        raise ConfigError(
+            f"unknown provider kind {', '.join(map(repr, unknown))}: "
+            f"use one of {', '.join(sorted(kinds))}"
+        )
+    providers = {d.name: kinds[d.provider](d, env) for d in settings.deployments}
+    registry = ServiceRegistry()
+    for name, provider in providers.items():
+        registry.register(name, provider.start, timeout_s=settings.defaults.timeout_s)
+    d = settings.defaults
+    breakers = InProcessBreakers(
+        list(providers),
+        BreakerPolicy(
+            consecutive_failures=d.breaker_consecutive_failures,
+            window=d.breaker_window,
+            failure_ratio=d.breaker_failure_ratio,
+            min_calls=d.breaker_min_calls,
+            open_s=d.breaker_open_s,
+            max_open_s=d.breaker_max_open_s,
+        ),
+    )
+    cascade = ModelCascade(settings, providers, registry, breakers)
+
+    database = open_database(settings.database_url())  # startup: migrations, synchronously
+    history = SqlServiceHistory(database)
+    registry.on_transition(history.recorder())
+    # A new epoch per process: a client's last_event_id from before a restart is
+    # recognised as such (a gap), never mistaken for an id of the new stream.
+    bus = InProcessEventBus(
+        settings.server.event_history,
+        settings.server.event_buffer,
+        epoch=start_event_stream(database),
+    )
+    contexts = ContextFactory(bus, settings.defaults.timeout_s)
+    limiter = InProcessLimiter(settings.tiers)
+    metrics = Metrics(breakers)
+    keys = SqlKeyStore(database)
+    return Runtime(
+        settings=settings,
+        database=database,
+        bus=bus,
+        keys=keys,
+        history=history,
+        limiter=limiter,
+        breakers=breakers,
+        registry=registry,
+        cascade=cascade,
+        contexts=contexts,
+        pipeline=ChatPipeline(cascade, limiter, contexts, [MetricsRecorder(metrics), *observers]),
+        auth=Authenticator(keys),
+        metrics=metrics,
+    )
