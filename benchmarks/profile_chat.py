@@ -121,7 +121,7 @@ def main() -> None:
         env = {"SINCERE_DATA_DIR": str(workdir / "data"), "BENCH_UPSTREAM_KEY": "dummy"}
         os.environ.update(env)
         gateway = Gateway.create(load_settings(config))
-        key, _ = gateway.keys.create("bench", "enterprise")
+        key, _ = uvloop.run(gateway.keys.create("bench", "enterprise"))
         app = create_app(gateway)
         samples = uvloop.run(_run(app, key, args.requests, args.profile, args.sort))
         uvloop.run(gateway.aclose())

@@ -10,11 +10,11 @@ import pytest
 
 from sincere.config import BUILTIN_DEPLOYMENT, Settings, load_settings
 from sincere.context import ContextFactory
-from sincere.events import InProcessEventBus
+from sincere.backends.memory.events import InProcessEventBus
 from sincere.llm.embedded import EmbeddedProvider
 from sincere.server.gateway import Gateway
 from tests.faults import FaultServer
-from tests.live import LiveGateway, LiveServer, settings_for
+from tests.live import LiveGateway, LiveServer, run, settings_for
 
 T = TypeVar("T")
 
@@ -73,5 +73,5 @@ def live(tmp_path: Path, fault_server: FaultServer) -> Iterator[LiveGateway]:
             ("alice", "free", "user"),
             ("bob", "enterprise", "user"),
         ):
-            running.keys[name], _ = gateway.keys.create(name, tier, role)
+            running.keys[name], _ = run(gateway.keys.create(name, tier, role))
         yield running

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import uvicorn
 
@@ -13,6 +17,18 @@ from sincere.config import Settings, load_settings
 from sincere.server.app import create_app
 from sincere.server.gateway import Gateway
 from sincere.server.serving import uvicorn_options
+
+T = TypeVar("T")
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run one coroutine to its end from synchronous test code, e.g. ``run(gw.keys.create(...))``.
+
+    On a loop of its own, in a thread of its own: this thread's loop (pytest's) is left
+    alone. The in-process bus and the SQL key store and history work from any loop.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 @dataclass

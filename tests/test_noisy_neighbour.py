@@ -83,7 +83,7 @@ async def test_a_noisy_neighbour_does_not_time_out_other_users_or_open_the_circu
     with LiveServer(gateway) as live:
         keys = {"noisy": "free", **{f"user{i}": "standard" for i in range(4)}}
         for name, tier in keys.items():
-            live.keys[name], _ = gateway.keys.create(name, tier, "user")
+            live.keys[name], _ = await gateway.keys.create(name, tier, "user")
         async with httpx.AsyncClient(timeout=600) as client:
             headers = {"authorization": f"Bearer {live.keys['noisy']}"}
             first = {**_body(LONG, LONG_TOKENS), "stream": True}
@@ -127,7 +127,7 @@ async def test_a_wait_longer_than_max_queue_wait_is_a_503_with_a_measured_retry_
     gateway = Gateway.create(settings, env={})
     with LiveServer(gateway) as live:
         for name in ("alice", "bob"):
-            live.keys[name], _ = gateway.keys.create(name, "standard", "user")
+            live.keys[name], _ = await gateway.keys.create(name, "standard", "user")
         async with httpx.AsyncClient(timeout=600) as client:
             long = asyncio.create_task(_post(client, live, "alice", _body(LONG, LONG_TOKENS)))
             await _until_running()

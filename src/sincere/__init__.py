@@ -20,11 +20,13 @@ from sincere.errors import (
     UnsupportedParameter,
     UpstreamError,
 )
-from sincere.events import Event, EventBus, EventType, InProcessEventBus
+from sincere.backends.memory.events import InProcessEventBus
+from sincere.events import Event, EventType
 from sincere.health import HealthReport, HealthState, ServiceRegistry
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest, Message
+from sincere.ports import EventBus
 from sincere.tool_calls import ToolCall
 
 __version__ = "0.1.0"

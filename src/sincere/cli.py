@@ -23,12 +23,15 @@ from sincere.answer import Answer
 from sincere.config import Settings, load_settings
 from sincere.context import ContextFactory, RequestContext, Tier
 from sincere.errors import ConfigError, ServiceError
-from sincere.events import EventType, InProcessEventBus
+from sincere.backends.memory.events import InProcessEventBus
+from sincere.backends.sql import SqlKeyStore, open_database
+from sincere.events import EventType
 from sincere.guard.lint.cli import lint
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest, Message
-from sincere.store import KeyStore, Role, open_database
+from sincere.identity import KeyRole
+from sincere.ports import KeyStore
 
 # Exit codes (sysexits.h): a retry may succeed / it will not / the configuration is wrong.
 EXIT_FAILED = 1
@@ -149,7 +152,7 @@ async def _show_progress(bus: InProcessEventBus, ctx: RequestContext) -> None:
     """Service events of this request on stderr, with a spinner while a service initializes."""
     status: Status | None = None
     try:
-        async for event in bus.subscribe(ctx.user_id):
+        async for event in await bus.subscribe(ctx.user_id):
             if event.type is EventType.SERVICE_INITIALIZING:
                 status = err.status(f"initializing {event.service}…")
                 status.start()
@@ -233,8 +236,8 @@ def serve(
     host = host or settings.server.host
     port = settings.server.port if port is None else port
     gateway = Gateway.create(settings)
-    if not gateway.keys.list():
-        key, _ = gateway.keys.create("admin", Tier.ENTERPRISE, "admin")
+    if not asyncio.run(gateway.keys.list()):
+        key, _ = asyncio.run(gateway.keys.create("admin", Tier.ENTERPRISE, KeyRole.ADMIN))
         _print_first_key(key, host, port)
     # The protocols' deadlines, keep-alive and the shutdown grace, from [server].
     options = uvicorn_options(settings.server)
@@ -286,18 +289,18 @@ app.add_typer(keys_app, name="keys")
 
 def _key_store(config: Path | None) -> KeyStore:
     settings = _settings(config)
-    return KeyStore(open_database(settings.database_url()))
+    return SqlKeyStore(open_database(settings.database_url()))
 
 
 @keys_app.command("create")
 def keys_create(
     user: Annotated[str, typer.Option("--user", help="The user id the key acts for.")],
     tier: Annotated[Tier, typer.Option("--tier", help="free, standard or enterprise.")],
-    role: Annotated[Role, typer.Option("--role", help="user or admin.")] = Role.USER,
+    role: Annotated[KeyRole, typer.Option("--role", help="user or admin.")] = KeyRole.USER,
     config: ConfigOption = None,
 ) -> None:
     """Create a key. It is printed once, on the last line; only its hash is stored."""
-    key, record = _key_store(config).create(user, tier, role)
+    key, record = asyncio.run(_key_store(config).create(user, tier, role))
     err.print(f"created {record.id} for {record.user_id} ({record.tier}, {record.role})")
     out.out(key)
 
@@ -316,7 +319,7 @@ def keys_list(config: ConfigOption = None) -> None:
             datetime.fromtimestamp(r.created_at, UTC).strftime("%Y-%m-%d %H:%M"),
             "active" if r.active else "revoked",
         )
-        for r in _key_store(config).list()
+        for r in asyncio.run(_key_store(config).list())
     ]
     if not out.is_terminal:
         out.out("\n".join("\t".join(row) for row in (columns, *rows)))
@@ -333,7 +336,7 @@ def keys_revoke(
     config: ConfigOption = None,
 ) -> None:
     """Revoke a key: requests with it get 401 from now on."""
-    if not _key_store(config).revoke(key_id):
+    if not asyncio.run(_key_store(config).revoke(key_id)):
         err.print(f"no active key with id {key_id}")
         raise typer.Exit(EXIT_FAILED)
     err.print(f"revoked {key_id}")

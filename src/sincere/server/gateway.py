@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Mapping
@@ -10,22 +9,22 @@ from dataclasses import dataclass, field
 
 from sincere.config import Settings
 from sincere.context import ContextFactory
-from sincere.errors import AuthenticationFailed, ErrorContext, PermissionDenied
-from sincere.events import InProcessEventBus
-from sincere.guard.response_guard import ResponseGuard
-from sincere.health import Transition
-from sincere.llm.cascade import ModelCascade
-from sincere.server.metrics import Metrics
-from sincere.store import (
+from sincere.backends.memory.events import InProcessEventBus
+from sincere.backends.memory.limits import InProcessLimiter
+from sincere.backends.sql import (
     Database,
-    KeyRecord,
-    KeyStore,
-    Role,
-    ServiceHistory,
+    SqlKeyStore,
+    SqlServiceHistory,
     open_database,
     start_event_stream,
 )
-from sincere.tiers.limits import TierLimiter
+from sincere.errors import AuthenticationFailed, ErrorContext, PermissionDenied
+from sincere.guard.response_guard import ResponseGuard
+from sincere.health import HistoryWriter
+from sincere.identity import KeyRecord, KeyRole
+from sincere.llm.cascade import ModelCascade
+from sincere.ports import EventBus, KeyStore, Limiter, ServiceHistory
+from sincere.server.metrics import Metrics
 
 
 def bearer_key(headers: Mapping[str, str]) -> str | None:
@@ -37,13 +36,14 @@ def bearer_key(headers: Mapping[str, str]) -> str | None:
 @dataclass
 class Gateway:
     settings: Settings
-    bus: InProcessEventBus
+    bus: EventBus
     contexts: ContextFactory
     cascade: ModelCascade
     database: Database
     keys: KeyStore
     history: ServiceHistory
-    limiter: TierLimiter
+    history_writer: HistoryWriter  # records the registry's transitions in ``history``
+    limiter: Limiter
     guard: ResponseGuard
     metrics: Metrics
     # When this process assembled its gateway: the start of every state it has not seen change.
@@ -54,7 +54,7 @@ class Gateway:
         env = os.environ if env is None else env
         cascade = ModelCascade.from_settings(settings, env)
         database = open_database(settings.database_url())
-        history = ServiceHistory(database)
+        history = SqlServiceHistory(database)
         # A new epoch per process: a client's last_event_id from before a restart is
         # recognised as such (a gap), never mistaken for an id of the new stream.
         bus = InProcessEventBus(
@@ -62,26 +62,27 @@ class Gateway:
             settings.server.event_buffer,
             epoch=start_event_stream(database),
         )
-
-        def persist(service: str, transition: Transition) -> None:
-            history.record(service, str(transition.state), transition.message, transition.at)
-
-        cascade.registry.on_transition(persist)
+        # Queued, then written on a worker thread: a transition never waits on the store.
+        history_writer = HistoryWriter(history)
+        cascade.registry.on_transition(history_writer)
         return cls(
             settings=settings,
             bus=bus,
             contexts=ContextFactory(bus, settings.defaults.timeout_s),
             cascade=cascade,
             database=database,
-            keys=KeyStore(database),
+            keys=SqlKeyStore(database),
             history=history,
-            limiter=TierLimiter(settings.tiers),
+            history_writer=history_writer,
+            limiter=InProcessLimiter(settings.tiers),
             guard=cascade.guard,  # one guard: the cascade checks answers, routes streams
             metrics=Metrics(lambda: cascade.breakers),
         )
 
     async def aclose(self) -> None:
         await self.cascade.aclose()
+        await self.history_writer.flush()
+        await self.bus.aclose()
         self.database.engine.dispose()
 
     async def authenticate(
@@ -95,18 +96,14 @@ class Gateway:
                 context=context,
                 suggestions=["Create one with: sincere keys create --user U --tier T"],
             )
-        record = self.keys.cached(key)
-        if record is None and self.keys.well_formed(key):
-            # A miss costs a query: on a worker thread, so that a flood of unknown keys, or
-            # a slow database, cannot stall every other request on the event loop.
-            record = await asyncio.to_thread(self.keys.verify, key)
+        record = await self.keys.verify(key)  # cached, or looked up off the event loop
         if record is None:
             raise AuthenticationFailed(
                 "the API key is unknown or revoked",
                 context=context,
                 suggestions=["Check the key, or create a new one with: sincere keys create"],
             )
-        if admin and record.role is not Role.ADMIN:
+        if admin and record.role is not KeyRole.ADMIN:
             raise PermissionDenied(
                 "this needs a key with the admin role",
                 context=ErrorContext(record.user_id, request_id, "auth", str(record.tier)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Any
 
 import orjson
@@ -24,9 +25,8 @@ from sincere.server.gateway import Gateway, bearer_key
 from sincere.server.http_errors import request_id
 from sincere.server.lifecycle import RequestStopped, Shutdown, Watch, WatchedStream, close_stopped
 from sincere.server.sse import error_event, openai_sse
+from sincere.identity import KeyRecord
 from sincere.stop import StopReason
-from sincere.store import KeyRecord
-from sincere.tiers.limits import Admission
 
 router = APIRouter(prefix="/v1")
 
@@ -103,11 +103,12 @@ async def chat_completions(request: Request) -> Response:
     rid = request_id(request)
     started = time.perf_counter()
     ctx = gw.contexts.create(key.user_id, key.tier, request_id=rid)
-    admission = gw.limiter.admit(key.user_id, str(key.tier), ctx.error_context("limits"))
     shutdown: Shutdown = request.app.state.shutdown
-    try:
+    async with AsyncExitStack() as admission:
+        await admission.enter_async_context(
+            gw.limiter.admit(key.user_id, str(key.tier), ctx.error_context("limits"))
+        )
         if body.stream:
-            # The stream's body releases the slot when it ends.
             return await _stream(
                 gw,
                 ctx,
@@ -128,10 +129,6 @@ async def chat_completions(request: Request) -> Response:
         except RequestStopped as stop:
             raise _stopped(ctx, stop.reason) from None
         gw.metrics.record_attempts(answer.provenance.attempts)
-    except BaseException:
-        admission.release()
-        raise
-    admission.release()
     _count_failover(gw, body.model, answer)
     gw.metrics.observe_latency("chat", time.perf_counter() - started)
     return Response(
@@ -184,7 +181,7 @@ async def _stream(
     gw: Gateway,
     ctx: RequestContext,
     body: ChatCompletionIn,
-    admission: Admission,
+    admission: AsyncExitStack,
     stream: AsyncGenerator[Delta | Answer, None],
     started: float,
     watch: Watch,
@@ -198,6 +195,7 @@ async def _stream(
         raise
     except RequestStopped as stop:
         raise _stopped(ctx, stop.reason) from None
+    slot = admission.pop_all()  # the stream's body holds the slot now, and releases it
 
     async def guarded() -> AsyncIterator[Delta | Answer]:
         sent = ""
@@ -234,7 +232,7 @@ async def _stream(
             async for chunk in sse:
                 yield chunk
         finally:
-            admission.release()
+            await slot.aclose()
             await sse.aclose()
             await stream.aclose()
             gw.metrics.observe_latency("chat_stream", time.perf_counter() - started)
@@ -249,7 +247,7 @@ async def _stream(
         on_stop=stopped,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        background=BackgroundTask(admission.release),  # if the body never ran
+        background=BackgroundTask(slot.aclose),  # if the body never ran
     )
 
 

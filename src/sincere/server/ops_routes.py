@@ -24,13 +24,13 @@ from starlette.responses import JSONResponse, Response
 from sincere import __version__
 from sincere.errors import DataUnavailable
 from sincere.health import ServiceRecord
+from sincere.identity import KeyRecord, KeyRole
 from sincere.llm.breaker import BreakerState, CircuitBreaker
+from sincere.ports import RecordedTransition
 from sincere.redact import redact
 from sincere.server.gateway import Gateway, bearer_key
 from sincere.server.http_errors import request_id
 from sincere.server.openai_routes import gateway
-from sincere.store import KeyRecord, Role
-from sincere.store.history import RecordedTransition
 
 log = logging.getLogger("sincere.server")
 router = APIRouter(tags=["operations"])
@@ -170,7 +170,7 @@ async def _is_admin(request: Request, gw: Gateway) -> bool:
     if key is None:
         return False
     record = await gw.authenticate(key, request_id(request))
-    return record.role is Role.ADMIN
+    return record.role is KeyRole.ADMIN
 
 
 def _can_serve(breakers: Mapping[str, CircuitBreaker]) -> bool:
@@ -248,13 +248,12 @@ def _store_check(store: StoreProbe) -> dict[str, Any]:
 async def _recorded_history(gw: Gateway, names: list[str]) -> dict[str, list[RecordedTransition]]:
     """The last ten recorded transitions of each service, or a 503 when the store is silent."""
 
-    def read() -> dict[str, list[RecordedTransition]]:
-        return {name: gw.history.recent(name, 10) for name in names}
+    async def read() -> dict[str, list[RecordedTransition]]:
+        await gw.history_writer.flush()  # transitions still queued are part of the history
+        return {name: await gw.history.recent(name, 10) for name in names}
 
     try:
-        return await asyncio.wait_for(
-            asyncio.to_thread(read), gw.settings.defaults.connect_timeout_s
-        )
+        return await asyncio.wait_for(read(), gw.settings.defaults.connect_timeout_s)
     except Exception as exc:  # a status page must not guess its history
         log.warning("reading the service history failed", exc_info=True)
         raise DataUnavailable(

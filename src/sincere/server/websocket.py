@@ -20,7 +20,8 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from sincere.errors import AuthenticationFailed
-from sincere.events import SlowConsumer, Subscription
+from sincere.events import SlowConsumer
+from sincere.ports import Subscription
 from sincere.server.gateway import Gateway, bearer_key
 from sincere.server.http_errors import request_id
 
@@ -63,7 +64,7 @@ async def events(websocket: WebSocket) -> None:
     if not key:
         await websocket.close(CLOSE_UNAUTHORIZED, _NO_KEY)
         return
-    try:  # the key store is a blocking database call: keep it off the event loop
+    try:
         record = await gw.authenticate(key, request_id(websocket))
     except AuthenticationFailed as exc:
         await websocket.close(CLOSE_UNAUTHORIZED, f"{exc.message}; check the key or create one")
@@ -74,8 +75,8 @@ async def events(websocket: WebSocket) -> None:
         reason = f"too many event sockets for this user (limit {sockets.limit}); close one first"
         await websocket.close(CLOSE_POLICY_VIOLATION, reason)
         return
-    oldest, last_id = gw.bus.bounds(record.user_id)
-    sub = gw.bus.subscribe(record.user_id, last_event_id)
+    oldest, last_id = await gw.bus.bounds(record.user_id)
+    sub = await gw.bus.subscribe(record.user_id, last_event_id)
     try:
         await websocket.send_json(
             {"type": "ready", "user_id": record.user_id, "last_event_id": last_id}

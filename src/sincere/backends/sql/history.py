@@ -1,28 +1,30 @@
-"""Service history: every recorded state change, kept for /status and recovery estimates."""
+"""Service history in SQL: every recorded state change, for /status and recovery estimates."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
 
 from sqlalchemy import insert, select
 
-from sincere.store.database import Database
-from sincere.store.schema import service_transitions
+from sincere.backends.sql.database import Database
+from sincere.backends.sql.schema import service_transitions
+from sincere.ports import RecordedTransition
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedTransition:
-    service: str
-    state: str
-    message: str
-    at: float
+class SqlServiceHistory:
+    """``ports.ServiceHistory`` on the store; each statement runs on a worker thread."""
 
-
-class ServiceHistory:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def record(self, service: str, state: str, message: str, at: float) -> None:
+    async def record(self, service: str, state: str, message: str, at: float) -> None:
+        await asyncio.to_thread(self._insert, service, state, message, at)
+
+    async def recent(self, service: str, limit: int = 20) -> list[RecordedTransition]:
+        """The newest transitions of one service, newest first."""
+        return await asyncio.to_thread(self._select, service, limit)
+
+    def _insert(self, service: str, state: str, message: str, at: float) -> None:
         with self._db.engine.begin() as conn:
             conn.execute(
                 insert(service_transitions).values(
@@ -30,8 +32,7 @@ class ServiceHistory:
                 )
             )
 
-    def recent(self, service: str, limit: int = 20) -> list[RecordedTransition]:
-        """The newest transitions of one service, newest first."""
+    def _select(self, service: str, limit: int) -> list[RecordedTransition]:
         with self._db.engine.connect() as conn:
             rows = conn.execute(
                 select(service_transitions)

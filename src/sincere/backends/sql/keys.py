@@ -1,40 +1,22 @@
-"""API keys: random, shown once, stored as a hash, bound to a user, a tier and a role."""
+"""API keys in SQL: random, shown once, stored as a hash, bound to a user, a tier and a role."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Callable
 
 from sqlalchemy import insert, select, update
 
+from sincere.backends.sql.database import Database
+from sincere.backends.sql.schema import api_keys
 from sincere.context import Tier
-from sincere.store.database import Database
-from sincere.store.schema import api_keys
+from sincere.identity import KeyRecord, KeyRole
 
 KEY_PREFIX = "sk-sincere-"
-
-
-class Role(StrEnum):
-    USER = "user"
-    ADMIN = "admin"
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
-    id: str
-    prefix: str
-    user_id: str
-    tier: Tier
-    role: Role
-    created_at: float
-    revoked_at: float | None
-
-    @property
-    def active(self) -> bool:
-        return self.revoked_at is None
+CACHE_LIMIT = 10_000  # verified keys kept: a flood of distinct keys cannot grow the cache
 
 
 def _hash(key: str) -> str:
@@ -43,21 +25,48 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class KeyStore:
-    """Keys in the store, with a short-lived in-process cache of verified keys.
+class SqlKeyStore:
+    """``ports.KeyStore`` on the store, with a short-lived in-process cache of verified keys.
 
-    Verifying is on every request's path; the cache saves a query per request. A key revoked
-    by this process stops working at once; one revoked by another process (the ``sincere
-    keys revoke`` command) within ``cache_ttl_s``.
+    Verifying is on every request's path: a cached key is answered without I/O, and every
+    statement runs on a worker thread, so a flood of unknown keys or a slow database cannot
+    stall the event loop. A key revoked by this process stops working at once; one revoked
+    by another process (``sincere keys revoke``) within ``cache_ttl_s``.
     """
 
-    def __init__(self, db: Database, cache_ttl_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        cache_ttl_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._db = db
         self._ttl = cache_ttl_s
-        self._cache: dict[str, tuple[KeyRecord, float]] = {}
+        self._clock = clock
+        self._cache: dict[str, tuple[KeyRecord, float]] = {}  # key hash -> (record, until)
+        self._revocations = 0  # a lookup that a revocation overtook must not be cached
 
-    def create(
-        self, user_id: str, tier: Tier | str, role: Role | str = Role.USER
+    async def verify(self, key: str) -> KeyRecord | None:
+        """The active key's record, or None for an unknown, revoked or malformed key."""
+        if not key.startswith(KEY_PREFIX):  # anything else is refused unread
+            return None
+        digest = _hash(key)
+        cached = self._cache.get(digest)
+        if cached is not None and cached[1] > self._clock():
+            return cached[0]
+        revocations, until = self._revocations, self._clock() + self._ttl
+        record = await asyncio.to_thread(self._select, digest)
+        if record is None or not record.active:
+            self._cache.pop(digest, None)
+            return None
+        if revocations == self._revocations:
+            if len(self._cache) >= CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[digest] = (record, until)
+        return record
+
+    async def create(
+        self, user_id: str, tier: str, role: KeyRole = KeyRole.USER
     ) -> tuple[str, KeyRecord]:
         """A new key: the plaintext is returned here once and never stored."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -66,15 +75,41 @@ class KeyStore:
             prefix=key[: len(KEY_PREFIX) + 4],
             user_id=user_id,
             tier=Tier(tier),
-            role=Role(role),
+            role=KeyRole(role),
             created_at=time.time(),
             revoked_at=None,
         )
+        await asyncio.to_thread(self._insert, record, _hash(key))
+        return key, record
+
+    async def list(self) -> list[KeyRecord]:
+        return await asyncio.to_thread(self._select_all)
+
+    async def revoke(self, key_id: str) -> bool:
+        """Revoke by public id; False when no active key has that id."""
+        revoked = await asyncio.to_thread(self._update_revoked, key_id, time.time())
+        self._revocations += 1
+        self._cache = {h: v for h, v in self._cache.items() if v[0].id != key_id}
+        return revoked
+
+    # The statements, each run on a worker thread.
+
+    def _select(self, digest: str) -> KeyRecord | None:
+        with self._db.engine.connect() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.key_hash == digest)).one_or_none()
+        return None if row is None else _record(row)
+
+    def _select_all(self) -> list[KeyRecord]:
+        with self._db.engine.connect() as conn:
+            rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at)).all()
+        return [_record(r) for r in rows]
+
+    def _insert(self, record: KeyRecord, digest: str) -> None:
         with self._db.engine.begin() as conn:
             conn.execute(
                 insert(api_keys).values(
                     id=record.id,
-                    key_hash=_hash(key),
+                    key_hash=digest,
                     prefix=record.prefix,
                     user_id=record.user_id,
                     tier=str(record.tier),
@@ -82,54 +117,14 @@ class KeyStore:
                     created_at=record.created_at,
                 )
             )
-        return key, record
 
-    @staticmethod
-    def well_formed(key: str) -> bool:
-        """Whether ``key`` has the shape of a sincere key (anything else is refused unread)."""
-        return key.startswith(KEY_PREFIX)
-
-    def cached(self, key: str) -> KeyRecord | None:
-        """The record of a key verified less than ``cache_ttl_s`` ago, without a query."""
-        cached = self._cache.get(_hash(key))
-        return cached[0] if cached is not None and cached[1] > time.monotonic() else None
-
-    def verify(self, key: str) -> KeyRecord | None:
-        """The active key's record, or None for an unknown or revoked key."""
-        if not self.well_formed(key):
-            return None
-        if (record := self.cached(key)) is not None:
-            return record
-        digest = _hash(key)
-        now = time.monotonic()
-        with self._db.engine.connect() as conn:
-            row = conn.execute(select(api_keys).where(api_keys.c.key_hash == digest)).one_or_none()
-        if row is None or row.revoked_at is not None:
-            self._cache.pop(digest, None)
-            return None
-        record = _record(row)
-        if len(self._cache) > 10_000:  # bounded: a flood of distinct keys cannot grow it
-            self._cache.clear()
-        self._cache[digest] = (record, now + self._ttl)
-        return record
-
-    def list(self) -> list[KeyRecord]:
-        with self._db.engine.connect() as conn:
-            rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at)).all()
-        return [_record(r) for r in rows]
-
-    def count_active(self) -> int:
-        return sum(1 for r in self.list() if r.active)
-
-    def revoke(self, key_id: str) -> bool:
-        """Revoke by public id; False when no active key has that id."""
+    def _update_revoked(self, key_id: str, at: float) -> bool:
         with self._db.engine.begin() as conn:
             result = conn.execute(
                 update(api_keys)
                 .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=time.time())
+                .values(revoked_at=at)
             )
-        self._cache = {h: v for h, v in self._cache.items() if v[0].id != key_id}
         return result.rowcount == 1
 
 
@@ -140,7 +135,7 @@ def _record(row: object) -> KeyRecord:
         prefix=r["prefix"],
         user_id=r["user_id"],
         tier=Tier(r["tier"]),
-        role=Role(r["role"]),
+        role=KeyRole(r["role"]),
         created_at=r["created_at"],
         revoked_at=r["revoked_at"],
     )
