@@ -47,8 +47,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from benchmarks.overhead import Server, Servers, free_port, wait_ready
-from sincere.config import load_settings
 from sincere.backends.sql import SqlKeyStore, open_database
+from sincere.config import load_settings
 
 HOST = "127.0.0.1"
 VENV_BIN = Path(sys.executable).parent

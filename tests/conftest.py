@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from sincere.backends.memory.events import InProcessEventBus
 from sincere.config import BUILTIN_DEPLOYMENT, Settings, load_settings
 from sincere.context import ContextFactory
-from sincere.backends.memory.events import InProcessEventBus
 from sincere.llm.embedded import EmbeddedProvider
 from sincere.server.gateway import Gateway
 from tests.faults import FaultServer

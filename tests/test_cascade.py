@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from sincere.backends.memory.events import InProcessEventBus
 from sincere.config import Settings, load_settings
 from sincere.context import ContextFactory
 from sincere.errors import ModelNotFound, ServiceError, ServiceUnavailable
-from sincere.backends.memory.events import InProcessEventBus
 from sincere.events import EventType
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta

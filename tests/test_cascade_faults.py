@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from sincere.answer import Answer
+from sincere.backends.memory.events import InProcessEventBus
 from sincere.config import load_settings
 from sincere.context import ContextFactory, RequestContext
 from sincere.errors import (
@@ -29,7 +30,6 @@ from sincere.errors import (
     ServiceUnavailable,
     UpstreamError,
 )
-from sincere.backends.memory.events import InProcessEventBus
 from sincere.events import EventType
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta
@@ -845,7 +845,9 @@ async def test_after_a_rejected_key_the_wait_is_sincere_s_decision_not_the_provi
         f"(auth_failure_open_s); it tries again in {error.retry_after:.0f} s"
     )
     assert not any("provider said" in s for s in error.suggestions)
-    opened = [e for e in (await bus.replay("alice")).events if e.type is EventType.SERVICE_UNAVAILABLE]
+    opened = [
+        e for e in (await bus.replay("alice")).events if e.type is EventType.SERVICE_UNAVAILABLE
+    ]
     assert [e.message for e in opened] == [
         "a: circuit open: sincere stopped using it for 300 s because the provider rejected "
         "its API key (auth_failure_open_s)"

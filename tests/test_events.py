@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from sincere.context import ContextFactory
 from sincere.backends.memory.events import InProcessEventBus
+from sincere.context import ContextFactory
 from sincere.events import EPOCH_SPAN, EventType, SlowConsumer
 
 

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from sincere.backends.memory.events import InProcessEventBus
 from sincere.config import BUILTIN_DEPLOYMENT, Settings
 from sincere.context import ContextFactory
-from sincere.backends.memory.events import InProcessEventBus
 from sincere.llm import embedded
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.request import ChatRequest

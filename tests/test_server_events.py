@@ -16,10 +16,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from sincere.backends.sql import SqlKeyStore, open_database
 from sincere.events import EPOCH_SPAN
 from sincere.server import websocket as events_route
 from sincere.server.gateway import Gateway
-from sincere.backends.sql import SqlKeyStore, open_database
 from tests.faults import Fault, FaultServer
 from tests.live import LiveGateway, LiveServer, run, settings_for
 

@@ -15,13 +15,13 @@ import openai
 import pytest
 from sqlalchemy import event
 
+from sincere.backends.sql.keys import KEY_PREFIX
 from sincere.config import DeploymentConfig, load_settings
 from sincere.health import HealthReport, HealthState, ServiceRegistry
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta, StreamItem
 from sincere.llm.request import AttemptLimits, ChatRequest
 from sincere.server.gateway import Gateway
-from sincere.backends.sql.keys import KEY_PREFIX
 from tests.faults import Fault, FaultServer, refused_port
 from tests.live import LiveGateway, LiveServer, run, settings_for
 

@@ -15,10 +15,10 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import create_engine
 
+from sincere.backends.sql import Database, SqlServiceHistory
 from sincere.llm.breaker import BreakerState
 from sincere.server.app import freeze_startup_heap
 from sincere.server.gateway import Gateway
-from sincere.backends.sql import Database, SqlServiceHistory
 from tests.faults import Fault, FaultServer
 from tests.live import LiveGateway, LiveServer, run, settings_for
 

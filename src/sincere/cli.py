@@ -20,17 +20,17 @@ from rich.table import Table
 
 from sincere import __version__
 from sincere.answer import Answer
+from sincere.backends.memory.events import InProcessEventBus
+from sincere.backends.sql import SqlKeyStore, open_database
 from sincere.config import Settings, load_settings
 from sincere.context import ContextFactory, RequestContext, Tier
 from sincere.errors import ConfigError, ServiceError
-from sincere.backends.memory.events import InProcessEventBus
-from sincere.backends.sql import SqlKeyStore, open_database
 from sincere.events import EventType
 from sincere.guard.lint.cli import lint
+from sincere.identity import KeyRole
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest, Message
-from sincere.identity import KeyRole
 from sincere.ports import KeyStore
 
 # Exit codes (sysexits.h): a retry may succeed / it will not / the configuration is wrong.

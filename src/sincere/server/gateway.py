@@ -7,8 +7,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sincere.config import Settings
-from sincere.context import ContextFactory
 from sincere.backends.memory.events import InProcessEventBus
 from sincere.backends.memory.limits import InProcessLimiter
 from sincere.backends.sql import (
@@ -18,6 +16,8 @@ from sincere.backends.sql import (
     open_database,
     start_event_stream,
 )
+from sincere.config import Settings
+from sincere.context import ContextFactory
 from sincere.errors import AuthenticationFailed, ErrorContext, PermissionDenied
 from sincere.guard.response_guard import ResponseGuard
 from sincere.health import HistoryWriter

@@ -19,13 +19,13 @@ from sincere.answer import Answer
 from sincere.context import RequestContext
 from sincere.errors import GuardViolation, ServiceError, ServiceUnavailable
 from sincere.events import EventType
+from sincere.identity import KeyRecord
 from sincere.llm.provider import Delta
 from sincere.server.chat_in import ChatCompletionIn
 from sincere.server.gateway import Gateway, bearer_key
 from sincere.server.http_errors import request_id
 from sincere.server.lifecycle import RequestStopped, Shutdown, Watch, WatchedStream, close_stopped
 from sincere.server.sse import error_event, openai_sse
-from sincere.identity import KeyRecord
 from sincere.stop import StopReason
 
 router = APIRouter(prefix="/v1")

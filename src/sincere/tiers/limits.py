@@ -11,6 +11,7 @@ from sincere.config import TierLimits
 from sincere.errors import ErrorContext, MaxTokensExceeded
 from sincere.llm.request import ChatRequest
 
+
 def cap_output(
     request: ChatRequest, tier: str, limits: TierLimits
 ) -> tuple[ChatRequest, int | None]:

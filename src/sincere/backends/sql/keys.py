@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import secrets
 import time
@@ -99,7 +100,7 @@ class SqlKeyStore:
             row = conn.execute(select(api_keys).where(api_keys.c.key_hash == digest)).one_or_none()
         return None if row is None else _record(row)
 
-    def _select_all(self) -> list[KeyRecord]:
+    def _select_all(self) -> builtins.list[KeyRecord]:  # `list` is a method here
         with self._db.engine.connect() as conn:
             rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at)).all()
         return [_record(r) for r in rows]
