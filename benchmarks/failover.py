@@ -27,9 +27,9 @@ from typing import Any
 from rich.progress import Progress
 from tests.faults import Fault, FaultServer, refused_port
 
+from sincere.backends.memory.events import InProcessEventBus
 from sincere.config import load_settings
 from sincere.context import ContextFactory
-from sincere.events import InProcessEventBus
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest

@@ -32,10 +32,10 @@ from pathlib import Path
 from rich.progress import Progress
 
 from sincere.answer import Answer
+from sincere.backends.memory.events import InProcessEventBus
 from sincere.config import BUILTIN_DEPLOYMENT, load_settings
 from sincere.context import ContextFactory
 from sincere.errors import ServiceError
-from sincere.events import InProcessEventBus
 from sincere.health import ServiceRegistry
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.embedded import (

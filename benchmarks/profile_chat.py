@@ -28,8 +28,8 @@ from typing import Any
 from benchmarks.overhead import HOST, PROMPT, SINCERE_CONFIG, Servers, start_upstream
 from benchmarks.upstream import MODEL
 from sincere.config import load_settings
+from sincere.runtime import build_runtime
 from sincere.server.app import create_app
-from sincere.server.gateway import Gateway
 from sincere.server.lifecycle import CONNECTION_EXTENSION, ClientConnection
 
 
@@ -120,8 +120,8 @@ def main() -> None:
         )
         env = {"SINCERE_DATA_DIR": str(workdir / "data"), "BENCH_UPSTREAM_KEY": "dummy"}
         os.environ.update(env)
-        gateway = Gateway.create(load_settings(config))
-        key, _ = gateway.keys.create("bench", "enterprise")
+        gateway = build_runtime(load_settings(config))
+        key, _ = uvloop.run(gateway.keys.create("bench", "enterprise"))
         app = create_app(gateway)
         samples = uvloop.run(_run(app, key, args.requests, args.profile, args.sort))
         uvloop.run(gateway.aclose())

@@ -47,8 +47,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from benchmarks.overhead import Server, Servers, free_port, wait_ready
+from sincere.backends.sql import SqlKeyStore, open_database
 from sincere.config import load_settings
-from sincere.store import KeyStore, open_database
 
 HOST = "127.0.0.1"
 VENV_BIN = Path(sys.executable).parent
@@ -170,8 +170,12 @@ def start_gateway(servers: Servers, base_url: str) -> tuple[Server, list[str]]:
     env = {"SINCERE_DATA_DIR": str(servers.workdir / "data")}
     settings = load_settings(config, env=env)
     database = open_database(settings.database_url())
-    store = KeyStore(database)
-    keys = [store.create(f"user{i}", "enterprise")[0] for i in range(USERS)]
+    store = SqlKeyStore(database)
+
+    async def create_keys() -> list[str]:
+        return [(await store.create(f"user{i}", "enterprise"))[0] for i in range(USERS)]
+
+    keys = asyncio.run(create_keys())
     database.engine.dispose()
     port = free_port()
     args = [str(VENV_BIN / "sincere"), "serve", "--config", str(config), "--port", str(port)]

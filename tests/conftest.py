@@ -8,13 +8,13 @@ from typing import Any, TypeVar
 
 import pytest
 
+from sincere.backends.memory.events import InProcessEventBus
 from sincere.config import BUILTIN_DEPLOYMENT, Settings, load_settings
 from sincere.context import ContextFactory
-from sincere.events import InProcessEventBus
 from sincere.llm.embedded import EmbeddedProvider
-from sincere.server.gateway import Gateway
+from sincere.runtime import build_runtime
 from tests.faults import FaultServer
-from tests.live import LiveGateway, LiveServer, settings_for
+from tests.live import LiveGateway, LiveServer, run, settings_for
 
 T = TypeVar("T")
 
@@ -66,12 +66,12 @@ def fault_server() -> Iterator[FaultServer]:
 @pytest.fixture
 def live(tmp_path: Path, fault_server: FaultServer) -> Iterator[LiveGateway]:
     """A running gateway whose model 'gpt' is the fault server; keys for three users."""
-    gateway = Gateway.create(settings_for(tmp_path, fault_server.base_url), env={})
+    gateway = build_runtime(settings_for(tmp_path, fault_server.base_url), env={})
     with LiveServer(gateway) as running:
         for name, tier, role in (
             ("admin", "enterprise", "admin"),
             ("alice", "free", "user"),
             ("bob", "enterprise", "user"),
         ):
-            running.keys[name], _ = gateway.keys.create(name, tier, role)
+            running.keys[name], _ = run(gateway.keys.create(name, tier, role))
         yield running

@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import uvicorn
 
 from sincere.config import Settings, load_settings
+from sincere.runtime import Runtime
 from sincere.server.app import create_app
-from sincere.server.gateway import Gateway
 from sincere.server.serving import uvicorn_options
+
+T = TypeVar("T")
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run one coroutine to its end from synchronous test code, e.g. ``run(gw.keys.create(...))``.
+
+    On a loop of its own, in a thread of its own: this thread's loop (pytest's) is left
+    alone. The in-process bus and the SQL key store and history work from any loop.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 @dataclass
 class LiveGateway:
-    gateway: Gateway
+    gateway: Runtime
     url: str  # http://127.0.0.1:PORT
     keys: dict[str, str] = field(default_factory=dict)  # name -> plaintext key
 
@@ -33,7 +49,7 @@ class LiveGateway:
 class LiveServer:
     """Starts uvicorn on a free port and stops it; usable as a context manager."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Runtime) -> None:
         config = uvicorn.Config(
             create_app(gateway),
             host="127.0.0.1",

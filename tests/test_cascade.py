@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from sincere.backends.memory.events import InProcessEventBus
 from sincere.config import Settings, load_settings
 from sincere.context import ContextFactory
 from sincere.errors import ModelNotFound, ServiceError, ServiceUnavailable
-from sincere.events import EventType, InProcessEventBus
+from sincere.events import EventType
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest
@@ -72,7 +73,7 @@ async def test_the_embedded_default_answers_with_full_provenance(
     assert p.cost_usd == 0.0  # computed: local tokens are priced at zero in the config
     assert [a.outcome for a in p.attempts] == ["ok"]
     assert p.selection_reasoning == "Answered by 'embedded' (model smollm2) at the first attempt."
-    types = [e.type for e in bus.replay("alice").events]
+    types = [e.type for e in (await bus.replay("alice")).events]
     assert types == [
         EventType.REQUEST_STARTED,
         EventType.SERVICE_INITIALIZING,
@@ -141,7 +142,7 @@ async def test_when_every_deployment_is_dead_one_error_lists_each_attempt(
     body = error.to_openai_error()
     assert body["error"]["request_id"] == ctx.request_id
     assert set(body) == {"error"}  # an error object, and no answer of any kind
-    assert bus.replay("alice").events[-1].type is EventType.REQUEST_FAILED
+    assert (await bus.replay("alice")).events[-1].type is EventType.REQUEST_FAILED
     await cascade.aclose()
 
 
@@ -183,7 +184,7 @@ async def test_an_upstream_error_that_echoes_the_api_key_never_shows_it(
     # ... and it is in no rendering, no attempt and no event.
     rendered = json.dumps(info.value.to_problem()) + json.dumps(info.value.to_openai_error())
     rendered += str(info.value) + "".join(a.summary() for a in info.value.attempts)
-    rendered += json.dumps([e.to_dict() for e in bus.replay("alice").events])
+    rendered += json.dumps([e.to_dict() for e in (await bus.replay("alice")).events])
     assert KEY not in rendered
     assert "Incorrect API key provided: [redacted]" in rendered
     assert info.value.attempts[0].outcome == "provider_auth_failed"
@@ -198,7 +199,7 @@ async def test_two_concurrent_users_never_see_each_others_events(
     seen: dict[str, list[tuple[str, str | None]]] = {"alice": [], "bob": []}
 
     async def watch(user: str) -> None:
-        async for event in bus.subscribe(user):
+        async for event in await bus.subscribe(user):
             seen[user].append((event.user_id, event.request_id))
             if event.type in (EventType.REQUEST_COMPLETED, EventType.REQUEST_FAILED):
                 return

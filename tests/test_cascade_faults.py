@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from sincere.answer import Answer
+from sincere.backends.memory.events import InProcessEventBus
 from sincere.config import load_settings
 from sincere.context import ContextFactory, RequestContext
 from sincere.errors import (
@@ -29,7 +30,7 @@ from sincere.errors import (
     ServiceUnavailable,
     UpstreamError,
 )
-from sincere.events import EventType, InProcessEventBus
+from sincere.events import EventType
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest
@@ -160,7 +161,7 @@ async def test_429_with_retry_after_waits_as_told_then_succeeds_on_the_same_depl
     assert len(a.completions) == 2
     assert _gaps(a)[0] >= 0.4
     assert b.completions == []
-    told = [e.message for e in ctx.emitter.bus.replay("alice").events if e.service == "a"]
+    told = [e.message for e in (await ctx.emitter.bus.replay("alice")).events if e.service == "a"]
     assert told == [
         "a failed (rate_limited); sincere retries it in 0.40 s, as the provider asked (Retry-After)"
     ]
@@ -393,7 +394,7 @@ async def test_a_rejected_key_takes_the_deployment_out_of_rotation_and_never_lea
     assert _outcomes(second) == [("a", "circuit_open"), ("b", "ok")]
     assert len(a.completions) == 1
     seen = json.dumps([first.to_dict(), second.to_dict()])
-    seen += json.dumps([e.to_dict() for e in bus.replay("alice").events])
+    seen += json.dumps([e.to_dict() for e in (await bus.replay("alice")).events])
     assert KEY not in seen
     assert a.completions[0].headers["authorization"] == f"Bearer {KEY}"
 
@@ -651,12 +652,12 @@ async def test_a_primary_that_flaps_down_then_up_opens_serves_from_fallback_prob
         pytest.fail("traffic did not return to the primary")
     assert (await _ask(cascade, contexts)).provenance.deployment == "a"
 
-    types = [e.type for e in bus.replay("alice").events if e.service == "a"]
+    types = [e.type for e in (await bus.replay("alice")).events if e.service == "a"]
     assert EventType.SERVICE_UNAVAILABLE in types
     assert EventType.SERVICE_RECOVERED in types
     opened = next(
         e
-        for e in bus.replay("alice").events
+        for e in (await bus.replay("alice")).events
         if e.service == "a" and e.type is EventType.SERVICE_UNAVAILABLE
     )
     assert opened.data["breaker"] == "open"
@@ -714,7 +715,7 @@ async def test_breaker_transitions_reach_every_user_whose_request_depends_on_the
     for user in ("alice", "bob"):
         opened = [
             e
-            for e in bus.replay(user).events
+            for e in (await bus.replay(user)).events
             if e.service == "a" and e.type is EventType.SERVICE_UNAVAILABLE
         ]
         assert len(opened) == 1, user
@@ -844,7 +845,9 @@ async def test_after_a_rejected_key_the_wait_is_sincere_s_decision_not_the_provi
         f"(auth_failure_open_s); it tries again in {error.retry_after:.0f} s"
     )
     assert not any("provider said" in s for s in error.suggestions)
-    opened = [e for e in bus.replay("alice").events if e.type is EventType.SERVICE_UNAVAILABLE]
+    opened = [
+        e for e in (await bus.replay("alice")).events if e.type is EventType.SERVICE_UNAVAILABLE
+    ]
     assert [e.message for e in opened] == [
         "a: circuit open: sincere stopped using it for 300 s because the provider rejected "
         "its API key (auth_failure_open_s)"

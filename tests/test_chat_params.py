@@ -12,9 +12,9 @@ import openai
 import pytest
 
 from sincere.llm.breaker import BreakerState
-from sincere.server.gateway import Gateway
+from sincere.runtime import build_runtime
 from tests.faults import Fault, FaultServer, tool_call_deltas
-from tests.live import LiveGateway, LiveServer, settings_for
+from tests.live import LiveGateway, LiveServer, run, settings_for
 
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 TOOLS: list[dict[str, Any]] = [
@@ -272,11 +272,11 @@ def test_a_route_that_cannot_honour_a_parameter_passes_to_the_next_without_a_bre
     tmp_path: Path, fault_server: FaultServer
 ) -> None:
     extra = '\n[[models]]\nname = "agent"\ndeployments = ["embedded", "up"]\n'
-    gateway = Gateway.create(settings_for(tmp_path, fault_server.base_url, extra), env={})
+    gateway = build_runtime(settings_for(tmp_path, fault_server.base_url, extra), env={})
     fault_server.default = Fault.tool_calls(CALL)
     failures = gateway.settings.defaults.breaker_consecutive_failures
     with LiveServer(gateway) as running:
-        key, _ = gateway.keys.create("carol", "enterprise")
+        key, _ = run(gateway.keys.create("carol", "enterprise"))
         client = openai.OpenAI(base_url=running.v1, api_key=key, max_retries=0)
         for _ in range(failures + 1):
             reply = client.chat.completions.create(model="agent", messages=USER, tools=TOOLS)  # type: ignore[arg-type]
@@ -296,10 +296,10 @@ def test_a_refusal_is_not_the_news_when_the_route_that_could_answer_failed(
     tmp_path: Path, fault_server: FaultServer
 ) -> None:
     extra = '\n[[models]]\nname = "agent"\ndeployments = ["embedded", "up"]\n'
-    gateway = Gateway.create(settings_for(tmp_path, fault_server.base_url, extra), env={})
+    gateway = build_runtime(settings_for(tmp_path, fault_server.base_url, extra), env={})
     fault_server.default = Fault.status(503)
     with LiveServer(gateway) as running:
-        key, _ = gateway.keys.create("carol", "enterprise")
+        key, _ = run(gateway.keys.create("carol", "enterprise"))
         client = openai.OpenAI(base_url=running.v1, api_key=key, max_retries=0)
         with pytest.raises(openai.InternalServerError) as info:
             client.chat.completions.create(model="agent", messages=USER, tools=TOOLS)  # type: ignore[arg-type]

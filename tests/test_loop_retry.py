@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from sincere.backends.memory.events import InProcessEventBus
 from sincere.config import BUILTIN_DEPLOYMENT, Settings, load_settings
 from sincere.context import ContextFactory
 from sincere.errors import ServiceError
-from sincere.events import EventType, InProcessEventBus
+from sincere.events import EventType
 from sincere.health import ServiceRegistry
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.embedded import LLAMA_DEFAULTS, EmbeddedProvider
@@ -67,7 +68,9 @@ async def test_a_loop_gets_one_more_attempt_with_stronger_settings_and_provenanc
     )
     assert p.usage is not None
     assert p.usage.completion_tokens > 0
-    degraded = [e for e in bus.replay("alice").events if e.type is EventType.SERVICE_DEGRADED]
+    degraded = [
+        e for e in (await bus.replay("alice")).events if e.type is EventType.SERVICE_DEGRADED
+    ]
     assert [e.message for e in degraded] == [
         "embedded failed (quality_rejected); sincere retries it once with stronger repetition "
         "penalties"

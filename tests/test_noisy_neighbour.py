@@ -21,7 +21,7 @@ from sincere.llm.cascade import ModelCascade
 from sincere.llm.embedded import WORKER, EmbeddedProvider
 from sincere.llm.provider import collect
 from sincere.llm.request import AttemptLimits, ChatRequest
-from sincere.server.gateway import Gateway
+from sincere.runtime import build_runtime
 from tests.conftest import closing
 from tests.faults import Fault, FaultServer
 from tests.live import LiveGateway, LiveServer
@@ -79,11 +79,11 @@ async def test_a_noisy_neighbour_does_not_time_out_other_users_or_open_the_circu
         tmp_path,
         f"first_token_timeout_s = {first_token_s}\nbreaker_consecutive_failures = 1",
     )
-    gateway = Gateway.create(settings, env={})
+    gateway = build_runtime(settings, env={})
     with LiveServer(gateway) as live:
         keys = {"noisy": "free", **{f"user{i}": "standard" for i in range(4)}}
         for name, tier in keys.items():
-            live.keys[name], _ = gateway.keys.create(name, tier, "user")
+            live.keys[name], _ = await gateway.keys.create(name, tier, "user")
         async with httpx.AsyncClient(timeout=600) as client:
             headers = {"authorization": f"Bearer {live.keys['noisy']}"}
             first = {**_body(LONG, LONG_TOKENS), "stream": True}
@@ -124,10 +124,10 @@ async def test_a_wait_longer_than_max_queue_wait_is_a_503_with_a_measured_retry_
     await collect(embedded.stream(ChatRequest.of("smollm2", SHORT, max_tokens=4), ROOMY))
     assert WORKER.measured()  # a generation was timed: the wait can be computed
     settings = _settings(tmp_path, "max_queue_wait_s = 0.2\nbreaker_consecutive_failures = 1")
-    gateway = Gateway.create(settings, env={})
+    gateway = build_runtime(settings, env={})
     with LiveServer(gateway) as live:
         for name in ("alice", "bob"):
-            live.keys[name], _ = gateway.keys.create(name, "standard", "user")
+            live.keys[name], _ = await gateway.keys.create(name, "standard", "user")
         async with httpx.AsyncClient(timeout=600) as client:
             long = asyncio.create_task(_post(client, live, "alice", _body(LONG, LONG_TOKENS)))
             await _until_running()

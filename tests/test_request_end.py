@@ -19,17 +19,17 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from sincere.backends.memory.events import InProcessEventBus
 from sincere.config import BUILTIN_DEPLOYMENT, Settings
 from sincere.context import ContextFactory
-from sincere.events import InProcessEventBus
 from sincere.llm import embedded
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.request import ChatRequest
-from sincere.server.gateway import Gateway
+from sincere.runtime import build_runtime
 from sincere.stop import StopReason
 from tests.conftest import closing
 from tests.faults import Fault, FaultServer
-from tests.live import LiveGateway, LiveServer, settings_for
+from tests.live import LiveGateway, LiveServer, run, settings_for
 
 WAIT_S = 20  # bound on every wait for something that should happen
 
@@ -45,9 +45,9 @@ def patient_settings(tmp_path: Path, upstream: str) -> Settings:
 
 @pytest.fixture
 def patient(tmp_path: Path, fault_server: FaultServer) -> Iterator[LiveGateway]:
-    gateway = Gateway.create(patient_settings(tmp_path, fault_server.base_url), env={})
+    gateway = build_runtime(patient_settings(tmp_path, fault_server.base_url), env={})
     with LiveServer(gateway) as running:
-        running.keys["alice"], _ = gateway.keys.create("alice", "free", "user")
+        running.keys["alice"], _ = run(gateway.keys.create("alice", "free", "user"))
         yield running
 
 
@@ -261,7 +261,7 @@ async def test_a_cancelled_cascade_ends_its_events_once_with_the_cancellations_r
     task.cancel(message)
     with pytest.raises(asyncio.CancelledError):
         await task
-    events = [(str(e.type), e.data.get("reason")) for e in bus.replay("alice").events]
+    events = [(str(e.type), e.data.get("reason")) for e in (await bus.replay("alice")).events]
     assert events == [("request_started", None), ("request_failed", reason)]
     upstream = fault_server.completions[0].connection
     await until(lambda: upstream in fault_server.client_closed)

@@ -16,12 +16,12 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from sincere.backends.sql import SqlKeyStore, open_database
 from sincere.events import EPOCH_SPAN
+from sincere.runtime import build_runtime
 from sincere.server import websocket as events_route
-from sincere.server.gateway import Gateway
-from sincere.store import KeyStore, open_database
 from tests.faults import Fault, FaultServer
-from tests.live import LiveGateway, LiveServer, settings_for
+from tests.live import LiveGateway, LiveServer, run, settings_for
 
 WAIT_S = 10  # bound on every wait for a message that should come
 
@@ -196,9 +196,9 @@ def tuned(
         section: getattr(settings, section).model_copy(update=values)
         for section, values in request.param.items()
     }
-    gateway = Gateway.create(settings.model_copy(update=changes), env={})
+    gateway = build_runtime(settings.model_copy(update=changes), env={})
     with LiveServer(gateway) as running:
-        running.keys["alice"], _ = gateway.keys.create("alice", "enterprise", "user")
+        running.keys["alice"], _ = run(gateway.keys.create("alice", "enterprise", "user"))
         yield running
 
 
@@ -241,15 +241,15 @@ async def test_a_client_resuming_across_a_restart_gets_a_gap_and_every_new_event
     tmp_path: Path, fault_server: FaultServer
 ) -> None:
     settings = settings_for(tmp_path, fault_server.base_url)
-    first = Gateway.create(settings, env={})
+    first = build_runtime(settings, env={})
     with LiveServer(first) as running:
-        key, _ = first.keys.create("alice", "enterprise", "user")
+        key, _ = await first.keys.create("alice", "enterprise", "user")
         running.keys["alice"] = key
         async with _socket(running) as ws:
             await _ready(ws)
             seen = await _events_until(ws, await _chat(running))
     last_seen = seen[-1]["id"]
-    second = Gateway.create(settings, env={})  # the same store: the gateway restarted
+    second = build_runtime(settings, env={})  # the same store: the gateway restarted
     with LiveServer(second) as running:
         running.keys["alice"] = key
         rids = [await _chat(running) for _ in range(3)]  # more events than were seen before
@@ -257,7 +257,7 @@ async def test_a_client_resuming_across_a_restart_gets_a_gap_and_every_new_event
             await _ready(ws)
             gap = await _receive(ws)
             replayed = await _events_until(ws, rids[-1])
-    new_ids = [e.id for e in second.bus.replay("alice").events]
+    new_ids = [e.id for e in (await second.bus.replay("alice")).events]
     assert len(new_ids) == 6
     assert min(new_ids) > last_seen  # no id of the first process is given again
     assert (gap["type"], gap["after_id"], gap["oldest_available_id"]) == (
@@ -360,8 +360,8 @@ async def test_a_revoked_keys_socket_is_closed_with_4401_and_gets_nothing_after(
     live: LiveGateway, revoker: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     gateway = live.gateway
-    socket_key, record = gateway.keys.create("carol", "enterprise")
-    live.keys["carol"], _ = gateway.keys.create("carol", "enterprise")  # keeps working
+    socket_key, record = await gateway.keys.create("carol", "enterprise")
+    live.keys["carol"], _ = await gateway.keys.create("carol", "enterprise")  # keeps working
     server_log = logging.getLogger("uvicorn.error")  # uvicorn's loggers do not propagate
     server_log.addHandler(caplog.handler)
     received: list[dict[str, Any]] = []
@@ -372,9 +372,10 @@ async def test_a_revoked_keys_socket_is_closed_with_4401_and_gets_nothing_after(
             await _ready(ws)
             await _events_until(ws, await _chat(live, "carol"))  # the socket streams
             if revoker == "gateway":
-                assert gateway.keys.revoke(record.id)
+                assert await gateway.keys.revoke(record.id)
             else:  # `sincere keys revoke`: the gateway learns it when its key cache expires
-                assert KeyStore(open_database(gateway.settings.database_url())).revoke(record.id)
+                other_process = SqlKeyStore(open_database(gateway.settings.database_url()))
+                assert await other_process.revoke(record.id)
             reader = asyncio.create_task(_read_all(ws, received))
             async with asyncio.timeout(60):  # generous: the key is re-checked every second
                 while not reader.done():
@@ -388,7 +389,7 @@ async def test_a_revoked_keys_socket_is_closed_with_4401_and_gets_nothing_after(
     assert ws.close_code == events_route.CLOSE_UNAUTHORIZED
     assert ws.close_reason == "the API key was revoked"
     ids = [m["event"]["id"] for m in received if m["type"] == "event"]
-    stream = [e.id for e in gateway.bus.replay("carol").events]
+    stream = [e.id for e in (await gateway.bus.replay("carol")).events]
     assert ids == stream[stream.index(ids[0]) : stream.index(ids[-1]) + 1] if ids else True
     assert stream[-1] > (ids[-1] if ids else 0)  # events published after the close: not sent
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

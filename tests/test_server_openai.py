@@ -15,15 +15,15 @@ import openai
 import pytest
 from sqlalchemy import event
 
+from sincere.backends.sql.keys import KEY_PREFIX
 from sincere.config import DeploymentConfig, load_settings
 from sincere.health import HealthReport, HealthState, ServiceRegistry
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta, StreamItem
 from sincere.llm.request import AttemptLimits, ChatRequest
-from sincere.server.gateway import Gateway
-from sincere.store.keys import KEY_PREFIX
+from sincere.runtime import build_runtime
 from tests.faults import Fault, FaultServer, refused_port
-from tests.live import LiveGateway, LiveServer, settings_for
+from tests.live import LiveGateway, LiveServer, run, settings_for
 
 
 def _client(live: LiveGateway, who: str = "alice", **kwargs: object) -> openai.OpenAI:
@@ -163,10 +163,10 @@ def test_a_bad_key_is_401_and_the_key_is_not_echoed(live: LiveGateway) -> None:
 
 
 def test_a_revoked_key_is_401(live: LiveGateway) -> None:
-    key, record = live.gateway.keys.create("carol", "standard")
+    key, record = run(live.gateway.keys.create("carol", "standard"))
     client = openai.OpenAI(base_url=live.v1, api_key=key, max_retries=0)
     assert client.models.list().data
-    live.gateway.keys.revoke(record.id)
+    run(live.gateway.keys.revoke(record.id))
     with pytest.raises(openai.AuthenticationError):
         client.models.list()
 
@@ -250,7 +250,7 @@ def test_the_response_guard_blocks_a_dishonest_provider(
     assert "response guard" in info.value.message
     assert "apologize" not in json.dumps(info.value.body).lower()  # withheld, not quoted
     assert "forbidden fallback phrase #1" in info.value.message
-    last = live.gateway.bus.replay("alice").events[-1]
+    last = run(live.gateway.bus.replay("alice")).events[-1]
     assert (last.type, last.service) == ("request_failed", "response_guard")
     scrape = httpx.get(
         live.url + "/metrics", headers={"Authorization": f"Bearer {live.keys['admin']}"}
@@ -268,7 +268,7 @@ def test_a_blocked_answer_ends_its_request_with_request_failed_only(
         )
     ends = [
         (e.type, e.service)
-        for e in live.gateway.bus.replay("alice").events
+        for e in run(live.gateway.bus.replay("alice")).events
         if e.type in ("request_completed", "request_failed")
     ]
     assert ends == [("request_failed", "response_guard")]  # never "completed" first
@@ -316,11 +316,11 @@ base_url = "{fault_server.base_url}"
 model = "m"
 """
     )
-    gateway = Gateway.create(
+    gateway = build_runtime(
         load_settings(path, env={"SINCERE_DATA_DIR": str(tmp_path / "data")}), env={}
     )
     with LiveServer(gateway) as running:
-        admin, _ = gateway.keys.create("ops", "enterprise", "admin")
+        admin, _ = run(gateway.keys.create("ops", "enterprise", "admin"))
         client = openai.OpenAI(base_url=running.v1, api_key=admin, max_retries=0)
         client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "x"}])
         scrape = httpx.get(running.url + "/metrics", headers={"Authorization": f"Bearer {admin}"})
@@ -361,7 +361,7 @@ class _DefectiveProvider:
 
 
 def _defective_gateway(tmp_path: Path, upstream: str, *, after_text: bool = False) -> Gateway:
-    gateway = Gateway.create(settings_for(tmp_path, upstream), env={})
+    gateway = build_runtime(settings_for(tmp_path, upstream), env={})
     defective = _DefectiveProvider(gateway.settings.deployment("up"), after_text=after_text)
     cascade = ModelCascade(gateway.settings, {"up": defective}, ServiceRegistry())
     return dataclasses.replace(gateway, cascade=cascade)
@@ -372,7 +372,7 @@ def test_a_defect_is_a_500_with_the_request_id_and_nothing_of_the_defect(
 ) -> None:
     gateway = _defective_gateway(tmp_path, fault_server.base_url)
     with caplog.at_level(logging.ERROR, "sincere.server"), LiveServer(gateway) as running:
-        key, _ = gateway.keys.create("carol", "free")
+        key, _ = run(gateway.keys.create("carol", "free"))
         client = openai.OpenAI(base_url=running.v1, api_key=key, max_retries=0)
         with pytest.raises(openai.InternalServerError) as info:
             client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "x"}])
@@ -386,7 +386,7 @@ def test_a_defect_is_a_500_with_the_request_id_and_nothing_of_the_defect(
     for private in ("RuntimeError", "provider.py", "sk-live", "Traceback"):
         assert private not in response.text
     assert DEFECT in caplog.text  # the operator's log has it
-    events = gateway.bus.replay("carol").events
+    events = run(gateway.bus.replay("carol")).events
     assert [(e.type, e.service) for e in events] == [
         ("request_started", "model_cascade"),
         ("request_failed", "model_cascade"),
@@ -399,7 +399,7 @@ def test_a_defect_after_text_ends_the_stream_in_band_without_done(
 ) -> None:
     gateway = _defective_gateway(tmp_path, fault_server.base_url, after_text=True)
     with caplog.at_level(logging.ERROR, "sincere.server"), LiveServer(gateway) as running:
-        key, _ = gateway.keys.create("carol", "free")
+        key, _ = run(gateway.keys.create("carol", "free"))
         response = httpx.post(
             running.v1 + "/chat/completions",
             headers={"Authorization": f"Bearer {key}"},
@@ -416,7 +416,7 @@ def test_a_defect_after_text_ends_the_stream_in_band_without_done(
     for private in ("RuntimeError", "provider.py", "sk-live", "Traceback"):
         assert private not in response.text
     assert DEFECT in caplog.text
-    assert [e.type for e in gateway.bus.replay("carol").events][-1] == "request_failed"
+    assert [e.type for e in run(gateway.bus.replay("carol")).events][-1] == "request_failed"
 
 
 def test_a_key_is_looked_up_off_the_event_loop(live: LiveGateway) -> None:
@@ -432,7 +432,7 @@ def test_a_key_is_looked_up_off_the_event_loop(live: LiveGateway) -> None:
             except RuntimeError:
                 on_loop.append(False)
 
-    key, _ = live.gateway.keys.create("dave", "free")  # never verified: not cached
+    key, _ = run(live.gateway.keys.create("dave", "free"))  # never verified: not cached
     engine = live.gateway.database.engine
     event.listen(engine, "before_cursor_execute", record)
     try:

@@ -15,12 +15,12 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import create_engine
 
+from sincere.backends.sql import Database, SqlServiceHistory
 from sincere.llm.breaker import BreakerState
+from sincere.runtime import build_runtime
 from sincere.server.app import freeze_startup_heap
-from sincere.server.gateway import Gateway
-from sincere.store import Database, ServiceHistory
 from tests.faults import Fault, FaultServer
-from tests.live import LiveGateway, LiveServer, settings_for
+from tests.live import LiveGateway, LiveServer, run, settings_for
 
 HEALTH_JSON = "application/health+json"
 
@@ -124,7 +124,7 @@ def test_an_open_circuit_shows_on_health_and_status_from_the_breaker_and_the_sto
     assert up["kind"] == "llm-deployment"
     assert up["state"] == "major_outage"
     assert 0 < up["next_probe_in_s"] <= live.gateway.settings.defaults.breaker_open_s
-    recorded = live.gateway.history.recent("up", 10)
+    recorded = run(live.gateway.history.recent("up", 10))
     assert [t["message"] for t in up["recent_transitions"]] == [t.message for t in recorded]
     newest = up["recent_transitions"][0]
     assert newest["state"] == "major_outage"
@@ -171,7 +171,7 @@ def test_a_store_that_cannot_be_opened_fails_health_readiness_and_status(
     broken = Database(create_engine(f"sqlite:///{missing}"), f"sqlite:///{missing}")
     gateway = live.gateway
     database, history = gateway.database, gateway.history
-    gateway.database, gateway.history = broken, ServiceHistory(broken)
+    gateway.database, gateway.history = broken, SqlServiceHistory(broken)
     try:
         health = _get(live, "/health")
         ready = _get(live, "/readyz")
@@ -245,10 +245,10 @@ name = "broken"
 provider = "embedded"
 model_path = "{broken}"
 """
-    gateway = Gateway.create(settings_for(tmp_path, fault_server.base_url, extra), env={})
+    gateway = build_runtime(settings_for(tmp_path, fault_server.base_url, extra), env={})
     with LiveServer(gateway) as running:
-        key, _ = gateway.keys.create("erin", "free")
-        admin, _ = gateway.keys.create("ops", "enterprise", "admin")
+        key, _ = run(gateway.keys.create("erin", "free"))
+        admin, _ = run(gateway.keys.create("ops", "enterprise", "admin"))
         answer = httpx.post(
             running.v1 + "/chat/completions",
             headers={"Authorization": f"Bearer {key}"},
@@ -265,7 +265,7 @@ model_path = "{broken}"
     newest = service["recent_transitions"][0]
     assert newest["state"] == "major_outage"
     assert "broken.gguf could not be loaded" in newest["message"]
-    told = [e.message for e in gateway.bus.replay("erin").events if e.service == "broken"]
+    told = [e.message for e in run(gateway.bus.replay("erin")).events if e.service == "broken"]
     assert any("could not be loaded" in m for m in told)
     for public in (answer.text, json.dumps(page), *told):
         assert str(broken.parent) not in public  # the file's name, never where it lives
@@ -311,7 +311,7 @@ def test_a_due_probe_is_no_outage_on_readiness_health_or_status(
 def _tuned_gateway(tmp_path: Path, fault_server: FaultServer, **defaults: float) -> Gateway:
     settings = settings_for(tmp_path, fault_server.base_url)
     changed = settings.defaults.model_copy(update=defaults)
-    return Gateway.create(settings.model_copy(update={"defaults": changed}), env={})
+    return build_runtime(settings.model_copy(update={"defaults": changed}), env={})
 
 
 def test_without_traffic_the_prober_recovers_an_open_deployment(
@@ -321,8 +321,8 @@ def test_without_traffic_the_prober_recovers_an_open_deployment(
     breaker = gateway.cascade.breakers["up"]
     embedded = gateway.cascade.breakers["embedded"]
     with LiveServer(gateway) as live:
-        live.keys["alice"], _ = gateway.keys.create("alice", "enterprise")
-        live.keys["admin"], _ = gateway.keys.create("ops", "enterprise", "admin")
+        live.keys["alice"], _ = run(gateway.keys.create("alice", "enterprise"))
+        live.keys["admin"], _ = run(gateway.keys.create("ops", "enterprise", "admin"))
         embedded.record_failure("test: kept out", open_for_s=600)  # readiness is up's alone
         try:
             fault_server.models_fault = Fault.status(503)  # the health check fails too
@@ -367,20 +367,20 @@ def test_without_traffic_the_prober_recovers_an_open_deployment(
     newest = up["recent_transitions"][0]  # recorded in the history like any transition
     assert newest["state"] == "operational"
     assert "health check passed" in newest["message"]
-    assert [t.state for t in gateway.history.recent("up", 1)] == ["ready"]
+    assert [t.state for t in run(gateway.history.recent("up", 1))] == ["ready"]
 
 
 def test_after_a_restart_status_dates_a_state_from_this_process_only(
     tmp_path: Path, fault_server: FaultServer
 ) -> None:
     settings = settings_for(tmp_path, fault_server.base_url)
-    first = Gateway.create(settings, env={})
+    first = build_runtime(settings, env={})
     with LiveServer(first) as live:
-        live.keys["alice"], _ = first.keys.create("alice", "enterprise")
+        live.keys["alice"], _ = run(first.keys.create("alice", "enterprise"))
         _open_the_upstream_circuit(live, fault_server)
     fault_server.default = Fault.ok()
     restarted_at = time.time()
-    second = Gateway.create(settings, env={})  # the same store: the gateway restarted
+    second = build_runtime(settings, env={})  # the same store: the gateway restarted
     with LiveServer(second) as live:
         page = httpx.get(live.url + "/status", timeout=10).json()
     up = {s["name"]: s for s in page["services"]}["up"]

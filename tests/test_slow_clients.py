@@ -18,10 +18,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from sincere.runtime import build_runtime
 from sincere.server import websocket as events_route
-from sincere.server.gateway import Gateway
 from tests.faults import FaultServer
-from tests.live import LiveGateway, LiveServer, settings_for
+from tests.live import LiveGateway, LiveServer, run, settings_for
 
 WAIT_S = 30  # bound on waiting for something that should happen (never asserted as a duration)
 LIMITS = {"header_timeout_s": 1, "body_timeout_s": 1, "keep_alive_s": 1, "max_sockets_per_user": 2}
@@ -30,9 +30,9 @@ LIMITS = {"header_timeout_s": 1, "body_timeout_s": 1, "keep_alive_s": 1, "max_so
 @pytest.fixture
 def strict(tmp_path: Path, fault_server: FaultServer) -> Iterator[LiveGateway]:
     settings = settings_for(tmp_path, fault_server.base_url).with_server(**LIMITS)
-    gateway = Gateway.create(settings, env={})
+    gateway = build_runtime(settings, env={})
     with LiveServer(gateway) as running:
-        running.keys["alice"], _ = gateway.keys.create("alice", "free", "user")
+        running.keys["alice"], _ = run(gateway.keys.create("alice", "free", "user"))
         yield running
 
 

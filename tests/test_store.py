@@ -10,9 +10,23 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from sincere.store import KeyStore, Role, ServiceHistory, open_database, start_event_stream
+from sincere.backends.sql import (
+    SqlKeyStore,
+    SqlServiceHistory,
+    open_database,
+    start_event_stream,
+)
+from sincere.identity import KeyRole
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -43,10 +57,10 @@ def test_migrations_create_the_schema_and_are_idempotent(url: str) -> None:
     second.engine.dispose()
 
 
-def test_keys_are_shown_once_stored_hashed_and_revocable(url: str) -> None:
+async def test_keys_are_shown_once_stored_hashed_and_revocable(url: str) -> None:
     db = open_database(url)
-    keys = KeyStore(db)
-    key, record = keys.create("alice", "enterprise", Role.ADMIN)
+    keys = SqlKeyStore(db)
+    key, record = await keys.create("alice", "enterprise", KeyRole.ADMIN)
     assert key.startswith("sk-sincere-")
     assert len(key) > 50
     with db.engine.connect() as conn:
@@ -54,26 +68,41 @@ def test_keys_are_shown_once_stored_hashed_and_revocable(url: str) -> None:
             str(v) for row in conn.execute(text("SELECT * FROM api_keys")) for v in row
         )
     assert key not in stored  # only the hash is kept
-    found = keys.verify(key)
+    found = await keys.verify(key)
     assert found is not None
     assert (found.user_id, found.tier, found.role) == ("alice", "enterprise", "admin")
-    assert keys.verify(key + "x") is None
-    assert keys.verify("not-even-shaped-right") is None
-    assert keys.revoke(record.id) is True
-    assert keys.verify(key) is None
-    assert keys.revoke(record.id) is False
-    assert [(r.id, r.active) for r in keys.list()] == [(record.id, False)]
+    assert await keys.verify(key + "x") is None
+    assert await keys.verify("not-even-shaped-right") is None
+    assert await keys.revoke(record.id) is True
+    assert await keys.verify(key) is None
+    assert await keys.revoke(record.id) is False
+    assert [(r.id, r.active) for r in await keys.list()] == [(record.id, False)]
     db.engine.dispose()
 
 
-def test_service_history_keeps_transitions_newest_first(url: str) -> None:
+async def test_a_verified_key_is_answered_from_the_cache_until_it_expires(url: str) -> None:
     db = open_database(url)
-    history = ServiceHistory(db)
+    clock = Clock()
+    keys = SqlKeyStore(db, cache_ttl_s=5.0, clock=clock)
+    key, record = await keys.create("alice", "free")
+    other_process = SqlKeyStore(db)  # `sincere keys revoke` beside the gateway
+    assert await keys.verify(key) == record
+    assert await other_process.revoke(record.id)
+    clock.now += 4.9
+    assert await keys.verify(key) == record  # cached: this process has not seen it yet
+    clock.now += 0.2
+    assert await keys.verify(key) is None  # expired, looked up again: revoked
+    db.engine.dispose()
+
+
+async def test_service_history_keeps_transitions_newest_first(url: str) -> None:
+    db = open_database(url)
+    history = SqlServiceHistory(db)
     now = time.time()
-    history.record("up", "unavailable", "circuit open", now - 5)
-    history.record("up", "ready", "probe succeeded", now)
-    history.record("other", "ready", "fine", now)
-    recent = history.recent("up")
+    await history.record("up", "unavailable", "circuit open", now - 5)
+    await history.record("up", "ready", "probe succeeded", now)
+    await history.record("other", "ready", "fine", now)
+    recent = await history.recent("up")
     assert [(t.state, t.message) for t in recent] == [
         ("ready", "probe succeeded"),
         ("unavailable", "circuit open"),

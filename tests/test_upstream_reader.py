@@ -31,10 +31,10 @@ from sincere.redact import (
     redact,
     remember_secret,
 )
-from sincere.server.gateway import Gateway
+from sincere.runtime import build_runtime
 from tests.conftest import closing
 from tests.faults import Fault, FaultServer, refused_port
-from tests.live import LiveServer, settings_for
+from tests.live import LiveServer, run, settings_for
 
 LIMITS = AttemptLimits(total_s=20, connect_s=2, first_token_s=1, stream_idle_s=1)
 REQUEST = ChatRequest.of("gpt", "hello there world")
@@ -184,9 +184,9 @@ async def test_a_body_that_is_no_event_stream_is_a_clean_upstream_error(
 def test_a_json_answer_keeps_the_gateway_answering(tmp_path: Path) -> None:
     # The symptom: one such answer froze the whole process, every user included.
     with FaultServer(Fault.json_answer(text="Paris.")) as upstream:
-        gateway = Gateway.create(settings_for(tmp_path, upstream.base_url), env={})
+        gateway = build_runtime(settings_for(tmp_path, upstream.base_url), env={})
         with LiveServer(gateway) as live, httpx.Client(timeout=30) as http:
-            key, _ = gateway.keys.create("alice", "enterprise", "user")
+            key, _ = run(gateway.keys.create("alice", "enterprise", "user"))
             headers = {"Authorization": f"Bearer {key}"}
             body = {"model": "gpt", "messages": [{"role": "user", "content": "Capital?"}]}
             plain = http.post(f"{live.v1}/chat/completions", json=body, headers=headers)
@@ -366,9 +366,9 @@ async def test_a_key_in_a_json_answer_is_redacted(fault_server: FaultServer) -> 
 def test_a_key_never_reaches_a_client_of_the_gateway(tmp_path: Path) -> None:
     with FaultServer(Fault.leak()) as upstream:
         settings = settings_for(tmp_path, upstream.base_url, 'api_key_env = "UP_KEY"')
-        gateway = Gateway.create(settings, env={"UP_KEY": KEY})
+        gateway = build_runtime(settings, env={"UP_KEY": KEY})
         with LiveServer(gateway) as live, httpx.Client(timeout=30) as http:
-            key, _ = gateway.keys.create("alice", "enterprise", "user")
+            key, _ = run(gateway.keys.create("alice", "enterprise", "user"))
             headers = {"Authorization": f"Bearer {key}"}
             body = {"model": "gpt", "messages": [{"role": "user", "content": "Key?"}]}
             plain = http.post(f"{live.v1}/chat/completions", json=body, headers=headers)

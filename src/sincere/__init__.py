@@ -2,6 +2,7 @@
 
 from sincere.answer import Answer, Completion, Provenance, Usage
 from sincere.attempts import Attempt
+from sincere.backends.memory.events import InProcessEventBus
 from sincere.config import Settings, load_settings
 from sincere.context import ContextFactory, RequestContext, Tier
 from sincere.errors import (
@@ -20,11 +21,12 @@ from sincere.errors import (
     UnsupportedParameter,
     UpstreamError,
 )
-from sincere.events import Event, EventBus, EventType, InProcessEventBus
+from sincere.events import Event, EventType
 from sincere.health import HealthReport, HealthState, ServiceRegistry
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest, Message
+from sincere.ports import EventBus
 from sincere.tool_calls import ToolCall
 
 __version__ = "0.1.0"

@@ -21,6 +21,7 @@ from rich.table import Table
 from sincere import __version__
 from sincere.answer import Answer
 from sincere.auth import Authenticator
+from sincere.backends.sql import SqlKeyStore, open_database
 from sincere.config import Settings, load_settings
 from sincere.context import Tier, new_request_id
 from sincere.errors import ConfigError, ServiceError
@@ -29,9 +30,8 @@ from sincere.guard.lint.cli import lint
 from sincere.identity import KeyRole
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest, Message
-from sincere.ports import Subscription
+from sincere.ports import KeyStore, Subscription
 from sincere.runtime import build_runtime
-from sincere.store import KeyStore, Role, open_database
 
 # Exit codes (sysexits.h): a retry may succeed / it will not / the configuration is wrong.
 EXIT_FAILED = 1
@@ -309,18 +309,18 @@ app.add_typer(keys_app, name="keys")
 
 def _key_store(config: Path | None) -> KeyStore:
     settings = _settings(config)
-    return KeyStore(open_database(settings.database_url()))
+    return SqlKeyStore(open_database(settings.database_url()))
 
 
 @keys_app.command("create")
 def keys_create(
     user: Annotated[str, typer.Option("--user", help="The user id the key acts for.")],
     tier: Annotated[Tier, typer.Option("--tier", help="free, standard or enterprise.")],
-    role: Annotated[Role, typer.Option("--role", help="user or admin.")] = Role.USER,
+    role: Annotated[KeyRole, typer.Option("--role", help="user or admin.")] = KeyRole.USER,
     config: ConfigOption = None,
 ) -> None:
     """Create a key. It is printed once, on the last line; only its hash is stored."""
-    key, record = _key_store(config).create(user, tier, role)
+    key, record = asyncio.run(_key_store(config).create(user, tier, role))
     err.print(f"created {record.id} for {record.user_id} ({record.tier}, {record.role})")
     out.out(key)
 
@@ -339,7 +339,7 @@ def keys_list(config: ConfigOption = None) -> None:
             datetime.fromtimestamp(r.created_at, UTC).strftime("%Y-%m-%d %H:%M"),
             "active" if r.active else "revoked",
         )
-        for r in _key_store(config).list()
+        for r in asyncio.run(_key_store(config).list())
     ]
     if not out.is_terminal:
         out.out("\n".join("\t".join(row) for row in (columns, *rows)))
@@ -356,7 +356,7 @@ def keys_revoke(
     config: ConfigOption = None,
 ) -> None:
     """Revoke a key: requests with it get 401 from now on."""
-    if not _key_store(config).revoke(key_id):
+    if not asyncio.run(_key_store(config).revoke(key_id)):
         err.print(f"no active key with id {key_id}")
         raise typer.Exit(EXIT_FAILED)
     err.print(f"revoked {key_id}")

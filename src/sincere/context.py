@@ -6,10 +6,13 @@ import os
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sincere.errors import ErrorContext
-from sincere.events import Event, EventBus, EventEmitter, EventType
+from sincere.events import Event, EventEmitter, EventType
+
+if TYPE_CHECKING:  # the ports import this module's Tier (through identity)
+    from sincere.ports import EventBus
 
 
 class Tier(StrEnum):

@@ -1,25 +1,23 @@
-"""Typed events about the services a user's request depends on, and the bus that carries them.
+"""Typed events about the services a user's request depends on: the vocabulary of every bus.
 
 Each user has their own ordered stream: ids increase by one per user, a bounded history
 is kept for replay from a last-seen id, and a subscriber only ever sees its own user's events.
 A bus has an epoch (the gateway takes a new one from the store at every start): its ids lie
-above ``epoch * EPOCH_SPAN``, so no id of an earlier process is ever given again.
+above ``epoch * EPOCH_SPAN``, so no id of an earlier process is ever given again. The bus
+itself is a port (``sincere.ports.EventBus``); the in-process one is in ``sincere.backends``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
-from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from sincere.redact import redact
+if TYPE_CHECKING:  # the port is typed in terms of this vocabulary
+    from sincere.ports import EventBus
 
 EPOCH_SPAN = 2**32
 """Ids per user and epoch: epoch ``e`` numbers its events from ``e * EPOCH_SPAN + 1``.
@@ -77,167 +75,6 @@ class Replay:
 
 class SlowConsumer(Exception):
     """A subscriber fell further behind than its buffer allows and was dropped."""
-
-
-class EventBus(Protocol):
-    """Publishes per-user events; in-process here, Redis Streams when scaled out."""
-
-    async def publish(
-        self,
-        user_id: str,
-        type: EventType,
-        message: str,
-        *,
-        request_id: str | None = None,
-        service: str | None = None,
-        data: Mapping[str, Any] | None = None,
-    ) -> Event: ...
-
-    def replay(self, user_id: str, after_id: int = 0) -> Replay: ...
-
-    def bounds(self, user_id: str) -> tuple[int, int]: ...
-
-    def subscribe(self, user_id: str, after_id: int | None = None) -> Subscription: ...
-
-
-class Subscription:
-    """One consumer of one user's events: first the replay, then live events, in id order."""
-
-    def __init__(self, replay: Replay, buffer: int, seen_id: int) -> None:
-        self.gap = replay.gap
-        self.gap_reason = replay.reason
-        self._queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=buffer)
-        self._backlog = deque(replay.events)
-        self._overflowed = False
-        self._closed = False
-        self._last_id = seen_id
-
-    def _offer(self, event: Event) -> bool:
-        """Queue a live event; False (and the subscription is dead) when the buffer is full."""
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self._overflowed = True
-            return False
-        return True
-
-    @property
-    def last_id(self) -> int:
-        """The id of the last event handed to the consumer: where a reconnect resumes."""
-        return self._last_id
-
-    def close(self) -> None:
-        """End the subscription; a consumer waiting for the next event stops at once."""
-        self._closed = True
-        with contextlib.suppress(asyncio.QueueFull):  # a full queue has nobody waiting
-            self._queue.put_nowait(None)
-
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self
-
-    async def __anext__(self) -> Event:
-        while True:
-            if self._closed:
-                raise StopAsyncIteration
-            if self._backlog:
-                event = self._backlog.popleft()
-            elif self._overflowed and self._queue.empty():
-                raise SlowConsumer("the event buffer overflowed; reconnect with last_event_id")
-            else:
-                queued = await self._queue.get()
-                if queued is None:  # close() woke us
-                    continue
-                event = queued
-            if event.id > self._last_id:  # live events may repeat the tail of the backlog
-                self._last_id = event.id
-                return event
-
-
-class _UserLog:
-    __slots__ = ("history", "last_id", "subscribers")
-
-    def __init__(self, history: int, first_id: int) -> None:
-        self.last_id = first_id
-        self.history: deque[Event] = deque(maxlen=history)
-        self.subscribers: set[Subscription] = set()
-
-
-class InProcessEventBus:
-    """The default bus: one process, bounded history per user, bounded buffer per subscriber."""
-
-    def __init__(self, history: int = 1000, subscriber_buffer: int = 256, epoch: int = 0) -> None:
-        self._history = history
-        self._buffer = subscriber_buffer
-        self.epoch = epoch
-        self._start = epoch * EPOCH_SPAN  # every id of this stream is above it
-        self._logs: dict[str, _UserLog] = {}
-
-    def _log(self, user_id: str) -> _UserLog:
-        log = self._logs.get(user_id)
-        if log is None:
-            log = self._logs[user_id] = _UserLog(self._history, self._start)
-        return log
-
-    async def publish(
-        self,
-        user_id: str,
-        type: EventType,
-        message: str,
-        *,
-        request_id: str | None = None,
-        service: str | None = None,
-        data: Mapping[str, Any] | None = None,
-    ) -> Event:
-        log = self._log(user_id)
-        log.last_id += 1
-        event = Event(
-            id=log.last_id,
-            type=type,
-            user_id=user_id,
-            request_id=request_id,
-            service=service,
-            timestamp=time.time(),
-            message=redact(message),
-            data=MappingProxyType(dict(data or {})),
-        )
-        log.history.append(event)
-        for sub in list(log.subscribers):
-            if sub._closed or not sub._offer(event):
-                log.subscribers.discard(sub)
-        return event
-
-    def bounds(self, user_id: str) -> tuple[int, int]:
-        """The oldest retained id (last + 1 when none is) and the last id of a user's stream."""
-        log = self._log(user_id)
-        return (log.history[0].id if log.history else log.last_id + 1), log.last_id
-
-    def replay(self, user_id: str, after_id: int = 0) -> Replay:
-        """The retained events after ``after_id`` (0: from this stream's start)."""
-        log = self._log(user_id)
-        if after_id > log.last_id:
-            # Not an id this stream gave: taken as given it would hide the events numbered
-            # up to it. Everything retained, as a gap.
-            return Replay(tuple(log.history), gap=True, reason=GAP_BEYOND)
-        if 0 < after_id <= self._start:
-            # An earlier process's id: what came after it there is gone with that process.
-            return Replay(tuple(log.history), gap=True, reason=GAP_BEFORE)
-        seen = max(after_id, self._start)
-        oldest, _ = self.bounds(user_id)
-        events = tuple(e for e in log.history if e.id > seen)
-        gap = seen + 1 < oldest
-        return Replay(events, gap=gap, reason=GAP_DROPPED if gap else None)
-
-    def subscribe(self, user_id: str, after_id: int | None = None) -> Subscription:
-        """Live events from now on; with ``after_id``, the retained ones after it first."""
-        log = self._log(user_id)
-        if after_id is None:
-            sub = Subscription(Replay((), False), self._buffer, seen_id=log.last_id)
-        else:
-            replay = self.replay(user_id, after_id)
-            seen = after_id if self._start < after_id <= log.last_id else self._start
-            sub = Subscription(replay, self._buffer, seen_id=seen)
-        log.subscribers.add(sub)
-        return sub
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sincere.context import RequestContext
 from sincere.errors import ServiceError
 from sincere.events import EventType
 from sincere.redact import redact
+
+if TYPE_CHECKING:
+    from sincere.ports import ServiceHistory
+
+log = logging.getLogger("sincere.health")
 
 
 class HealthState(StrEnum):
@@ -108,9 +115,6 @@ class ServiceRegistry:
     def record(self, name: str) -> ServiceRecord:
         return self._services[name]
 
-    def records(self) -> tuple[ServiceRecord, ...]:
-        return tuple(self._services.values())
-
     async def initialize_for_context(
         self, ctx: RequestContext, required: Iterable[str]
     ) -> InitializationResult:
@@ -174,3 +178,36 @@ class ServiceRegistry:
             critical=service.critical,
         )
         return report
+
+
+class HistoryWriter:
+    """Records the registry's transitions in the service history, in order, in the background.
+
+    A registry listener (``registry.on_transition(writer)``): it only queues the transition,
+    so neither the event loop nor the request whose outcome changed a state ever waits on
+    the store. One task at a time drains the queue, in order; ``flush`` waits until it is empty.
+    """
+
+    def __init__(self, history: ServiceHistory) -> None:
+        self._history = history
+        self._queue: deque[tuple[str, Transition]] = deque()
+        self._drain: asyncio.Task[None] | None = None
+
+    def __call__(self, service: str, transition: Transition) -> None:
+        self._queue.append((service, transition))
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        while self._queue:
+            service, t = self._queue.popleft()  # taken first: a cancelled write is not repeated
+            try:
+                await self._history.record(service, str(t.state), t.message, t.at)
+            except Exception:  # a silent store loses this record, never the ones after it
+                log.warning("recording %s's transition failed", service, exc_info=True)
+
+    async def flush(self) -> None:
+        """Wait until every queued transition is written (a reader of the history first,
+        a closing process last). Cancelling the wait leaves the writing going on."""
+        while self._drain is not None and not self._drain.done():
+            await asyncio.shield(self._drain)

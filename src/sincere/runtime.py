@@ -23,7 +23,7 @@ from sincere.backends.sql.streams import start_event_stream
 from sincere.config import DeploymentConfig, Settings
 from sincere.context import ContextFactory
 from sincere.errors import ConfigError
-from sincere.health import ServiceRegistry
+from sincere.health import HistoryWriter, ServiceRegistry
 from sincere.llm.breaker import BreakerPolicy
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Provider
@@ -66,6 +66,7 @@ class Runtime:
     bus: EventBus
     keys: KeyStore
     history: ServiceHistory
+    history_writer: HistoryWriter  # records the registry's transitions in ``history``
     limiter: Limiter
     breakers: Breakers
     registry: ServiceRegistry
@@ -79,7 +80,7 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self.cascade.aclose()
-        await self.history.aclose()
+        await self.history_writer.flush()
         await self.bus.aclose()
         self.database.engine.dispose()
 
@@ -124,7 +125,9 @@ def build_runtime(
 
     database = open_database(settings.database_url())  # startup: migrations, synchronously
     history = SqlServiceHistory(database)
-    registry.on_transition(history.recorder())
+    # Queued, then written on a worker thread: a transition never waits on the store.
+    history_writer = HistoryWriter(history)
+    registry.on_transition(history_writer)
     # A new epoch per process: a client's last_event_id from before a restart is
     # recognised as such (a gap), never mistaken for an id of the new stream.
     bus = InProcessEventBus(
@@ -142,6 +145,7 @@ def build_runtime(
         bus=bus,
         keys=keys,
         history=history,
+        history_writer=history_writer,
         limiter=limiter,
         breakers=breakers,
         registry=registry,

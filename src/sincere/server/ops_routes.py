@@ -24,13 +24,13 @@ from starlette.responses import JSONResponse, Response
 from sincere import __version__
 from sincere.errors import DataUnavailable
 from sincere.health import ServiceRecord
+from sincere.identity import KeyRecord, KeyRole
 from sincere.llm.breaker import BreakerState, CircuitBreaker
+from sincere.ports import RecordedTransition
 from sincere.redact import redact
-from sincere.server.gateway import Gateway, bearer_key
-from sincere.server.http_errors import request_id
+from sincere.runtime import Runtime
+from sincere.server.http_errors import bearer_key, request_id
 from sincere.server.openai_routes import gateway
-from sincere.store import KeyRecord, Role
-from sincere.store.history import RecordedTransition
 
 log = logging.getLogger("sincere.server")
 router = APIRouter(tags=["operations"])
@@ -71,9 +71,9 @@ class StoreProbe:
     output: str | None = None
 
 
-async def admin(request: Request, gw: Gateway = Depends(gateway)) -> KeyRecord:  # noqa: B008
+async def admin(request: Request, gw: Runtime = Depends(gateway)) -> KeyRecord:  # noqa: B008
     """The caller's key record, which must carry the admin role."""
-    return await gw.authenticate(bearer_key(request.headers), request_id(request), admin=True)
+    return await gw.auth.key(bearer_key(request.headers), request_id(request), admin=True)
 
 
 @router.get("/livez", response_class=HealthJSON)
@@ -83,7 +83,7 @@ async def livez() -> Response:
 
 
 @router.get("/readyz", response_class=HealthJSON, responses=_UNHEALTHY)
-async def readyz(gw: Gateway = Depends(gateway)) -> Response:  # noqa: B008
+async def readyz(gw: Runtime = Depends(gateway)) -> Response:  # noqa: B008
     """Readiness: the store answers and at least one deployment's circuit lets requests in."""
     store = await _probe_store(gw)
     reasons = [] if store.ok else [f"store: {store.output}"]
@@ -95,7 +95,7 @@ async def readyz(gw: Gateway = Depends(gateway)) -> Response:  # noqa: B008
 
 
 @router.get("/health", response_class=HealthJSON, responses=_UNHEALTHY)
-async def health(gw: Gateway = Depends(gateway)) -> Response:  # noqa: B008
+async def health(gw: Runtime = Depends(gateway)) -> Response:  # noqa: B008
     """Health per draft-inadarei-api-health-check: one check per circuit, one for the store."""
     breakers = gw.cascade.breakers
     store = await _probe_store(gw)
@@ -127,7 +127,7 @@ async def health(gw: Gateway = Depends(gateway)) -> Response:  # noqa: B008
         503: {"description": "The recorded history is unavailable", "content": _PROBLEM},
     },
 )
-async def status(request: Request, gw: Gateway = Depends(gateway)) -> dict[str, Any]:  # noqa: B008
+async def status(request: Request, gw: Runtime = Depends(gateway)) -> dict[str, Any]:  # noqa: B008
     """The status page: each deployment's state now, since when, and its recorded transitions.
 
     Public: states and times. With an admin key, the reasons and messages too: they may
@@ -157,20 +157,20 @@ async def status(request: Request, gw: Gateway = Depends(gateway)) -> dict[str, 
     },
 )
 async def metrics(
-    gw: Gateway = Depends(gateway),  # noqa: B008
+    gw: Runtime = Depends(gateway),  # noqa: B008
     _admin: KeyRecord = Depends(admin),  # noqa: B008
 ) -> Response:
     """Prometheus exposition of this process's registry; operators only."""
     return PrometheusText(generate_latest(gw.metrics.registry))
 
 
-async def _is_admin(request: Request, gw: Gateway) -> bool:
+async def _is_admin(request: Request, gw: Runtime) -> bool:
     """Whether the caller sent an admin key; no key is the public view, a bad one a 401."""
     key = bearer_key(request.headers)
     if key is None:
         return False
-    record = await gw.authenticate(key, request_id(request))
-    return record.role is Role.ADMIN
+    record = await gw.auth.key(key, request_id(request))
+    return record.role is KeyRole.ADMIN
 
 
 def _can_serve(breakers: Mapping[str, CircuitBreaker]) -> bool:
@@ -178,7 +178,7 @@ def _can_serve(breakers: Mapping[str, CircuitBreaker]) -> bool:
     return any(b.observed_state() is not BreakerState.OPEN for b in breakers.values())
 
 
-async def _probe_store(gw: Gateway) -> StoreProbe:
+async def _probe_store(gw: Runtime) -> StoreProbe:
     """Time a ``SELECT 1`` off the event loop, bounded by the connect timeout."""
     limit = gw.settings.defaults.connect_timeout_s
     at, started = time.time(), time.perf_counter()
@@ -193,7 +193,7 @@ async def _probe_store(gw: Gateway) -> StoreProbe:
     return StoreProbe(True, at, ms=round((time.perf_counter() - started) * 1000, 3))
 
 
-def _select_one(gw: Gateway) -> None:
+def _select_one(gw: Runtime) -> None:
     with gw.database.engine.connect() as conn:
         conn.execute(text("SELECT 1")).scalar_one()
 
@@ -245,16 +245,15 @@ def _store_check(store: StoreProbe) -> dict[str, Any]:
     return check
 
 
-async def _recorded_history(gw: Gateway, names: list[str]) -> dict[str, list[RecordedTransition]]:
+async def _recorded_history(gw: Runtime, names: list[str]) -> dict[str, list[RecordedTransition]]:
     """The last ten recorded transitions of each service, or a 503 when the store is silent."""
 
-    def read() -> dict[str, list[RecordedTransition]]:
-        return {name: gw.history.recent(name, 10) for name in names}
+    async def read() -> dict[str, list[RecordedTransition]]:
+        await gw.history_writer.flush()  # transitions still queued are part of the history
+        return {name: await gw.history.recent(name, 10) for name in names}
 
     try:
-        return await asyncio.wait_for(
-            asyncio.to_thread(read), gw.settings.defaults.connect_timeout_s
-        )
+        return await asyncio.wait_for(read(), gw.settings.defaults.connect_timeout_s)
     except Exception as exc:  # a status page must not guess its history
         log.warning("reading the service history failed", exc_info=True)
         raise DataUnavailable(

@@ -20,9 +20,10 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from sincere.errors import AuthenticationFailed
-from sincere.events import SlowConsumer, Subscription
-from sincere.server.gateway import Gateway, bearer_key
-from sincere.server.http_errors import request_id
+from sincere.events import SlowConsumer
+from sincere.ports import Subscription
+from sincere.runtime import Runtime
+from sincere.server.http_errors import bearer_key, request_id
 
 log = logging.getLogger("sincere.server")
 router = APIRouter()
@@ -47,7 +48,7 @@ _BAD_LAST_ID = "last_event_id must be a whole number >= 0: the id of the last ev
 @router.websocket("/v1/events")
 async def events(websocket: WebSocket) -> None:
     """Stream the caller's events; with ``?last_event_id=N``, the retained ones after it first."""
-    gw: Gateway = websocket.app.state.gateway
+    gw: Runtime = websocket.app.state.runtime
     await websocket.accept()
     # Read here, not by FastAPI's Query validation: that refuses the upgrade with a bare 403,
     # which a client cannot tell from an authentication failure.
@@ -63,8 +64,8 @@ async def events(websocket: WebSocket) -> None:
     if not key:
         await websocket.close(CLOSE_UNAUTHORIZED, _NO_KEY)
         return
-    try:  # the key store is a blocking database call: keep it off the event loop
-        record = await gw.authenticate(key, request_id(websocket))
+    try:
+        record = await gw.auth.key(key, request_id(websocket))
     except AuthenticationFailed as exc:
         await websocket.close(CLOSE_UNAUTHORIZED, f"{exc.message}; check the key or create one")
         return
@@ -74,8 +75,8 @@ async def events(websocket: WebSocket) -> None:
         reason = f"too many event sockets for this user (limit {sockets.limit}); close one first"
         await websocket.close(CLOSE_POLICY_VIOLATION, reason)
         return
-    oldest, last_id = gw.bus.bounds(record.user_id)
-    sub = gw.bus.subscribe(record.user_id, last_event_id)
+    oldest, last_id = await gw.bus.bounds(record.user_id)
+    sub = await gw.bus.subscribe(record.user_id, last_event_id)
     try:
         await websocket.send_json(
             {"type": "ready", "user_id": record.user_id, "last_event_id": last_id}
@@ -170,7 +171,7 @@ async def _first_to_end(*jobs: Coroutine[Any, Any, Close | None]) -> Close | Non
     return next(iter(done)).result()
 
 
-async def _watch_key(gw: Gateway, key: str, rid: str) -> Close:
+async def _watch_key(gw: Runtime, key: str, rid: str) -> Close:
     """Re-check the key every ``KEY_RECHECK_S`` while the socket is open; 4401 once revoked.
 
     Verified keys are cached for 5 s, so the socket closes within the same few seconds in
@@ -179,14 +180,14 @@ async def _watch_key(gw: Gateway, key: str, rid: str) -> Close:
     while True:
         await asyncio.sleep(KEY_RECHECK_S)
         try:
-            await gw.authenticate(key, rid)
+            await gw.auth.key(key, rid)
         except AuthenticationFailed:
             return CLOSE_UNAUTHORIZED, "the API key was revoked"
         except Exception:  # a silent store is no verdict on the key: check again
             log.warning("re-checking a WebSocket's key failed", exc_info=True)
 
 
-async def _pump(websocket: WebSocket, sub: Subscription, gw: Gateway) -> Close | None:
+async def _pump(websocket: WebSocket, sub: Subscription, gw: Runtime) -> Close | None:
     """Send events as they come, a heartbeat when idle; 1013 when the buffer overflowed."""
     idle_s = gw.settings.server.heartbeat_s
     try:

@@ -18,10 +18,6 @@ class Database:
     url: str
 
 
-def sqlite_url(data_dir: Path) -> str:
-    return f"sqlite:///{data_dir / 'sincere.db'}"
-
-
 def open_database(url: str) -> Database:
     """Connect and migrate to the newest schema; safe to call from every process."""
     if url.startswith("sqlite:///"):

@@ -1,0 +1,1 @@
+"""Implementations of the ports (``sincere.ports``): in-process, and SQL."""

@@ -1,0 +1,43 @@
+"""Service history in SQL: every recorded state change, for /status and recovery estimates."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import insert, select
+
+from sincere.backends.sql.database import Database
+from sincere.backends.sql.schema import service_transitions
+from sincere.ports import RecordedTransition
+
+
+class SqlServiceHistory:
+    """``ports.ServiceHistory`` on the store; each statement runs on a worker thread."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def record(self, service: str, state: str, message: str, at: float) -> None:
+        await asyncio.to_thread(self._insert, service, state, message, at)
+
+    async def recent(self, service: str, limit: int = 20) -> list[RecordedTransition]:
+        """The newest transitions of one service, newest first."""
+        return await asyncio.to_thread(self._select, service, limit)
+
+    def _insert(self, service: str, state: str, message: str, at: float) -> None:
+        with self._db.engine.begin() as conn:
+            conn.execute(
+                insert(service_transitions).values(
+                    service=service, state=state, message=message, at=at
+                )
+            )
+
+    def _select(self, service: str, limit: int) -> list[RecordedTransition]:
+        with self._db.engine.connect() as conn:
+            rows = conn.execute(
+                select(service_transitions)
+                .where(service_transitions.c.service == service)
+                .order_by(service_transitions.c.at.desc(), service_transitions.c.id.desc())
+                .limit(limit)
+            ).all()
+        return [RecordedTransition(r.service, r.state, r.message, r.at) for r in rows]
