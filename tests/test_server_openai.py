@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,9 @@ import pytest
 from sqlalchemy import event
 
 from sincere.backends.sql.keys import KEY_PREFIX
-from sincere.config import DeploymentConfig, load_settings
-from sincere.health import HealthReport, HealthState, ServiceRegistry
-from sincere.llm.cascade import ModelCascade
-from sincere.llm.provider import Delta, StreamItem
-from sincere.llm.request import AttemptLimits, ChatRequest
-from sincere.runtime import build_runtime
+from sincere.config import load_settings
+from sincere.runtime import Runtime, build_runtime
+from tests.doubles import DEFECT, defective
 from tests.faults import Fault, FaultServer, refused_port
 from tests.live import LiveGateway, LiveServer, run, settings_for
 
@@ -333,38 +329,15 @@ model = "m"
     assert 'sincere_breaker_state{deployment="dead"} 0.0' in text
 
 
-DEFECT = "bug in /srv/sincere/provider.py line 7 with key sk-live-0123456789abcdef"
-
-
-class _DefectiveProvider:
-    """A provider with a bug: what it raises is no ServiceError, and it names a secret."""
-
-    kind = "openai"
-    started = True
-
-    def __init__(self, deployment: DeploymentConfig, *, after_text: bool = False) -> None:
-        self.deployment = deployment
-        self.after_text = after_text
-
-    async def start(self) -> HealthReport:
-        return HealthReport(HealthState.READY, "ready")
-
-    async def stream(
-        self, request: ChatRequest, limits: AttemptLimits
-    ) -> AsyncIterator[StreamItem]:
-        if self.after_text:
-            yield Delta("Half an answer")
-        raise RuntimeError(DEFECT)
-
-    async def aclose(self) -> None:
-        return None
-
-
-def _defective_gateway(tmp_path: Path, upstream: str, *, after_text: bool = False) -> Gateway:
-    gateway = build_runtime(settings_for(tmp_path, upstream), env={})
-    defective = _DefectiveProvider(gateway.settings.deployment("up"), after_text=after_text)
-    cascade = ModelCascade(gateway.settings, {"up": defective}, ServiceRegistry())
-    return dataclasses.replace(gateway, cascade=cascade)
+def _defective_gateway(tmp_path: Path, upstream: str, *, after_text: bool = False) -> Runtime:
+    """The gateway with deployment 'up' of the test kind "defective" (a provider with a bug)."""
+    settings = settings_for(tmp_path, upstream)
+    up = settings.deployment("up").model_copy(update={"provider": "defective"})
+    deployments = tuple(up if d.name == "up" else d for d in settings.deployments)
+    settings = settings.model_copy(update={"deployments": deployments})
+    return build_runtime(
+        settings, env={}, provider_kinds={"defective": defective(after_text=after_text)}
+    )
 
 
 def test_a_defect_is_a_500_with_the_request_id_and_nothing_of_the_defect(

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine
 
 from sincere.backends.sql import Database, SqlServiceHistory
 from sincere.llm.breaker import BreakerState
-from sincere.runtime import build_runtime
+from sincere.runtime import Runtime, build_runtime
 from sincere.server.app import freeze_startup_heap
 from tests.faults import Fault, FaultServer
 from tests.live import LiveGateway, LiveServer, run, settings_for
@@ -308,7 +308,7 @@ def test_a_due_probe_is_no_outage_on_readiness_health_or_status(
     assert page["status"] == "major"  # up is still out; not every deployment is
 
 
-def _tuned_gateway(tmp_path: Path, fault_server: FaultServer, **defaults: float) -> Gateway:
+def _tuned_gateway(tmp_path: Path, fault_server: FaultServer, **defaults: float) -> Runtime:
     settings = settings_for(tmp_path, fault_server.base_url)
     changed = settings.defaults.model_copy(update=defaults)
     return build_runtime(settings.model_copy(update={"defaults": changed}), env={})
