@@ -1,0 +1,1 @@
+"""The implementations of the ports (sincere.ports), one package per backend."""

@@ -1,0 +1,1 @@
+"""The in-process backends: one process, state in memory."""
