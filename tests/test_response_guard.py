@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from sincere.config import DEFAULT_FORBIDDEN_PHRASES
@@ -85,3 +87,28 @@ def test_a_phrase_that_began_in_the_text_already_sent_is_caught() -> None:
 def test_without_phrases_nothing_waits() -> None:
     holdback = StreamHoldback[str](ResponseGuard([]), CONTEXT)
     assert _push(holdback, "I", " apologize") == ["I", " apologize"]
+
+
+@pytest.mark.parametrize(
+    "phrases",
+    [DEFAULT_FORBIDDEN_PHRASES, ("abab", "bab", "aab", "b"), ("aaa", "aab")],
+    ids=["defaults", "overlapping", "repeated-letters"],
+)
+def test_the_matcher_agrees_with_a_plain_search_on_every_text(phrases: tuple[str, ...]) -> None:
+    """What a phrase can still grow from, and whether one is complete, against brute force."""
+    guard = ResponseGuard(phrases)
+    letters = "".join(sorted(set("".join(guard.phrases)))) + "xy "
+    rng = random.Random(10)
+    for _ in range(3000):
+        text = "".join(rng.choice(letters) for _ in range(rng.randint(0, 80)))
+        state, number = guard.matcher.feed(0, text)
+        if any(p in text for p in guard.phrases):
+            assert number, text
+            # Reported where the first phrase ends, and it is that phrase.
+            ends = min(text.find(p) + len(p) for p in guard.phrases if p in text)
+            _, first = guard.matcher.feed(0, text[:ends])
+            assert text[:ends].endswith(guard.phrases[first - 1]), text
+            continue
+        assert number == 0, text
+        begun = [n for p in guard.phrases for n in range(1, len(p)) if text.endswith(p[:n])]
+        assert guard.matcher.depth[state] == max(begun, default=0), text

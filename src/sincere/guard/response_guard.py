@@ -7,7 +7,7 @@ while its tail could still become a forbidden phrase, so that no part of one goe
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
 from sincere.answer import Answer
@@ -21,6 +21,7 @@ class ResponseGuard:
 
     def __init__(self, forbidden_phrases: Iterable[str]) -> None:
         self.phrases = tuple(p.lower() for p in forbidden_phrases if p)
+        self.matcher = PhraseMatcher(self.phrases)
 
     def check(self, answer: object, context: ErrorContext) -> Answer:
         """The answer, unchanged, or GuardViolation naming what was wrong."""
@@ -43,11 +44,9 @@ class ResponseGuard:
 
     def phrase_in(self, text: str, what: str) -> str | None:
         """Why ``text`` (lower case) may not go out, or None; ``what`` names it in the reason."""
-        # The phrase is named by its place in the list, not quoted: quoting it would hand the
-        # client the very text the guard exists to keep from it.
         for number, phrase in enumerate(self.phrases, 1):
             if phrase in text:
-                return f"{what} contains forbidden fallback phrase #{number} of the guard's list"
+                return _reason(number, what)
         return None
 
     def _violation(self, answer: object) -> str | None:
@@ -68,38 +67,36 @@ class StreamHoldback(Generic[T]):
     once the text after it shows that no phrase starts in it; a phrase completed in the
     stream raises ``GuardViolation`` before any of it went out. Whatever is still held at
     the end goes out with ``release_rest``, once the finished answer passed the guard.
-    Only the tail a phrase can span is kept, never the whole text.
     """
 
-    __slots__ = ("_context", "_end", "_first", "_guard", "_held", "_keep", "_tail")
+    __slots__ = ("_context", "_end", "_held", "_matcher", "_state")
 
     def __init__(self, guard: ResponseGuard, context: ErrorContext, sent: str = "") -> None:
         """``sent``: text already out before this stream (a prefill it continues)."""
-        self._guard = guard
+        self._matcher = guard.matcher
         self._context = context
-        self._keep = max((len(p) for p in guard.phrases), default=1) - 1
-        self._first = frozenset(p[0] for p in guard.phrases)
-        self._tail = _last(sent.lower(), self._keep)
+        self._state = self._matcher.after(sent.lower())
         self._end = 0  # characters (lower-cased) taken so far
         self._held: deque[tuple[int, T]] = deque()  # (where its text ends, piece)
 
     def push(self, piece: T, text: str) -> list[T]:
         """Take the next piece (``text`` is its text); the pieces that may go out now."""
         if text:
-            window = self._tail + text.lower()
-            reason = self._guard.phrase_in(window, "the stream")
-            if reason is not None:
+            lowered = text.lower()
+            self._state, number = self._matcher.feed(self._state, lowered)
+            if number:
                 self._held.clear()
                 raise GuardViolation(
-                    f"response guard: {reason}; it was cut before any of that phrase went out",
+                    f"response guard: {_reason(number, 'the stream')}; it was cut before any "
+                    "of that phrase went out",
                     context=self._context,
                 )
-            self._end += len(window) - len(self._tail)
-            self._tail = _last(window, self._keep)
-        if not self._held and not text:
+            self._end += len(lowered)
+        begun = self._matcher.depth[self._state]  # the end of the text a phrase may grow from
+        if not begun and not self._held:
             return [piece]
         self._held.append((self._end, piece))
-        safe = self._end - self._suspect()
+        safe = self._end - begun
         released = []
         while self._held and self._held[0][0] <= safe:
             released.append(self._held.popleft()[1])
@@ -111,16 +108,61 @@ class StreamHoldback(Generic[T]):
         self._held.clear()
         return rest
 
-    def _suspect(self) -> int:
-        """The length of the longest end of the text that a phrase could still grow from."""
-        tail = self._tail
-        for start in range(len(tail)):
-            if tail[start] in self._first:
-                end = tail[start:]
-                if any(p.startswith(end) for p in self._guard.phrases):
-                    return len(end)
-        return 0
+
+class PhraseMatcher:
+    """The phrases as one automaton (Aho-Corasick, made a full table), fed text as it comes.
+
+    A state is the longest end of the text so far that begins a phrase (``depth`` is its
+    length); reaching one that ends a phrase reports the phrase. Each character costs one
+    dictionary lookup, however many phrases there are.
+    """
+
+    def __init__(self, phrases: Sequence[str]) -> None:
+        goto: list[dict[str, int]] = [{}]
+        self.depth = [0]
+        self._found = [0]  # the number (from 1) of a phrase that ends in a state, else 0
+        for number, phrase in enumerate(phrases, 1):
+            state = 0
+            for char in phrase:
+                if char not in goto[state]:
+                    goto[state][char] = len(goto)
+                    goto.append({})
+                    self.depth.append(self.depth[state] + 1)
+                    self._found.append(0)
+                state = goto[state][char]
+            self._found[state] = self._found[state] or number
+        # Breadth first, so that the shorter states a longer one falls back to are done:
+        # a character that does not continue a state continues its longest proper end that
+        # begins a phrase (``fail``) instead; any character no phrase holds leads to 0.
+        self._next: list[dict[str, int]] = [dict(goto[0])] + [{} for _ in goto[1:]]
+        fail = [0] * len(goto)
+        queue = deque(goto[0].values())
+        while queue:
+            state = queue.popleft()
+            self._next[state] = {**self._next[fail[state]], **goto[state]}
+            for char, child in goto[state].items():
+                fail[child] = self._next[fail[state]].get(char, 0) if state else 0
+                self._found[child] = self._found[child] or self._found[fail[child]]
+                queue.append(child)
+
+    def feed(self, state: int, text: str) -> tuple[int, int]:
+        """The state after ``text``, and the number of a phrase it completed (0: none)."""
+        table, found = self._next, self._found
+        for char in text:
+            state = table[state].get(char, 0)
+            if found[state]:
+                return state, found[state]
+        return state, 0
+
+    def after(self, text: str) -> int:
+        """The state after ``text``, whatever it holds."""
+        state = 0
+        for char in text[len(text) - max(self.depth) :]:
+            state, _ = self.feed(state, char)
+        return state
 
 
-def _last(text: str, count: int) -> str:
-    return text[len(text) - count :] if count < len(text) else text
+def _reason(number: int, what: str) -> str:
+    # The phrase is named by its place in the list, not quoted: quoting it would hand the
+    # client the very text the guard exists to keep from it.
+    return f"{what} contains forbidden fallback phrase #{number} of the guard's list"

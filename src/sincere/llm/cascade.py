@@ -258,26 +258,39 @@ class ModelCascade:
                 await self._announce(await self.breakers.record_success(route.name))
                 yield run.answer
                 return
-            assert run.error is not None
-            self._record_failure(route, log, run)
-            wait, again_for_loop = self._retry_wait(ctx, route, log, run, retry, loop_retry)
-            loop_retry = loop_retry or again_for_loop
-            error = run.error
-            await self._count_failure(route, error, retried=wait is not None)
-            if again_for_loop:
-                step = "sincere retries it once with stronger repetition penalties"
-            else:
-                step = _next_step(error, wait)
-            await ctx.emit(
-                EventType.SERVICE_DEGRADED,
-                f"{route.name} failed ({error.error_type}); {step}",
-                service=route.name,
-                outcome=error.error_type,
-                retry_in_s=None if wait is None else round(wait, 3),
-            )
+            wait, loop_retry = await self._after_failure(ctx, route, log, run, retry, loop_retry)
             if wait is None:
                 return
             await asyncio.sleep(wait)
+
+    async def _after_failure(
+        self,
+        ctx: RequestContext,
+        route: Route,
+        log: AttemptLog,
+        run: _Try,
+        retry: int,
+        loop_retry: bool,
+    ) -> tuple[float | None, bool]:
+        """A failed attempt recorded, counted and told: the wait before the same route is
+        tried again (None: move on), and whether the loop's one more attempt is taken."""
+        error = run.error
+        assert error is not None
+        self._record_failure(route, log, run)
+        wait, again_for_loop = self._retry_wait(ctx, route, log, run, retry, loop_retry)
+        await self._count_failure(route, error, retried=wait is not None)
+        if again_for_loop:
+            step = "sincere retries it once with stronger repetition penalties"
+        else:
+            step = _next_step(error, wait)
+        await ctx.emit(
+            EventType.SERVICE_DEGRADED,
+            f"{route.name} failed ({error.error_type}); {step}",
+            service=route.name,
+            outcome=error.error_type,
+            retry_in_s=None if wait is None else round(wait, 3),
+        )
+        return wait, loop_retry or again_for_loop
 
     async def _admitted(self, route: Route, log: AttemptLog) -> bool:
         """Whether the route's breaker lets an attempt through; a refusal is recorded."""
