@@ -33,10 +33,12 @@ from rich.progress import Progress
 
 from sincere.answer import Answer
 from sincere.backends.memory.events import InProcessEventBus
+from sincere.backends.memory.breakers import InProcessBreakers
 from sincere.config import BUILTIN_DEPLOYMENT, load_settings
 from sincere.context import ContextFactory
 from sincere.errors import ServiceError
 from sincere.health import ServiceRegistry
+from sincere.llm.breaker import BreakerPolicy
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.embedded import (
     LLAMA_DEFAULTS,
@@ -105,7 +107,8 @@ def _cascade(sampling: Sampling, data_dir: Path) -> ModelCascade:
     path.write_text(CONFIG)
     settings = load_settings(path, env={"SINCERE_DATA_DIR": str(data_dir)})
     provider = EmbeddedProvider(BUILTIN_DEPLOYMENT, sampling=sampling)
-    return ModelCascade(settings, {BUILTIN_DEPLOYMENT.name: provider}, ServiceRegistry())
+    breakers = InProcessBreakers([BUILTIN_DEPLOYMENT.name], BreakerPolicy.of(settings.defaults))
+    return ModelCascade(settings, {BUILTIN_DEPLOYMENT.name: provider}, ServiceRegistry(), breakers)
 
 
 async def _ask(

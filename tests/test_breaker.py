@@ -1,21 +1,21 @@
-"""The circuit breaker on its own, driven by an explicit clock."""
+"""The circuit breaker on its own, and behind the breakers port, driven by a manual clock."""
 
 from __future__ import annotations
 
+from sincere.backends.memory.breakers import InProcessBreakers
 from sincere.llm.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from tests.clocks import ManualClock
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _breaker(**policy: float) -> tuple[CircuitBreaker, Clock]:
-    clock = Clock()
-    return CircuitBreaker("d", BreakerPolicy(**policy), clock=clock), clock  # type: ignore[arg-type]
+def _breaker(**policy: float) -> tuple[CircuitBreaker, ManualClock]:
+    clock = ManualClock()
+    breaker = CircuitBreaker(
+        "d",
+        BreakerPolicy(**policy),  # type: ignore[arg-type]
+        clock=clock.monotonic,
+        wall_clock=clock.time,
+    )
+    return breaker, clock
 
 
 def test_consecutive_failures_open_it_and_the_schedule_is_reported() -> None:
@@ -57,7 +57,7 @@ def test_success_resets_the_streak() -> None:
 def test_half_open_lets_exactly_one_probe_through_and_success_closes() -> None:
     breaker, clock = _breaker(consecutive_failures=1, open_s=10)
     breaker.record_failure("x")
-    clock.now += 10
+    clock.advance(10)
     probe, transition = breaker.admit()
     assert probe.allowed
     assert probe.probe
@@ -76,7 +76,7 @@ def test_a_failed_probe_reopens_for_twice_as_long_up_to_the_cap() -> None:
     breaker.record_failure("x")
     periods = []
     for _ in range(3):
-        clock.now += 100
+        clock.advance(100)
         breaker.admit()
         reopened = breaker.record_failure("still down")
         assert reopened is not None
@@ -88,7 +88,7 @@ def test_a_failed_probe_reopens_for_twice_as_long_up_to_the_cap() -> None:
 def test_a_probe_abandoned_without_a_verdict_frees_the_slot() -> None:
     breaker, clock = _breaker(consecutive_failures=1, open_s=1)
     breaker.record_failure("x")
-    clock.now += 1
+    clock.advance(1)
     assert breaker.admit()[0].probe
     breaker.release()
     assert breaker.admit()[0].probe
@@ -106,12 +106,72 @@ def test_an_open_period_that_is_over_is_observed_as_half_open_before_any_request
     breaker.record_failure("x")
     assert breaker.observed_state() is BreakerState.OPEN
     assert not breaker.probe_due()
-    clock.now += 10
+    clock.advance(10)
     assert breaker.state is BreakerState.OPEN  # nobody has taken the probe yet
     assert breaker.observed_state() is BreakerState.HALF_OPEN  # but a request would be let in
     assert breaker.probe_due()
     assert not breaker.probe_due(1)  # due for a second: not yet
-    clock.now += 1
+    clock.advance(1)
     assert breaker.probe_due(1)
     assert breaker.admit()[0].probe
     assert not breaker.probe_due()  # taken
+
+
+def test_transitions_are_dated_by_the_wall_clock_it_is_given() -> None:
+    breaker, clock = _breaker(consecutive_failures=1, open_s=10)
+    opened = breaker.record_failure("x")
+    assert opened is not None
+    assert opened.at == clock.time()
+    clock.advance(10)
+    probe = breaker.admit()[1]
+    assert probe is not None
+    assert probe.at == opened.at + 10
+
+
+# Behind the port: the in-process implementation of ``Breakers``
+
+
+def _breakers(clock: ManualClock, **policy: float) -> InProcessBreakers:
+    return InProcessBreakers(
+        ["a", "b"],
+        BreakerPolicy(**policy),  # type: ignore[arg-type]
+        clock=clock.monotonic,
+        wall_clock=clock.time,
+    )
+
+
+async def test_the_port_keeps_one_breaker_per_deployment() -> None:
+    clock = ManualClock()
+    breakers = _breakers(clock, consecutive_failures=1, open_s=10)
+    assert list(breakers.names()) == ["a", "b"]
+    opened = await breakers.record_failure("a", "boom")
+    assert opened is not None
+    assert (opened.deployment, opened.after) == ("a", BreakerState.OPEN)
+    refused, _ = await breakers.admit("a")
+    assert (refused.allowed, refused.retry_after_s) == (False, 10)
+    assert (await breakers.admit("b"))[0].allowed  # another deployment is not affected
+    assert breakers.view("a").state is BreakerState.OPEN
+    assert breakers.view("b").state is BreakerState.CLOSED
+    assert list(breakers.view("a").transitions) == [opened]
+
+
+async def test_the_port_schedules_probes_by_its_clock() -> None:
+    clock = ManualClock()
+    breakers = _breakers(clock, consecutive_failures=1, open_s=10)
+    await breakers.record_failure("a", "boom")
+    assert not await breakers.probe_due("a")
+    clock.advance(10)
+    assert await breakers.probe_due("a")
+    assert breakers.view("a").observed_state() is BreakerState.HALF_OPEN
+    assert not await breakers.probe_due("a", 1)
+    probe, moved = await breakers.admit("a")
+    assert probe.probe
+    assert moved is not None
+    assert moved.after is BreakerState.HALF_OPEN
+    assert not (await breakers.admit("a"))[0].allowed  # one probe at a time
+    await breakers.release("a")  # the probe left without a verdict
+    assert (await breakers.admit("a"))[0].probe
+    closed = await breakers.record_success("a")
+    assert closed is not None
+    assert closed.after is BreakerState.CLOSED
+    assert breakers.view("a").seconds_until_probe() is None

@@ -17,12 +17,14 @@ from pathlib import Path
 import pytest
 
 from sincere.answer import Answer
+from sincere.backends.memory.breakers import InProcessBreakers
 from sincere.backends.memory.events import InProcessEventBus
-from sincere.config import load_settings
+from sincere.config import DEFAULT_FORBIDDEN_PHRASES, load_settings
 from sincere.context import ContextFactory, RequestContext
 from sincere.errors import (
     ContentRejected,
     ContextTooLong,
+    GuardViolation,
     RateLimited,
     RetryAfterSource,
     ServiceError,
@@ -31,9 +33,11 @@ from sincere.errors import (
     UpstreamError,
 )
 from sincere.events import EventType
+from sincere.llm.breaker import BreakerPolicy, BreakerState
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest
+from tests.clocks import ManualClock
 from tests.conftest import closing
 from tests.faults import Fault, FaultServer
 
@@ -62,8 +66,11 @@ def _cascade(
     deployments: list[tuple[str, FaultServer | str, str]],
     models: str,
     defaults: str = "",
+    clock: ManualClock | None = None,
 ) -> ModelCascade:
-    """Deployments are (name, server or URL, extra TOML lines); models is raw TOML."""
+    """Deployments are (name, server or URL, extra TOML lines); models is raw TOML.
+
+    With ``clock``, the breakers run on it instead of the real clocks."""
     settings = dict(line.split(" = ") for line in (DEFAULTS + defaults).split("\n") if line)
     text = "[defaults]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()) + models
     for name, target, extra in deployments:
@@ -82,11 +89,24 @@ output_price_per_mtok = 2.0
     path = tmp_path / "sincere.toml"
     path.write_text(text)
     settings = load_settings(path, env={"SINCERE_DATA_DIR": str(tmp_path)})
-    return closing(ModelCascade.from_settings(settings, env={"FAULT_KEY": KEY}))
+    breakers = None
+    if clock is not None:
+        breakers = InProcessBreakers(
+            [d.name for d in settings.deployments],
+            BreakerPolicy.of(settings.defaults),
+            clock=clock.monotonic,
+            wall_clock=clock.time,
+        )
+    cascade = ModelCascade.from_settings(settings, env={"FAULT_KEY": KEY}, breakers=breakers)
+    return closing(cascade)
 
 
 def _pair(
-    tmp_path: Path, servers: tuple[FaultServer, ...], extra_b: str = "", defaults: str = ""
+    tmp_path: Path,
+    servers: tuple[FaultServer, ...],
+    extra_b: str = "",
+    defaults: str = "",
+    clock: ManualClock | None = None,
 ) -> ModelCascade:
     """Model 'gpt' on deployment 'a', falling back to model 'backup' on deployment 'b'."""
     models = """
@@ -99,7 +119,8 @@ fallbacks = ["backup"]
 name = "backup"
 deployments = ["b"]
 """
-    return _cascade(tmp_path, [("a", servers[0], ""), ("b", servers[1], extra_b)], models, defaults)
+    deployments = [("a", servers[0], ""), ("b", servers[1], extra_b)]
+    return _cascade(tmp_path, deployments, models, defaults, clock)
 
 
 def _gaps(server: FaultServer) -> list[float]:
@@ -617,6 +638,154 @@ async def test_finish_reason_length_is_an_answer_marked_as_cut(
     assert answer.provenance.to_dict()["finish_reason"] == "length"
 
 
+# The response guard: part of the quality gate
+
+# The first phrase of the guard's default list, as a canned apology says it.
+APOLOGY = DEFAULT_FORBIDDEN_PHRASES[0] + "."
+
+
+def _alone(tmp_path: Path, server: FaultServer) -> ModelCascade:
+    """Model 'gpt' on deployment 'a' only."""
+    models = '\n[[models]]\nname = "gpt"\ndeployments = ["a"]\n'
+    return _cascade(tmp_path, [("a", server, "")], models)
+
+
+def _no_part_of_the_phrase(text: str) -> bool:
+    """Not even the phrase's first words: "I apologize" never reaches the caller."""
+    return "apolog" not in text.lower()
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["complete", "stream"])
+async def test_a_blocked_answer_is_a_failed_attempt_and_the_fallback_answers(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory, streaming: bool
+) -> None:
+    a, b, _ = servers
+    a.default = Fault.ok(text=APOLOGY)
+    b.default = Fault.ok(text="Water boils at 100 degrees Celsius at sea level.")
+    cascade = _pair(tmp_path, servers)
+    if streaming:
+        text, answer, error = await _stream(cascade, contexts)
+        assert error is None
+        assert text == "Water boils at 100 degrees Celsius at sea level."
+    else:
+        answer = await _ask(cascade, contexts)
+    assert answer is not None
+    assert answer.text == "Water boils at 100 degrees Celsius at sea level."
+    assert answer.provenance.deployment == "b"
+    assert _outcomes(answer) == [("a", "blocked"), ("b", "ok")]
+    blocked = answer.provenance.attempts[0]
+    assert blocked.detail is not None
+    assert "forbidden fallback phrase #1" in blocked.detail
+    assert _no_part_of_the_phrase(json.dumps(answer.to_dict()))
+    assert "a: blocked" in answer.provenance.selection_reasoning
+    assert len(a.completions) == 1  # not retried: the same prompt can draw the same phrase
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["complete", "stream"])
+async def test_with_no_route_left_the_error_says_an_answer_was_withheld_without_quoting_it(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory, streaming: bool
+) -> None:
+    servers[0].default = Fault.ok(text=APOLOGY)
+    cascade = _alone(tmp_path, servers[0])
+    if streaming:
+        text, answer, error = await _stream(cascade, contexts)
+        assert text == ""  # nothing went out: not even the phrase's beginning
+        assert answer is None
+    else:
+        with pytest.raises(ServiceError) as info:
+            await _ask(cascade, contexts)
+        error = info.value
+    assert isinstance(error, GuardViolation)
+    assert "the response guard withheld an answer" in error.message
+    assert error.should_retry  # another request may well be answered
+    assert _outcomes(error) == [("a", "blocked")]
+    for rendering in (error.to_problem(), error.to_openai_error()):
+        assert _no_part_of_the_phrase(json.dumps(rendering))
+
+
+async def test_a_streamed_apology_never_reaches_the_caller_not_even_its_first_words(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    servers[0].default = Fault.ok(text=APOLOGY)
+    received: list[Delta | Answer] = []
+    stream = _alone(tmp_path, servers[0]).stream(
+        contexts.create("alice"), ChatRequest.of("gpt", "Hi")
+    )
+    with pytest.raises(GuardViolation):
+        await _drain(stream, received)
+    assert received == []  # today's route sent "I apologize, but I encountered ..." first
+
+
+async def test_a_phrase_after_streamed_text_ends_as_a_broken_stream_with_what_was_sent(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.default = Fault.ok(text="Here is what I found. " + APOLOGY)
+    text, answer, error = await _stream(_pair(tmp_path, servers), contexts)
+    assert text == "Here is what I found."  # up to where the phrase could begin
+    assert answer is None
+    assert isinstance(error, GuardViolation)
+    assert _outcomes(error) == [("a", "blocked")]
+    assert b.completions == []  # no prefill: it cannot continue what the caller holds
+
+
+async def test_a_phrase_after_streamed_text_continues_on_a_prefill_capable_fallback(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.default = Fault.ok(text="Here is what I found. " + APOLOGY)
+    b.default = Fault.ok(text=" Water boils at 100 degrees Celsius.")
+    text, answer, error = await _stream(
+        _pair(tmp_path, servers, "supports_prefill = true"), contexts
+    )
+    assert error is None
+    assert answer is not None
+    assert text == answer.text == "Here is what I found. Water boils at 100 degrees Celsius."
+    prefill = b.completions[0].body["messages"][-1]  # type: ignore[index]
+    assert prefill == {"role": "assistant", "content": "Here is what I found."}
+    assert _outcomes(answer) == [("a", "blocked"), ("b", "ok")]
+    assert answer.provenance.continued_from == "a"
+
+
+async def test_held_back_text_goes_out_once_it_cannot_become_a_phrase(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    # "I apologize, but ..." that turns out to be an honest answer: nothing is lost.
+    honest = "I apologize, but I cannot know that without your data."
+    servers[0].default = Fault.ok(text=honest)
+    text, answer, error = await _stream(_alone(tmp_path, servers[0]), contexts)
+    assert error is None
+    assert answer is not None
+    assert text == answer.text == honest
+
+
+async def test_blocked_answers_never_open_the_deployments_circuit(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, _b, _ = servers
+    a.default = Fault.ok(text=APOLOGY)
+    cascade = _pair(tmp_path, servers)  # 3 failures in a row would open it
+    for _ in range(5):
+        assert (await _ask(cascade, contexts)).provenance.deployment == "b"
+    assert len(a.completions) == 5  # any user's prompt could draw the phrase: still asked
+    assert cascade.breakers.view("a").state is BreakerState.CLOSED
+    assert list(cascade.breakers.view("a").transitions) == []
+
+
+async def test_a_withheld_answer_is_named_when_the_other_routes_failed_otherwise(
+    tmp_path: Path, servers: tuple[FaultServer, ...], contexts: ContextFactory
+) -> None:
+    a, b, _ = servers
+    a.default = Fault.ok(text=APOLOGY)
+    b.default = Fault.status(503)
+    with pytest.raises(ServiceUnavailable) as info:
+        await _ask(_pair(tmp_path, servers, defaults="max_retries = 0\n"), contexts)
+    assert info.value.message == (
+        "no route for 'gpt' could answer (2 attempts); the response guard withheld an answer"
+    )
+    assert _outcomes(info.value) == [("a", "blocked"), ("b", "service_unavailable")]
+
+
 # Circuit breakers
 
 
@@ -628,40 +797,35 @@ async def test_a_primary_that_flaps_down_then_up_opens_serves_from_fallback_prob
 ) -> None:
     a, _b, _ = servers
     a.default = Fault.status(503)
+    clock = ManualClock()
     cascade = _pair(
         tmp_path,
         servers,
-        defaults="max_retries = 0\nbreaker_open_s = 0.2\nbreaker_max_open_s = 0.4\n",
+        defaults="max_retries = 0\nbreaker_open_s = 10\nbreaker_max_open_s = 15\n",
+        clock=clock,
     )
-    served_while_down = []
-    for _ in range(12):
-        served_while_down.append((await _ask(cascade, contexts)).provenance.deployment)
-        await asyncio.sleep(0.05)
-    assert set(served_while_down) == {"b"}  # every request answered, by the fallback
-    attempts_while_down = len(a.completions)
-    assert attempts_while_down <= 3 + 4  # 3 to open, then a few half-open probes at most
+    served = [(await _ask(cascade, contexts)).provenance.deployment for _ in range(5)]
+    assert served == ["b"] * 5  # every request answered, by the fallback
+    assert len(a.completions) == 3  # 3 to open it; then nobody asks while it is open
+
+    clock.advance(10)  # the open period is over: the next request is the probe
+    assert (await _ask(cascade, contexts)).provenance.deployment == "b"
+    assert len(a.completions) == 4  # the probe failed: open again, for longer (capped)
+    clock.advance(10)
+    assert (await _ask(cascade, contexts)).provenance.deployment == "b"
+    assert len(a.completions) == 4
 
     a.default = Fault.ok(text="primary is back")
-    # Counted in requests, not seconds: each waits at least 0.05 s, so 60 of them outlast
-    # the longest open period (0.4 s) however slow the machine is.
-    for _ in range(60):
-        if (await _ask(cascade, contexts)).provenance.deployment == "a":
-            break
-        await asyncio.sleep(0.05)
-    else:
-        pytest.fail("traffic did not return to the primary")
+    clock.advance(5)
+    assert (await _ask(cascade, contexts)).provenance.deployment == "a"  # the probe
     assert (await _ask(cascade, contexts)).provenance.deployment == "a"
+    assert cascade.breakers.view("a").state is BreakerState.CLOSED
 
-    types = [e.type for e in (await bus.replay("alice")).events if e.service == "a"]
-    assert EventType.SERVICE_UNAVAILABLE in types
-    assert EventType.SERVICE_RECOVERED in types
-    opened = next(
-        e
-        for e in (await bus.replay("alice")).events
-        if e.service == "a" and e.type is EventType.SERVICE_UNAVAILABLE
-    )
-    assert opened.data["breaker"] == "open"
-    assert 0 < opened.data["next_probe_in_s"] <= 0.2
+    events = [e for e in (await bus.replay("alice")).events if e.service == "a"]
+    opened = [e for e in events if e.type is EventType.SERVICE_UNAVAILABLE]
+    assert [e.data["next_probe_in_s"] for e in opened] == [10, 15]  # the real schedule
+    assert all(e.data["breaker"] == "open" for e in opened)
+    assert EventType.SERVICE_RECOVERED in [e.type for e in events]
     record = cascade.registry.record("a")
     assert [t.state for t in record.transitions][-1] == "ready"
 

@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 
 from sincere.backends.memory.events import InProcessEventBus
+from sincere.backends.memory.breakers import InProcessBreakers
 from sincere.config import BUILTIN_DEPLOYMENT, Settings, load_settings
 from sincere.context import ContextFactory
 from sincere.errors import ServiceError
 from sincere.events import EventType
 from sincere.health import ServiceRegistry
+from sincere.llm.breaker import BreakerPolicy
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.embedded import LLAMA_DEFAULTS, EmbeddedProvider
 from sincere.llm.provider import Delta
@@ -46,7 +48,8 @@ def contexts(bus: InProcessEventBus) -> ContextFactory:
 async def _cascade(settings: Settings) -> ModelCascade:
     provider = EmbeddedProvider(BUILTIN_DEPLOYMENT, sampling=LLAMA_DEFAULTS)
     await provider.start()
-    return ModelCascade(settings, {BUILTIN_DEPLOYMENT.name: provider}, ServiceRegistry())
+    breakers = InProcessBreakers([BUILTIN_DEPLOYMENT.name], BreakerPolicy.of(settings.defaults))
+    return ModelCascade(settings, {BUILTIN_DEPLOYMENT.name: provider}, ServiceRegistry(), breakers)
 
 
 async def test_a_loop_gets_one_more_attempt_with_stronger_settings_and_provenance_says_so(
@@ -75,7 +78,7 @@ async def test_a_loop_gets_one_more_attempt_with_stronger_settings_and_provenanc
         "embedded failed (quality_rejected); sincere retries it once with stronger repetition "
         "penalties"
     ]
-    breaker = cascade.breakers["embedded"]
+    breaker = cascade.breakers.view("embedded")
     assert list(breaker.transitions) == []
 
 

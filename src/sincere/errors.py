@@ -322,11 +322,18 @@ class PermissionDenied(ServiceError):
 
 
 class GuardViolation(ServiceError):
-    """The response guard blocked an outbound answer that failed its honesty checks."""
+    """The response guard withheld a deployment's answer that failed its honesty checks
+    (a known fallback phrase, or provenance that does not describe it).
 
-    status = 500
+    A failed attempt: the cascade moves on to the next route. It never counts against the
+    deployment's breaker (a prompt can make a model say the phrase), and a later request
+    may well be answered: 502, retryable.
+    """
+
+    status = 502
     error_type = "mock_response_blocked"
     title = "Blocked by the response guard"
+    should_retry = True
 
 
 class InternalError(ServiceError):

@@ -18,6 +18,7 @@ from sincere.errors import (
 from sincere.errors import ServiceUnavailable as Unavailable
 from sincere.llm.pricing import cost_usd
 from sincere.llm.request import ChatRequest, Message
+from sincere.llm.routes import Route
 
 
 @dataclass(slots=True)
@@ -43,9 +44,10 @@ class AttemptLog:
         prefill = Message("assistant", self.sent)
         return replace(self.request, messages=(*self.request.messages, prefill))
 
-    def skip_reason(self, deployment: DeploymentConfig, model: str) -> str | None:
+    def skip_reason(self, route: Route) -> str | None:
         """Why a route cannot help this request, or None to try it."""
-        if model in self.rejected_models:
+        deployment = route.deployment
+        if route.model in self.rejected_models:
             return "content policy already rejected this model"
         if self.sent and not deployment.supports_prefill:
             return "cannot continue a partial answer (no prefill support)"
@@ -56,20 +58,24 @@ class AttemptLog:
             )
         return None
 
-    def skip(self, model: str, deployment: DeploymentConfig, provider: str, reason: str) -> None:
+    def skip(self, route: Route, reason: str) -> None:
         """A route passed over without a request; listed when the reason is news to the user."""
         if reason.startswith("context window"):
             self.attempts.append(
                 Attempt(
-                    model, deployment.name, provider, "skipped", 0.0, detail=reason, cost_usd=0.0
+                    route.model,
+                    route.name,
+                    route.provider.kind,
+                    "skipped",
+                    0.0,
+                    detail=reason,
+                    cost_usd=0.0,
                 )
             )
 
     def record(
         self,
-        model: str,
-        deployment: DeploymentConfig,
-        provider: str,
+        route: Route,
         started: float,
         error: ServiceError | None,
         completion: Completion | None = None,
@@ -77,34 +83,44 @@ class AttemptLog:
         text_received: bool = False,
         outcome: str | None = None,
     ) -> Attempt:
-        attempt = Attempt(
-            model=model,
-            deployment=deployment.name,
-            provider=provider,
-            outcome=outcome or (error.error_type if error else OK),
-            duration_s=round(time.monotonic() - started, 6),
-            status_code=error.status_code if error else None,
-            detail=error.message if error else None,
-            retry_after_s=error.retry_after if error else None,
-            cost_usd=_attempt_cost(deployment, error, completion, text_received),
+        """Add what one attempt came to; its error, if any, joins the request's errors."""
+        attempt = self.attempt(
+            route, started, error, completion, text_received=text_received, outcome=outcome
         )
         self.attempts.append(attempt)
         if error is not None:
             self.errors.append(error)
         return attempt
 
-    def learn(
+    def attempt(
         self,
-        error: ServiceError,
-        deployment: DeploymentConfig,
-        model: str,
-        failover_on_content_policy: bool,
-    ) -> None:
+        route: Route,
+        started: float,
+        error: ServiceError | None,
+        completion: Completion | None = None,
+        *,
+        text_received: bool = False,
+        outcome: str | None = None,
+    ) -> Attempt:
+        """What one attempt came to, not yet recorded (an answer still to be checked)."""
+        return Attempt(
+            model=route.model,
+            deployment=route.name,
+            provider=route.provider.kind,
+            outcome=outcome or (error.error_type if error else OK),
+            duration_s=round(time.monotonic() - started, 6),
+            status_code=error.status_code if error else None,
+            detail=error.message if error else None,
+            retry_after_s=error.retry_after if error else None,
+            cost_usd=_attempt_cost(route.deployment, error, completion, text_received),
+        )
+
+    def learn(self, error: ServiceError, route: Route, failover_on_content_policy: bool) -> None:
         """What a failure says about the routes after it."""
         if isinstance(error, ContextTooLong):
-            self.context_bound = max(self.context_bound, deployment.context_window or 0)
+            self.context_bound = max(self.context_bound, route.deployment.context_window or 0)
         elif isinstance(error, ContentRejected):
-            self.rejected_models.add(model)
+            self.rejected_models.add(route.model)
             self.stop = self.stop or not failover_on_content_policy
         elif isinstance(error, UnsupportedParameter):
             pass  # this deployment cannot honour a parameter; another one may

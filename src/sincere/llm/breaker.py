@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sincere.config import Defaults
+
 
 class BreakerState(StrEnum):
     CLOSED = "closed"
@@ -28,6 +30,18 @@ class BreakerPolicy:
     min_calls: int = 10  # no ratio verdict on fewer calls than this
     open_s: float = 30.0  # first open period; doubles per re-open (Envoy), capped
     max_open_s: float = 300.0
+
+    @classmethod
+    def of(cls, d: Defaults) -> BreakerPolicy:
+        """The policy the settings' ``[defaults]`` ask for."""
+        return cls(
+            consecutive_failures=d.breaker_consecutive_failures,
+            window=d.breaker_window,
+            failure_ratio=d.breaker_failure_ratio,
+            min_calls=d.breaker_min_calls,
+            open_s=d.breaker_open_s,
+            max_open_s=d.breaker_max_open_s,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +69,13 @@ class CircuitBreaker:
         deployment: str,
         policy: BreakerPolicy,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """``clock`` (monotonic) runs the schedule; ``wall_clock`` dates the transitions."""
         self.deployment = deployment
         self.policy = policy
         self._clock = clock
+        self._wall_clock = wall_clock
         self.state = BreakerState.CLOSED
         self._outcomes: deque[bool] = deque(maxlen=policy.window)
         self._consecutive = 0
@@ -152,7 +169,7 @@ class CircuitBreaker:
     def _move(self, after: BreakerState, reason: str) -> BreakerTransition:
         before, self.state = self.state, after
         transition = BreakerTransition(
-            self.deployment, before, after, time.time(), reason, self.seconds_until_probe()
+            self.deployment, before, after, self._wall_clock(), reason, self.seconds_until_probe()
         )
         self.transitions.append(transition)
         return transition

@@ -13,19 +13,21 @@ import asyncio
 import itertools
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field, replace
 
 from sincere.answer import Answer, Completion, Provenance
 from sincere.attempts import Attempt
+from sincere.backends.memory.breakers import InProcessBreakers
 from sincere.config import DeploymentConfig, Settings
 from sincere.context import RequestContext
 from sincere.errors import (
     BadRequest,
+    GuardViolation,
     InternalError,
     LoopRejected,
     ModelBusy,
-    ModelNotFound,
     ProviderAuthFailed,
     QualityRejected,
     RateLimited,
@@ -34,10 +36,10 @@ from sincere.errors import (
     ServiceUnavailable,
 )
 from sincere.events import EventType
-from sincere.guard.response_guard import ResponseGuard
+from sincere.guard.response_guard import ResponseGuard, StreamHoldback
 from sincere.health import HealthReport, HealthState, ServiceRegistry
 from sincere.llm.attempt_log import AttemptLog
-from sincere.llm.breaker import BreakerPolicy, BreakerState, BreakerTransition, CircuitBreaker
+from sincere.llm.breaker import BreakerPolicy, BreakerState, BreakerTransition
 from sincere.llm.embedded import EmbeddedProvider
 from sincere.llm.failure import final_error
 from sincere.llm.openai_http import OpenAIProvider
@@ -46,6 +48,8 @@ from sincere.llm.provider import Delta, Provider
 from sincere.llm.quality import rejection
 from sincere.llm.request import AttemptLimits, ChatRequest
 from sincere.llm.retry import RetryPolicy, backoff_s, is_retryable
+from sincere.llm.routes import Route, resolve_routes
+from sincere.ports import Breakers, BreakerView
 from sincere.stop import stop_reason
 from sincere.tiers.limits import cap_output
 
@@ -59,14 +63,18 @@ _TRANSITION_EVENTS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    """One place a request can go: a model's deployment, in cascade order."""
+@dataclass(slots=True)
+class _Try:
+    """One attempt on one route as it goes: what arrived, what the caller saw, the verdict."""
 
-    model: str
-    deployment: DeploymentConfig
-    provider: Provider
-    breaker: CircuitBreaker
+    started: float
+    received: list[str] = field(default_factory=list)  # the text the provider produced
+    called: bool = False  # tool-call fragments arrived: no prefill can continue those
+    shown: list[str] = field(default_factory=list)  # the text that reached the caller
+    shown_calls: bool = False
+    completion: Completion | None = None
+    answer: Answer | None = None
+    error: ServiceError | None = None
 
 
 def build_provider(deployment: DeploymentConfig, env: Mapping[str, str]) -> Provider:
@@ -79,22 +87,18 @@ class ModelCascade:
     """Serves chat requests from the configured routes, in order, honestly."""
 
     def __init__(
-        self, settings: Settings, providers: Mapping[str, Provider], registry: ServiceRegistry
+        self,
+        settings: Settings,
+        providers: Mapping[str, Provider],
+        registry: ServiceRegistry,
+        breakers: Breakers,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.guard = ResponseGuard(settings.guard.forbidden_phrases)
+        self.breakers = breakers
         self._providers = dict(providers)
         d = settings.defaults
-        policy = BreakerPolicy(
-            consecutive_failures=d.breaker_consecutive_failures,
-            window=d.breaker_window,
-            failure_ratio=d.breaker_failure_ratio,
-            min_calls=d.breaker_min_calls,
-            open_s=d.breaker_open_s,
-            max_open_s=d.breaker_max_open_s,
-        )
-        self.breakers = {name: CircuitBreaker(name, policy) for name in self._providers}
         self._retry = RetryPolicy(d.max_retries, d.retry_base_s, d.retry_max_s)
         self._open_cause: dict[str, type[ServiceError]] = {}
         # Requests in flight per deployment: they hear about its breaker transitions.
@@ -103,14 +107,20 @@ class ModelCascade:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, env: Mapping[str, str] | None = None
+        cls,
+        settings: Settings,
+        env: Mapping[str, str] | None = None,
+        *,
+        breakers: Breakers | None = None,
     ) -> ModelCascade:
         env = os.environ if env is None else env
         providers = {d.name: build_provider(d, env) for d in settings.deployments}
         registry = ServiceRegistry()
         for name, provider in providers.items():
             registry.register(name, provider.start, timeout_s=settings.defaults.timeout_s)
-        return cls(settings, providers, registry)
+        if breakers is None:
+            breakers = InProcessBreakers(providers, BreakerPolicy.of(settings.defaults))
+        return cls(settings, providers, registry, breakers)
 
     async def aclose(self) -> None:
         for provider in self._providers.values():
@@ -123,31 +133,8 @@ class ModelCascade:
         """The model's deployments, then each fallback model's, transitively, each once."""
         cached = self._routes.get(model)
         if cached is None:
-            cached = self._routes[model] = self._resolve(model)
+            cached = self._routes[model] = resolve_routes(self.settings, self._providers, model)
         return cached
-
-    def _resolve(self, model: str) -> list[Route]:
-        if self.settings.model(model) is None:
-            raise ModelNotFound(
-                f"model {model!r} is not configured here",
-                suggestions=[f"Use one of: {', '.join(self.model_names())}."],
-            )
-        routes: list[Route] = []
-        seen_models: set[str] = set()
-        queue = [model]
-        while queue:
-            name = queue.pop(0)
-            if name in seen_models:
-                continue
-            seen_models.add(name)
-            config = self.settings.model(name)
-            assert config is not None  # settings validated every fallback name
-            for d in config.deployments:
-                if not any(r.deployment.name == d for r in routes):
-                    deployment = self.settings.deployment(d)
-                    routes.append(Route(name, deployment, self._providers[d], self.breakers[d]))
-            queue.extend(config.fallbacks)
-        return routes
 
     async def complete(self, ctx: RequestContext, request: ChatRequest) -> Answer:
         async for item in self._run(ctx, request, streaming=False):
@@ -193,27 +180,17 @@ class ModelCascade:
             for route in routes:
                 if log.stop or ctx.remaining() <= 0:
                     break
-                skip = log.skip_reason(route.deployment, route.model)
+                skip = log.skip_reason(route)
                 if skip is not None:
-                    log.skip(route.model, route.deployment, route.provider.kind, skip)
+                    log.skip(route, skip)
                     continue
                 answer: Answer | None = None
                 async for item in self._try_route(ctx, route, log, started):
                     if isinstance(item, Answer):
-                        answer = item
+                        answer = item  # it passed the quality gate and the guard
                     else:
                         yield item
                 if answer is not None:
-                    try:  # the last check before the answer leaves: it is not complete before
-                        answer = self.guard.check(answer, ctx.error_context("response_guard"))
-                    except ServiceError as blocked:
-                        await ctx.emit(
-                            EventType.REQUEST_FAILED,
-                            blocked.message,
-                            service="response_guard",
-                            error_type=blocked.error_type,
-                        )
-                        raise
                     await ctx.emit(
                         EventType.REQUEST_COMPLETED,
                         f"Answered by {route.deployment.name}",
@@ -269,121 +246,190 @@ class ModelCascade:
         self, ctx: RequestContext, route: Route, log: AttemptLog, started: float
     ) -> AsyncIterator[Delta | Answer]:
         """One route: attempts with retries, each admitted by the route's breaker."""
-        name = route.deployment.name
         loop_retry = False  # the one more attempt after a loop, with stronger settings
         for retry in itertools.count(1):
-            admission, transition = route.breaker.admit()
-            await self._announce(transition)
-            if not admission.allowed:
-                cause = self._open_cause.get(name, ServiceUnavailable)
-                wait = admission.retry_after_s
-                log.record(
-                    route.model,
-                    route.deployment,
-                    route.provider.kind,
-                    time.monotonic(),
-                    cause(
-                        _skip_reason(route.breaker, wait),
-                        retry_after=wait,
-                        retry_after_source=RetryAfterSource.CIRCUIT_BREAKER,
-                    ),
-                    outcome="circuit_open",
-                )
+            if not await self._admitted(route, log):
                 return
-            attempt_started = time.monotonic()
-            received: list[str] = []
-            called = False  # tool-call fragments arrived: no prefill can continue those
-            completion: Completion | None = None
-            error: ServiceError | None = None
-            try:
-                await self._ensure_started(ctx, route)
-                request = log.request_for_next_attempt()
-                if loop_retry:
-                    request = replace(request, loop_retry=True)
-                async for item in route.provider.stream(request, self._limits(ctx)):
-                    if isinstance(item, Delta):
-                        called = called or bool(item.tool_calls)
-                        if log.streaming:
-                            yield Delta(item.text, route.model, item.tool_calls, item.logprobs)
-                        if item.text:
-                            received.append(item.text)
-                            if len(received) % _GATE_EVERY == 0:
-                                _gate(name, log.sent + "".join(received))
-                    else:
-                        completion = item
-                # Tool calls alone are an answer: only the text that comes with them is gated.
-                if completion is not None and (
-                    completion.text.strip() or not completion.tool_calls
-                ):
-                    _gate(name, log.sent + completion.text)
-            except ServiceError as exc:
-                error = exc
-            finally:
-                # A consumer that walks away mid-attempt leaves no verdict: free the probe.
-                if completion is None and error is None:
-                    route.breaker.release()
-            if completion is not None and error is None:
-                await self._announce(route.breaker.record_success())
-                log.record(
-                    route.model,
-                    route.deployment,
-                    route.provider.kind,
-                    attempt_started,
-                    None,
-                    completion,
-                )
-                yield self._answer(log, route, completion, started)
+            run = _Try(time.monotonic())
+            async with aclosing(self._attempt(ctx, route, log, run, loop_retry, started)) as deltas:
+                async for delta in deltas:
+                    yield delta
+            if run.answer is not None:
+                await self._announce(await self.breakers.record_success(route.name))
+                yield run.answer
                 return
-            assert error is not None
-            text = "".join(received)
-            log.record(
-                route.model,
-                route.deployment,
-                route.provider.kind,
-                attempt_started,
-                error,
-                completion,
-                text_received=bool(text) or called,
-            )
-            if (text or called) and log.streaming:
-                log.stream_error = log.stream_error or error
-                if not isinstance(error, QualityRejected) and not called:
-                    log.sent_by = log.sent_by or name
-                    log.sent += text  # a prefill-capable route may continue from here
-                else:
-                    log.stop = True
-            model = self.settings.model(route.model)
-            log.learn(
-                error,
-                route.deployment,
-                route.model,
-                bool(model and model.failover_on_content_policy),
-            )
-            wait = None
-            next_step = None
-            if is_retryable(error, bool(text) or called) and not log.sent:
-                budget = min(ctx.remaining(), self._retry.max_s)  # never park a request long
-                wait = backoff_s(self._retry, retry, error.retry_after, budget)
-            elif not loop_retry and _loop_retry_helps(route, error, log, text):
-                loop_retry, wait = True, 0.0
-                next_step = "sincere retries it once with stronger repetition penalties"
-            await self._count_failure(route, error, retried=wait is not None)
-            await ctx.emit(
-                EventType.SERVICE_DEGRADED,
-                f"{name} failed ({error.error_type}); {next_step or _next_step(error, wait)}",
-                service=name,
-                outcome=error.error_type,
-                retry_in_s=None if wait is None else round(wait, 3),
-            )
+            wait, loop_retry = await self._after_failure(ctx, route, log, run, retry, loop_retry)
             if wait is None:
                 return
             await asyncio.sleep(wait)
 
+    async def _after_failure(
+        self,
+        ctx: RequestContext,
+        route: Route,
+        log: AttemptLog,
+        run: _Try,
+        retry: int,
+        loop_retry: bool,
+    ) -> tuple[float | None, bool]:
+        """A failed attempt recorded, counted and told: the wait before the same route is
+        tried again (None: move on), and whether the loop's one more attempt is taken."""
+        error = run.error
+        assert error is not None
+        self._record_failure(route, log, run)
+        wait, again_for_loop = self._retry_wait(ctx, route, log, run, retry, loop_retry)
+        await self._count_failure(route, error, retried=wait is not None)
+        if again_for_loop:
+            step = "sincere retries it once with stronger repetition penalties"
+        else:
+            step = _next_step(error, wait)
+        await ctx.emit(
+            EventType.SERVICE_DEGRADED,
+            f"{route.name} failed ({error.error_type}); {step}",
+            service=route.name,
+            outcome=error.error_type,
+            retry_in_s=None if wait is None else round(wait, 3),
+        )
+        return wait, loop_retry or again_for_loop
+
+    async def _admitted(self, route: Route, log: AttemptLog) -> bool:
+        """Whether the route's breaker lets an attempt through; a refusal is recorded."""
+        admission, transition = await self.breakers.admit(route.name)
+        await self._announce(transition)
+        if admission.allowed:
+            return True
+        cause = self._open_cause.get(route.name, ServiceUnavailable)
+        wait = admission.retry_after_s
+        reason = _skip_reason(self.breakers.view(route.name), wait)
+        refusal = cause(
+            reason, retry_after=wait, retry_after_source=RetryAfterSource.CIRCUIT_BREAKER
+        )
+        log.record(route, time.monotonic(), refusal, outcome="circuit_open")
+        return False
+
+    async def _attempt(
+        self,
+        ctx: RequestContext,
+        route: Route,
+        log: AttemptLog,
+        run: _Try,
+        loop_retry: bool,
+        started: float,
+    ) -> AsyncGenerator[Delta, None]:
+        """One attempt, through the quality gate and the response guard: the deltas the
+        caller may see, as soon as no forbidden phrase can begin in them.
+
+        Ends with ``run.answer`` or ``run.error`` set, or neither when the consumer left.
+        """
+        holdback = StreamHoldback[Delta](self.guard, ctx.error_context("response_guard"), log.sent)
+        try:
+            await self._ensure_started(ctx, route)
+            request = log.request_for_next_attempt()
+            if loop_retry:
+                request = replace(request, loop_retry=True)
+            async for item in route.provider.stream(request, self._limits(ctx)):
+                if isinstance(item, Completion):
+                    run.completion = item
+                    continue
+                run.called = run.called or bool(item.tool_calls)
+                if item.text:
+                    run.received.append(item.text)
+                    if len(run.received) % _GATE_EVERY == 0:
+                        _gate(route.name, log.sent + "".join(run.received))
+                for delta in holdback.push(item, item.text):
+                    if log.streaming:
+                        yield self._shown(route, run, delta)
+            completion = run.completion
+            # Tool calls alone are an answer: only the text that comes with them is gated.
+            if completion is not None and (completion.text.strip() or not completion.tool_calls):
+                _gate(route.name, log.sent + completion.text)
+            if completion is not None:
+                run.answer = self._guarded_answer(ctx, log, route, run, completion, started)
+            for delta in holdback.release_rest():
+                if log.streaming:
+                    yield self._shown(route, run, delta)
+        except ServiceError as exc:
+            run.error = exc
+        finally:
+            # A consumer that walks away mid-attempt leaves no verdict: free the probe.
+            if run.answer is None and run.error is None:
+                await self.breakers.release(route.name)
+
+    @staticmethod
+    def _shown(route: Route, run: _Try, delta: Delta) -> Delta:
+        """A delta on its way to the caller, named for the model producing it."""
+        if delta.text:
+            run.shown.append(delta.text)
+        run.shown_calls = run.shown_calls or bool(delta.tool_calls)
+        return Delta(delta.text, route.model, delta.tool_calls, delta.logprobs)
+
+    def _guarded_answer(
+        self,
+        ctx: RequestContext,
+        log: AttemptLog,
+        route: Route,
+        run: _Try,
+        completion: Completion,
+        started: float,
+    ) -> Answer:
+        """The attempt's answer, once the guard passed it (else its GuardViolation)."""
+        succeeded = log.attempt(route, run.started, None, completion)
+        answer = self._answer(log, route, completion, started, succeeded)
+        self.guard.check(answer, ctx.error_context("response_guard"))
+        log.attempts.append(succeeded)
+        return answer
+
+    def _record_failure(self, route: Route, log: AttemptLog, run: _Try) -> None:
+        """A failed attempt in the log, and what it means for the routes after it."""
+        error = run.error
+        assert error is not None
+        log.record(
+            route,
+            run.started,
+            error,
+            run.completion,
+            text_received=bool(run.received) or run.called,
+            outcome="blocked" if isinstance(error, GuardViolation) else None,
+        )
+        if run.shown or run.shown_calls:
+            # The caller holds part of an answer: only a prefill of exactly what it holds
+            # can go on from there.
+            log.stream_error = log.stream_error or error
+            if not isinstance(error, QualityRejected) and not run.shown_calls:
+                log.sent_by = log.sent_by or route.name
+                log.sent += "".join(run.shown)
+            else:
+                log.stop = True
+        model = self.settings.model(route.model)
+        log.learn(error, route, bool(model and model.failover_on_content_policy))
+
+    def _retry_wait(
+        self,
+        ctx: RequestContext,
+        route: Route,
+        log: AttemptLog,
+        run: _Try,
+        retry: int,
+        loop_retry: bool,
+    ) -> tuple[float | None, bool]:
+        """Seconds until the same route is tried again (None: move on), and whether that is
+        the one more attempt a loop earns."""
+        error = run.error
+        assert error is not None
+        if is_retryable(error, bool(run.received) or run.called) and not log.sent:
+            budget = min(ctx.remaining(), self._retry.max_s)  # never park a request long
+            return backoff_s(self._retry, retry, error.retry_after, budget), False
+        if not loop_retry and _loop_retry_helps(route, error, run):
+            return 0.0, True
+        return None, False
+
     async def _count_failure(self, route: Route, error: ServiceError, *, retried: bool) -> None:
         """Failures of the deployment (not of the request) count against its breaker."""
-        if isinstance(error, BadRequest | QualityRejected | ModelBusy):
-            # The request's own failure, or sincere's verdict on a busy local model.
-            route.breaker.release()
+        if isinstance(error, BadRequest | QualityRejected | ModelBusy | GuardViolation):
+            # The request's own failure, or sincere's verdict on a busy local model. A
+            # blocked answer counts neither: a user's prompt can make a model say the
+            # phrase, and counting it would let any user open the circuit for everyone.
+            await self.breakers.release(route.name)
             return
         open_for, reason = None, error.error_type
         if isinstance(error, ProviderAuthFailed):
@@ -397,12 +443,10 @@ class ModelCascade:
         ):
             open_for = error.retry_after  # the provider said when: nobody asks before that
             reason = f"the provider asked it to wait {_seconds(open_for)} s (Retry-After)"
-        transition = route.breaker.record_failure(reason, open_for)
+        transition = await self.breakers.record_failure(route.name, reason, open_for)
         if transition is not None and transition.after is BreakerState.OPEN:
             rate_limited = isinstance(error, RateLimited)
-            self._open_cause[route.deployment.name] = (
-                RateLimited if rate_limited else ServiceUnavailable
-            )
+            self._open_cause[route.name] = RateLimited if rate_limited else ServiceUnavailable
         await self._announce(transition)
 
     async def _announce(self, transition: BreakerTransition | None) -> None:
@@ -458,8 +502,14 @@ class ModelCascade:
         )
 
     def _answer(
-        self, log: AttemptLog, route: Route, completion: Completion, started: float
+        self,
+        log: AttemptLog,
+        route: Route,
+        completion: Completion,
+        started: float,
+        succeeded: Attempt,
     ) -> Answer:
+        attempts = (*log.attempts, succeeded)
         if log.sent:
             completion = replace(completion, text=log.sent + completion.text)
         provenance = Provenance(
@@ -473,8 +523,8 @@ class ModelCascade:
             latency_s=time.monotonic() - started,
             time_to_first_token_s=completion.time_to_first_token_s,
             finish_reason=completion.finish_reason,
-            attempts=tuple(log.attempts),
-            selection_reasoning=_reasoning(log, route),
+            attempts=attempts,
+            selection_reasoning=_reasoning(log, route, attempts),
             continued_from=log.sent_by if log.sent else None,
             prefill_chars=len(log.sent),
             tier_max_tokens=log.tier_max_tokens,
@@ -490,12 +540,12 @@ class ModelCascade:
         the circuit, failure re-opens it for the next period. Its transitions are announced
         and recorded like any other.
         """
-        due = [name for name, breaker in self.breakers.items() if breaker.probe_due(overdue_s)]
+        due = [name for name in self._providers if await self.breakers.probe_due(name, overdue_s)]
         await asyncio.gather(*(self._health_probe(name) for name in due))
 
     async def _health_probe(self, name: str) -> None:
-        breaker, provider = self.breakers[name], self._providers[name]
-        admission, transition = breaker.admit()
+        provider = self._providers[name]
+        admission, transition = await self.breakers.admit(name)
         if not admission.probe:
             return  # a request took the probe meanwhile
         await self._announce(transition)
@@ -503,16 +553,18 @@ class ModelCascade:
             healthy = await provider.check(self.settings.defaults.connect_timeout_s)
         except ServiceError as error:
             # A probe serves no request: the route has no model of its own.
-            route = Route("", self.settings.deployment(name), provider, breaker)
+            route = Route("", self.settings.deployment(name), provider)
             await self._count_failure(route, error, retried=False)
             return
         except BaseException:
-            breaker.release()
+            await self.breakers.release(name)
             raise
         if healthy:
-            await self._announce(breaker.record_success("its health check passed"))
+            await self._announce(
+                await self.breakers.record_success(name, "its health check passed")
+            )
         else:
-            breaker.release()  # it cannot tell: the next request is the probe
+            await self.breakers.release(name)  # it cannot tell: the next request is the probe
 
 
 def _seconds(value: float) -> str:
@@ -529,7 +581,7 @@ def _decision(transition: BreakerTransition) -> str:
     return f"sincere is using it again because {transition.reason}"
 
 
-def _skip_reason(breaker: CircuitBreaker, wait: float | None) -> str:
+def _skip_reason(breaker: BreakerView, wait: float | None) -> str:
     """Why sincere passed a deployment over without asking it: its breaker's decision."""
     name = breaker.deployment
     opened = breaker.transitions[-1] if breaker.transitions else None
@@ -559,19 +611,18 @@ def _gate(deployment: str, text: str) -> None:
         raise error(f"{deployment}: rejected by sincere's quality gate: {found.reason}")
 
 
-def _loop_retry_helps(route: Route, error: ServiceError, log: AttemptLog, text: str) -> bool:
+def _loop_retry_helps(route: Route, error: ServiceError, run: _Try) -> bool:
     """One more attempt with stronger repetition penalties, after a loop on the embedded
     model (whose sampling sincere sets), unless a streaming caller already saw the loop."""
-    shown = bool(text) and log.streaming
-    return isinstance(error, LoopRejected) and route.provider.kind == "embedded" and not shown
+    return isinstance(error, LoopRejected) and route.provider.kind == "embedded" and not run.shown
 
 
-def _reasoning(log: AttemptLog, route: Route) -> str:
+def _reasoning(log: AttemptLog, route: Route, attempts: Sequence[Attempt]) -> str:
     """What actually happened, in one sentence, from the recorded attempts."""
     requested = log.request.model
     where = f"{route.deployment.name!r} (model {route.model}"
     where += ")" if route.model == requested else f", a fallback for {requested})"
-    failed: list[Attempt] = [a for a in log.attempts[:-1] if a.outcome != "skipped"]
+    failed: list[Attempt] = [a for a in attempts[:-1] if a.outcome != "skipped"]
     if not failed:
         return f"Answered by {where} at the first attempt."
     tried = "; ".join(f"{a.deployment}: {a.outcome}" for a in failed)

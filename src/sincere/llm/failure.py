@@ -11,6 +11,7 @@ from sincere.errors import (
     ContentRejected,
     ContextTooLong,
     ErrorContext,
+    GuardViolation,
     ModelBusy,
     RateLimited,
     RetryAfterSource,
@@ -57,6 +58,19 @@ def final_error(
             retry_after_source=busy.retry_after_source,
             suggestions=busy.suggestions,
         )
+    withheld = sum(isinstance(e, GuardViolation) for e in errors)
+    if errors and withheld == len(errors):
+        # Never quoted: each attempt's detail names the phrase by its number in the list.
+        return GuardViolation(
+            f"no route for {model!r} could answer: the response guard withheld "
+            f"{_answers(withheld)} ({tried})",
+            context=context,
+            attempts=attempts,
+            suggestions=[
+                "Retry later or ask another model: the deployments answered with text that "
+                "sincere does not pass on (each attempt below says why).",
+            ],
+        )
     soonest = min(
         (e for e in errors if e.retry_after is not None),
         key=lambda e: e.retry_after or 0.0,
@@ -76,6 +90,8 @@ def final_error(
     else:
         cls = ServiceUnavailable
         message = f"no route for {model!r} could answer ({tried})"
+    if withheld:
+        message += f"; the response guard withheld {_answers(withheld)}"
     suggestions = []
     if retry_after is not None:
         when = _WHEN.get(source, "") if source is not None else ""
@@ -90,6 +106,10 @@ def final_error(
         retry_after_source=source,
         suggestions=suggestions,
     )
+
+
+def _answers(count: int) -> str:
+    return "an answer" if count == 1 else f"{count} answers"
 
 
 # Who set the wait decides what may be said about it.

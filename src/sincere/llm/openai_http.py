@@ -8,7 +8,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -162,85 +162,84 @@ class OpenAIProvider:
     ) -> AsyncIterator[StreamItem]:
         # No asyncio.timeout spans a yield (it would cancel whatever the consumer awaits):
         # every wait is bounded on its own, and by the attempt's deadline.
-        started = time.monotonic()
-        deadline = started + limits.total_s
-        first_token_at: float | None = None
-        finish: str | None = None
-        usage_payload: dict[str, Any] = {}
-        parts = StreamedChoice(self.deployment.name, _content_redactor())
+        read = _Reading(StreamedChoice(self.deployment.name, _content_redactor()), limits)
         with self._map_transport_errors(limits):
-            timeout = aiohttp.ClientTimeout(total=None, connect=limits.connect_s)
-            bound = min(limits.total_s, limits.connect_s + limits.first_token_s)
-            async with self._response_within(bound):
-                response = await self._client().post(
-                    self._url, data=orjson.dumps(self._body(request)), timeout=timeout
-                )
+            response = await self._head(request, limits)
             try:
                 if response.status >= 400:
-                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                        body = await _read_body(response)
-                    raise self._error_from_response(response.status, body, response)
+                    raise await self._error_answer(response, read.deadline)
                 if response.content_type == "application/json":
                     # A server that ignores "stream": true: one complete JSON completion.
-                    async for item in self._json_completion(response, limits, started, deadline):
-                        yield item
-                    return
-                done = False
-                lines = _SSELines(response.content, self.deployment.name)
-                # The waits are for tokens, not bytes: keep-alive comments and events
-                # without text do not restart them.
-                token_at = time.monotonic()
-                complete_at: float | None = None
-                while not done:
-                    if finish is not None and usage_payload:
-                        # All that matters has arrived; [DONE] normally follows in the same
-                        # packet, and a missing one must not hold the answer back.
-                        complete_at = complete_at or time.monotonic()
-                        until = complete_at + _DONE_GRACE_S
-                    else:
-                        limit = (
-                            limits.first_token_s if first_token_at is None else limits.stream_idle_s
-                        )
-                        until = token_at + limit
-                    try:
-                        batch = await lines.next_batch(min(until, deadline))
-                    except TimeoutError:
-                        if finish is not None:  # complete; only [DONE] or usage was missing
-                            break
-                        raise self._no_token(
-                            first_token_at is None, until, deadline, limits, lines.ignored
-                        ) from None
-                    if batch is None:  # the body ended
-                        break
-                    before = parts.pieces
-                    for line in batch:
-                        event = self._parse_event(line)
-                        if event is _DONE:
-                            done = True
-                            break
-                        assert isinstance(event, dict)
-                        if event.get("usage"):
-                            usage_payload = event
-                        for choice in event.get("choices") or ():
-                            piece = parts.add(choice)
-                            if first_token_at is None and parts.pieces:
-                                first_token_at = time.monotonic()
-                            if piece is not None:
-                                yield piece
-                            finish = choice.get("finish_reason") or finish
-                    if parts.pieces != before:
-                        token_at = time.monotonic()
-                        lines.ignored = 0
-                if done and not response.content.at_eof():
-                    # Read the body's end, so the connection goes back to the pool; if it
-                    # does not come soon, releasing the response closes the connection.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(_DONE_GRACE_S):
-                            while await response.content.readany():
-                                pass
+                    pieces = self._json_pieces(response, read)
+                else:
+                    pieces = self._sse_pieces(response, read)
+                async with contextlib.aclosing(pieces):
+                    async for piece in pieces:
+                        yield piece
             finally:
                 response.release()
-        if finish is None:
+        if (held := read.parts.flush()) is not None:
+            yield held
+        yield self._completion(read)
+
+    async def _head(self, request: ChatRequest, limits: AttemptLimits) -> aiohttp.ClientResponse:
+        """Send the request and read the response's head, within connect + first token."""
+        timeout = aiohttp.ClientTimeout(total=None, connect=limits.connect_s)
+        bound = min(limits.total_s, limits.connect_s + limits.first_token_s)
+        async with self._response_within(bound):
+            return await self._client().post(
+                self._url, data=orjson.dumps(self._body(request)), timeout=timeout
+            )
+
+    async def _error_answer(
+        self, response: aiohttp.ClientResponse, deadline: float
+    ) -> ServiceError:
+        """An error status: its body, read within the deadline, as a ServiceError."""
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            body = await _read_body(response)
+        return self._error_from_response(response.status, body, response)
+
+    async def _sse_pieces(
+        self, response: aiohttp.ClientResponse, read: _Reading
+    ) -> AsyncGenerator[StreamItem, None]:
+        """The pieces of a server-sent event stream, as its events arrive."""
+        lines = _SSELines(response.content, self.deployment.name)
+        parts, done = read.parts, False
+        read.token_at = time.monotonic()  # the waits run from the response's head
+        while not done:
+            until = read.wait_until()
+            try:
+                batch = await lines.next_batch(min(until, read.deadline))
+            except TimeoutError:
+                if read.finish is not None:  # complete; only [DONE] or usage was missing
+                    break
+                raise self._no_token(
+                    read.first_token_at is None, until, read.deadline, read.limits, lines.ignored
+                ) from None
+            if batch is None:  # the body ended
+                break
+            before = parts.pieces
+            for line in batch:
+                event = self._parse_event(line)
+                if event is _DONE:
+                    done = True
+                    break
+                assert isinstance(event, dict)
+                if event.get("usage"):
+                    read.payload = event
+                for choice in event.get("choices") or ():
+                    piece = parts.add(choice)
+                    if read.first_token_at is None and parts.pieces:
+                        read.first_token_at = time.monotonic()
+                    if piece is not None:
+                        yield piece
+                    read.finish = choice.get("finish_reason") or read.finish
+            if parts.pieces != before:
+                read.token_at = time.monotonic()
+                lines.ignored = 0
+        if done:
+            await _drain(response)
+        if read.finish is None:
             if not lines.events:
                 raise UpstreamError(
                     f"{self.deployment.name}: the upstream answered 200 with a "
@@ -250,10 +249,6 @@ class OpenAIProvider:
                 f"{self.deployment.name}: the upstream ended the stream without a finish "
                 "reason, so the answer may be incomplete"
             )
-        if (held := parts.flush()) is not None:
-            yield held
-        ttft = None if first_token_at is None else first_token_at - started
-        yield self._completion(parts, finish, usage_payload, started, ttft)
 
     def _parse_event(self, line: bytes) -> dict[str, Any] | object:
         """One ``data:`` line: a chat completion chunk as a dict, or ``_DONE``."""
@@ -280,29 +275,25 @@ class OpenAIProvider:
             )
         return event
 
-    async def _json_completion(
-        self,
-        response: aiohttp.ClientResponse,
-        limits: AttemptLimits,
-        started: float,
-        deadline: float,
-    ) -> AsyncIterator[StreamItem]:
+    async def _json_pieces(
+        self, response: aiohttp.ClientResponse, read: _Reading
+    ) -> AsyncGenerator[StreamItem, None]:
         """A whole chat completion sent as one JSON body instead of a stream: its content
-        and tool calls as one delta, then the completion."""
+        and tool calls as one piece."""
         name = self.deployment.name
         # The body is the first token: it is waited for as long as one.
-        until = min(time.monotonic() + limits.first_token_s, deadline)
+        until = min(time.monotonic() + read.limits.first_token_s, read.deadline)
         try:
             async with asyncio.timeout(max(0.0, until - time.monotonic())):
                 body = await _read_body(response)
         except TimeoutError:
-            raise self._no_token(True, until, deadline, limits, 0) from None
+            raise self._no_token(True, until, read.deadline, read.limits, 0) from None
         if body is None:
             raise UpstreamError(
                 f"{name}: the upstream answered with a JSON body over {_mib(MAX_BODY_BYTES)}, "
                 "more than sincere reads from one answer"
             )
-        answered_at = time.monotonic()
+        read.first_token_at = time.monotonic()
         try:
             payload = _loads(body)
         except ValueError:
@@ -320,26 +311,22 @@ class OpenAIProvider:
                 "may be incomplete"
             )
         assert type(payload) is dict  # _json_choice found a choice in it
-        parts = StreamedChoice(name, _content_redactor())
+        read.finish, read.payload = finish, payload
         message = choice["message"]
         calls = message.get("tool_calls")
         if type(calls) is list:  # whole calls: as one fragment each, in their order
             calls = [{**c, "index": i} if type(c) is dict else c for i, c in enumerate(calls)]
         delta = {"content": message.get("content"), "tool_calls": calls}
-        first = parts.add({"delta": delta, "logprobs": choice.get("logprobs")})
-        for piece in (first, parts.flush()):
-            if piece is not None:
-                yield piece
-        yield self._completion(parts, finish, payload, started, answered_at - started)
+        piece = read.parts.add({"delta": delta, "logprobs": choice.get("logprobs")})
+        if piece is not None:
+            yield piece
 
-    def _completion(
-        self,
-        parts: StreamedChoice,
-        finish: str,
-        payload: Mapping[str, Any],
-        started: float,
-        ttft: float | None,
-    ) -> Completion:
+    def _completion(self, read: _Reading) -> Completion:
+        """The completion, assembled from what was read."""
+        parts, payload = read.parts, read.payload
+        assert read.finish is not None  # the readers raise without one
+        finish = read.finish
+        ttft = None if read.first_token_at is None else read.first_token_at - read.started
         usage = None
         raw = payload.get("usage")
         if isinstance(raw, dict) and isinstance(raw.get("prompt_tokens"), int):
@@ -358,7 +345,7 @@ class OpenAIProvider:
             provider=self.kind,
             upstream_model=last[2],
             usage=usage,
-            latency_s=time.monotonic() - started,
+            latency_s=time.monotonic() - read.started,
             time_to_first_token_s=ttft,
             tool_calls=parts.tool_calls(),
             logprobs=parts.logprobs,
@@ -478,6 +465,57 @@ class OpenAIProvider:
 
 _DONE = object()
 _DONE_GRACE_S = 0.25
+
+
+class _Reading:
+    """What one attempt has read so far: the choice's parts, the finish, the waits."""
+
+    __slots__ = (
+        "_complete_at",
+        "deadline",
+        "finish",
+        "first_token_at",
+        "limits",
+        "parts",
+        "payload",
+        "started",
+        "token_at",
+    )
+
+    def __init__(self, parts: StreamedChoice, limits: AttemptLimits) -> None:
+        self.parts = parts
+        self.limits = limits
+        self.started = time.monotonic()
+        self.deadline = self.started + limits.total_s
+        self.finish: str | None = None
+        self.payload: Mapping[str, Any] = {}  # the event (or body) with usage and model
+        self.first_token_at: float | None = None
+        # The waits are for tokens, not bytes: keep-alive comments and events without text
+        # do not restart them.
+        self.token_at = self.started  # from the response's head on, once it arrived
+        self._complete_at: float | None = None
+
+    def wait_until(self) -> float:
+        """When to stop waiting for the next read (``time.monotonic()``)."""
+        if self.finish is not None and self.payload:
+            # All that matters has arrived; [DONE] normally follows in the same packet,
+            # and a missing one must not hold the answer back.
+            self._complete_at = self._complete_at or time.monotonic()
+            return self._complete_at + _DONE_GRACE_S
+        first = self.first_token_at is None
+        return self.token_at + (self.limits.first_token_s if first else self.limits.stream_idle_s)
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read the body's end after [DONE], so the connection goes back to the pool; if it
+    does not come soon, releasing the response closes the connection."""
+    if response.content.at_eof():
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_DONE_GRACE_S):
+            while await response.content.readany():
+                pass
+
 
 # What sincere holds of one upstream answer, at most (each request has its own):
 # - one server-sent event line: a chunk event carries one delta of a few hundred bytes, and

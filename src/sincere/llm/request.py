@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from sincere.tool_calls import ToolCall
 
-Role = Literal["system", "user", "assistant", "tool"]
+MessageRole = Literal["system", "user", "assistant", "tool"]
+"""Who speaks in a chat message (not to be confused with a key's ``identity.KeyRole``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +19,7 @@ class Message:
     ``extra`` holds the members sincere does not model, forwarded as the caller sent them.
     """
 
-    role: Role
+    role: MessageRole
     content: str | None
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None  # a tool message: the call it answers

@@ -25,7 +25,8 @@ def is_retryable(error: ServiceError, text_received: bool) -> bool:
     """429, 5xx, and connections that broke or were refused before any byte arrived.
 
     Timeouts are not retried on the same deployment: a silent route fails over instead;
-    nor is a busy local model: the request already waited as long as it may.
+    nor is a busy local model: the request already waited as long as it may; nor an answer
+    the response guard blocked: the same prompt can draw the same phrase again.
     """
     if text_received or isinstance(error, ModelBusy):
         return False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -11,8 +11,8 @@ from prometheus_client.registry import Collector
 
 from sincere.attempts import Attempt
 from sincere.errors import GuardViolation
-from sincere.llm.breaker import BreakerState, CircuitBreaker
-from sincere.ports import RequestRecord
+from sincere.llm.breaker import BreakerState
+from sincere.ports import Breakers, RequestRecord
 
 _BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
@@ -20,7 +20,7 @@ _BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerStat
 class _Breakers(Collector):
     """Breaker states read at scrape time, so the gauge is never stale."""
 
-    def __init__(self, breakers: Callable[[], Mapping[str, CircuitBreaker]]) -> None:
+    def __init__(self, breakers: Callable[[], Breakers]) -> None:
         self._breakers = breakers
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
@@ -29,13 +29,14 @@ class _Breakers(Collector):
             "Circuit breaker state per deployment: 0 closed, 1 half-open, 2 open.",
             labels=["deployment"],
         )
-        for name, breaker in self._breakers().items():
-            family.add_metric([name], _BREAKER_VALUE[breaker.observed_state()])
+        breakers = self._breakers()
+        for name in breakers.names():
+            family.add_metric([name], _BREAKER_VALUE[breakers.view(name).observed_state()])
         yield family
 
 
 class Metrics:
-    def __init__(self, breakers: Callable[[], Mapping[str, CircuitBreaker]]) -> None:
+    def __init__(self, breakers: Callable[[], Breakers]) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,8 +24,8 @@ from sincere import __version__
 from sincere.errors import DataUnavailable
 from sincere.health import ServiceRecord
 from sincere.identity import KeyRecord, KeyRole
-from sincere.llm.breaker import BreakerState, CircuitBreaker
-from sincere.ports import RecordedTransition
+from sincere.llm.breaker import BreakerState
+from sincere.ports import Breakers, BreakerView, RecordedTransition
 from sincere.redact import redact
 from sincere.runtime import Runtime
 from sincere.server.http_errors import bearer_key, request_id
@@ -100,13 +99,15 @@ async def health(gw: Runtime = Depends(gateway)) -> Response:  # noqa: B008
     breakers = gw.cascade.breakers
     store = await _probe_store(gw)
     checks: dict[str, list[dict[str, Any]]] = {
-        f"{name}:circuit": [_circuit_check(breaker, gw.started_at)]
-        for name, breaker in breakers.items()
+        f"{name}:circuit": [_circuit_check(breakers.view(name), gw.started_at)]
+        for name in breakers.names()
     }
     checks["store:responseTime"] = [_store_check(store)]
     if not store.ok or not _can_serve(breakers):
         overall = "fail"
-    elif any(b.observed_state() is not BreakerState.CLOSED for b in breakers.values()):
+    elif any(
+        breakers.view(n).observed_state() is not BreakerState.CLOSED for n in breakers.names()
+    ):
         overall = "warn"
     else:
         overall = "pass"
@@ -135,11 +136,13 @@ async def status(request: Request, gw: Runtime = Depends(gateway)) -> dict[str, 
     """
     detailed = await _is_admin(request, gw)
     breakers = gw.cascade.breakers
-    history = await _recorded_history(gw, list(breakers))
+    history = await _recorded_history(gw, list(breakers.names()))
     registry = gw.cascade.registry
     services = [
-        _service(name, b, registry.record(name), history[name], gw.started_at, detailed)
-        for name, b in breakers.items()
+        _service(
+            name, breakers.view(name), registry.record(name), history[name], gw.started_at, detailed
+        )
+        for name in breakers.names()
     ]
     return {
         "status": _indicator([s["state"] for s in services]),
@@ -173,9 +176,9 @@ async def _is_admin(request: Request, gw: Runtime) -> bool:
     return record.role is KeyRole.ADMIN
 
 
-def _can_serve(breakers: Mapping[str, CircuitBreaker]) -> bool:
+def _can_serve(breakers: Breakers) -> bool:
     """Some circuit lets a request in now (a due probe counts: that request is the probe)."""
-    return any(b.observed_state() is not BreakerState.OPEN for b in breakers.values())
+    return any(breakers.view(n).observed_state() is not BreakerState.OPEN for n in breakers.names())
 
 
 async def _probe_store(gw: Runtime) -> StoreProbe:
@@ -198,7 +201,7 @@ def _select_one(gw: Runtime) -> None:
         conn.execute(text("SELECT 1")).scalar_one()
 
 
-def _circuit_check(breaker: CircuitBreaker, started_at: float) -> dict[str, Any]:
+def _circuit_check(breaker: BreakerView, started_at: float) -> dict[str, Any]:
     """A breaker as a health check; ``time`` is when it entered its present state."""
     state = breaker.observed_state()
     last = breaker.transitions[-1] if breaker.transitions else None
@@ -210,7 +213,7 @@ def _circuit_check(breaker: CircuitBreaker, started_at: float) -> dict[str, Any]
     }
     if last is not None and state is not BreakerState.CLOSED:
         output = redact(last.reason)
-        if breaker.probe_due():
+        if breaker.state is BreakerState.OPEN and state is BreakerState.HALF_OPEN:  # due
             output += "; its open period is over: the next request is the probe"
         elif (wait := breaker.seconds_until_probe()) is not None:
             output += f"; next probe in {wait:.1f} s"
@@ -218,7 +221,7 @@ def _circuit_check(breaker: CircuitBreaker, started_at: float) -> dict[str, Any]
     return check
 
 
-def _breaker_since(breaker: CircuitBreaker) -> float | None:
+def _breaker_since(breaker: BreakerView) -> float | None:
     """When the breaker's observed state began; None when closed since this process began."""
     if not breaker.transitions:
         return None
@@ -263,7 +266,7 @@ async def _recorded_history(gw: Runtime, names: list[str]) -> dict[str, list[Rec
 
 def _service(
     name: str,
-    breaker: CircuitBreaker,
+    breaker: BreakerView,
     record: ServiceRecord,
     recent: list[RecordedTransition],
     started_at: float,
@@ -289,7 +292,7 @@ def _service(
     return service
 
 
-def _state_now(breaker: CircuitBreaker, record: ServiceRecord) -> tuple[str, float | None]:
+def _state_now(breaker: BreakerView, record: ServiceRecord) -> tuple[str, float | None]:
     """The deployment's component state now, and when it entered it (None: before this
     process started).
 
