@@ -33,6 +33,7 @@ from sincere.context import ContextFactory
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest
+from sincere.runtime import build_cascade
 
 TEXT = "one two three four five six seven eight"
 STALL_AFTER = 3  # chunks before the primary goes silent
@@ -74,7 +75,7 @@ supports_prefill = true
 """
     path = Path(tempfile.mkdtemp()) / "sincere.toml"
     path.write_text(text)
-    return ModelCascade.from_settings(load_settings(path, env={}), env={})
+    return build_cascade(load_settings(path, env={}), env={})
 
 
 def _litellm(primary: str, fallback: str, max_retries: int) -> Any:

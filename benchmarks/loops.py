@@ -32,8 +32,8 @@ from pathlib import Path
 from rich.progress import Progress
 
 from sincere.answer import Answer
-from sincere.backends.memory.events import InProcessEventBus
 from sincere.backends.memory.breakers import InProcessBreakers
+from sincere.backends.memory.events import InProcessEventBus
 from sincere.config import BUILTIN_DEPLOYMENT, load_settings
 from sincere.context import ContextFactory
 from sincere.errors import ServiceError

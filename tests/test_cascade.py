@@ -16,6 +16,7 @@ from sincere.events import EventType
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest
+from sincere.runtime import build_cascade
 from tests.conftest import closing
 from tests.faults import Fault, FaultServer, refused_port
 
@@ -54,13 +55,13 @@ output_price_per_mtok = 0.60
 
 
 def _cascade(settings: Settings) -> ModelCascade:
-    return closing(ModelCascade.from_settings(settings, env={"TEST_KEY": KEY}))
+    return closing(build_cascade(settings, env={"TEST_KEY": KEY}))
 
 
 async def test_the_embedded_default_answers_with_full_provenance(
     settings: Settings, contexts: ContextFactory, bus: InProcessEventBus
 ) -> None:
-    cascade = ModelCascade.from_settings(settings)
+    cascade = build_cascade(settings)
     ctx = contexts.create("alice")
     answer = await cascade.complete(
         ctx, ChatRequest.of("smollm2", "What is the capital of France?", max_tokens=40)
@@ -163,7 +164,7 @@ async def test_streaming_fails_over_invisibly_before_any_text(
 async def test_an_unknown_model_is_404_with_the_models_that_exist(
     settings: Settings, contexts: ContextFactory
 ) -> None:
-    cascade = ModelCascade.from_settings(settings)
+    cascade = build_cascade(settings)
     ctx = contexts.create("alice")
     with pytest.raises(ModelNotFound) as info:
         await cascade.complete(ctx, ChatRequest.of("gpt-7", "Hi"))
@@ -194,7 +195,7 @@ async def test_an_upstream_error_that_echoes_the_api_key_never_shows_it(
 async def test_two_concurrent_users_never_see_each_others_events(
     settings: Settings, bus: InProcessEventBus, contexts: ContextFactory
 ) -> None:
-    cascade = ModelCascade.from_settings(settings)
+    cascade = build_cascade(settings)
     alice, bob = contexts.create("alice"), contexts.create("bob", "enterprise")
     seen: dict[str, list[tuple[str, str | None]]] = {"alice": [], "bob": []}
 

@@ -37,6 +37,7 @@ from sincere.llm.breaker import BreakerPolicy, BreakerState
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest
+from sincere.runtime import build_cascade
 from tests.clocks import ManualClock
 from tests.conftest import closing
 from tests.faults import Fault, FaultServer
@@ -97,7 +98,7 @@ output_price_per_mtok = 2.0
             clock=clock.monotonic,
             wall_clock=clock.time,
         )
-    cascade = ModelCascade.from_settings(settings, env={"FAULT_KEY": KEY}, breakers=breakers)
+    cascade = build_cascade(settings, env={"FAULT_KEY": KEY}, breakers=breakers)
     return closing(cascade)
 
 

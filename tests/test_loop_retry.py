@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sincere.backends.memory.events import InProcessEventBus
 from sincere.backends.memory.breakers import InProcessBreakers
+from sincere.backends.memory.events import InProcessEventBus
 from sincere.config import BUILTIN_DEPLOYMENT, Settings, load_settings
 from sincere.context import ContextFactory
 from sincere.errors import ServiceError

@@ -17,11 +17,10 @@ import httpx
 from sincere.config import Settings, load_settings
 from sincere.context import ContextFactory
 from sincere.llm.breaker import BreakerState
-from sincere.llm.cascade import ModelCascade
 from sincere.llm.embedded import WORKER, EmbeddedProvider
 from sincere.llm.provider import collect
 from sincere.llm.request import AttemptLimits, ChatRequest
-from sincere.runtime import build_runtime
+from sincere.runtime import build_cascade, build_runtime
 from tests.conftest import closing
 from tests.faults import Fault, FaultServer
 from tests.live import LiveGateway, LiveServer
@@ -172,7 +171,7 @@ base_url = "{fault_server.base_url}"
 model = "up-model"
 """,
     )
-    cascade = closing(ModelCascade.from_settings(settings, env={}))
+    cascade = closing(build_cascade(settings, env={}))
     fault_server.default = Fault.ok(text="An apple.")
     long = asyncio.create_task(
         cascade.complete(

@@ -23,9 +23,8 @@ from sincere.backends.memory.events import InProcessEventBus
 from sincere.config import BUILTIN_DEPLOYMENT, Settings
 from sincere.context import ContextFactory
 from sincere.llm import embedded
-from sincere.llm.cascade import ModelCascade
 from sincere.llm.request import ChatRequest
-from sincere.runtime import build_runtime
+from sincere.runtime import build_cascade, build_runtime
 from sincere.stop import StopReason
 from tests.conftest import closing
 from tests.faults import Fault, FaultServer
@@ -253,7 +252,7 @@ async def test_a_cancelled_cascade_ends_its_events_once_with_the_cancellations_r
     reason: str,
 ) -> None:
     settings = patient_settings(tmp_path, fault_server.base_url)
-    cascade = closing(ModelCascade.from_settings(settings, env={}))
+    cascade = closing(build_cascade(settings, env={}))
     fault_server.script(Fault.hang())
     ctx = contexts.create("alice")
     task = asyncio.create_task(cascade.complete(ctx, ChatRequest.of("gpt", "Hi")))

@@ -9,6 +9,7 @@ from sincere.config import load_settings
 from sincere.context import ContextFactory
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.request import ChatRequest
+from sincere.runtime import build_cascade
 from sincere.server.sse import DONE, openai_sse
 from tests.conftest import closing
 from tests.faults import Fault, FaultServer
@@ -33,7 +34,7 @@ base_url = "{server.base_url}"
 model = "m"
 """
     )
-    return closing(ModelCascade.from_settings(load_settings(path, env={}), env={}))
+    return closing(build_cascade(load_settings(path, env={}), env={}))
 
 
 async def _render(tmp_path: Path, server: FaultServer, contexts: ContextFactory) -> list[bytes]:

@@ -11,8 +11,8 @@ import pytest
 from sincere.config import load_settings
 from sincere.context import ContextFactory
 from sincere.errors import MaxTokensExceeded
-from sincere.llm.cascade import ModelCascade
 from sincere.llm.request import ChatRequest
+from sincere.runtime import build_cascade
 from tests.conftest import closing
 from tests.faults import Fault, FaultServer
 from tests.live import LiveGateway, settings_for
@@ -111,7 +111,7 @@ async def test_the_library_path_enforces_the_cap_too(
     tmp_path: Path, fault_server: FaultServer, contexts: ContextFactory
 ) -> None:
     cascade = closing(
-        ModelCascade.from_settings(settings_for(tmp_path, fault_server.base_url), env={})
+        build_cascade(settings_for(tmp_path, fault_server.base_url), env={})
     )
     ctx = contexts.create("carol", "free")
     with pytest.raises(MaxTokensExceeded) as caught:

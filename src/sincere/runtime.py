@@ -68,9 +68,7 @@ class Runtime:
     history: ServiceHistory
     history_writer: HistoryWriter  # records the registry's transitions in ``history``
     limiter: Limiter
-    breakers: Breakers
-    registry: ServiceRegistry
-    cascade: ModelCascade
+    cascade: ModelCascade  # with its breakers and its registry of the deployments' health
     contexts: ContextFactory
     pipeline: ChatPipeline
     auth: Authenticator
@@ -85,18 +83,15 @@ class Runtime:
         self.database.engine.dispose()
 
 
-def build_runtime(
+def build_cascade(
     settings: Settings,
     env: Mapping[str, str] | None = None,
     *,
     provider_kinds: Mapping[str, ProviderFactory] | None = None,
-    observers: Sequence[RequestObserver] = (),
-) -> Runtime:
-    """Everything the process needs, from its settings (and ``env`` for API keys).
-
-    ``provider_kinds`` adds provider kinds by name (tests use it for their own providers);
-    ``observers`` hear about every finished request after the metrics do.
-    """
+    breakers: Breakers | None = None,
+) -> ModelCascade:
+    """The domain alone: each deployment's provider (made by its kind), the registry of
+    their health, and a breaker per deployment (``breakers``: one on a test's clock)."""
     env = os.environ if env is None else env
     kinds = {**PROVIDER_KINDS, **(provider_kinds or {})}
     unknown = sorted({d.provider for d in settings.deployments} - kinds.keys())
@@ -109,25 +104,30 @@ def build_runtime(
     registry = ServiceRegistry()
     for name, provider in providers.items():
         registry.register(name, provider.start, timeout_s=settings.defaults.timeout_s)
-    d = settings.defaults
-    breakers = InProcessBreakers(
-        list(providers),
-        BreakerPolicy(
-            consecutive_failures=d.breaker_consecutive_failures,
-            window=d.breaker_window,
-            failure_ratio=d.breaker_failure_ratio,
-            min_calls=d.breaker_min_calls,
-            open_s=d.breaker_open_s,
-            max_open_s=d.breaker_max_open_s,
-        ),
-    )
-    cascade = ModelCascade(settings, providers, registry, breakers)
+    if breakers is None:
+        breakers = InProcessBreakers(providers, BreakerPolicy.of(settings.defaults))
+    return ModelCascade(settings, providers, registry, breakers)
 
+
+def build_runtime(
+    settings: Settings,
+    env: Mapping[str, str] | None = None,
+    *,
+    provider_kinds: Mapping[str, ProviderFactory] | None = None,
+    breakers: Breakers | None = None,
+    observers: Sequence[RequestObserver] = (),
+) -> Runtime:
+    """Everything the process needs, from its settings (and ``env`` for API keys).
+
+    ``provider_kinds`` adds provider kinds by name (tests use it for their own providers);
+    ``observers`` hear about every finished request after the metrics do.
+    """
+    cascade = build_cascade(settings, env, provider_kinds=provider_kinds, breakers=breakers)
     database = open_database(settings.database_url())  # startup: migrations, synchronously
     history = SqlServiceHistory(database)
     # Queued, then written on a worker thread: a transition never waits on the store.
     history_writer = HistoryWriter(history)
-    registry.on_transition(history_writer)
+    cascade.registry.on_transition(history_writer)
     # A new epoch per process: a client's last_event_id from before a restart is
     # recognised as such (a gap), never mistaken for an id of the new stream.
     bus = InProcessEventBus(
@@ -137,7 +137,7 @@ def build_runtime(
     )
     contexts = ContextFactory(bus, settings.defaults.timeout_s)
     limiter = InProcessLimiter(settings.tiers)
-    metrics = Metrics(breakers)
+    metrics = Metrics(cascade.breakers)
     keys = SqlKeyStore(database)
     return Runtime(
         settings=settings,
@@ -147,8 +147,6 @@ def build_runtime(
         history=history,
         history_writer=history_writer,
         limiter=limiter,
-        breakers=breakers,
-        registry=registry,
         cascade=cascade,
         contexts=contexts,
         pipeline=ChatPipeline(cascade, limiter, contexts, [MetricsRecorder(metrics), *observers]),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
@@ -19,13 +18,11 @@ from dataclasses import dataclass, field, replace
 
 from sincere.answer import Answer, Completion, Provenance
 from sincere.attempts import Attempt
-from sincere.backends.memory.breakers import InProcessBreakers
-from sincere.config import DeploymentConfig, Settings
+from sincere.config import Settings
 from sincere.context import RequestContext
 from sincere.errors import (
     BadRequest,
     GuardViolation,
-    InternalError,
     LoopRejected,
     ModelBusy,
     ProviderAuthFailed,
@@ -39,10 +36,8 @@ from sincere.events import EventType
 from sincere.guard.response_guard import ResponseGuard, StreamHoldback
 from sincere.health import HealthReport, HealthState, ServiceRegistry
 from sincere.llm.attempt_log import AttemptLog
-from sincere.llm.breaker import BreakerPolicy, BreakerState, BreakerTransition
-from sincere.llm.embedded import EmbeddedProvider
+from sincere.llm.breaker import BreakerState, BreakerTransition
 from sincere.llm.failure import final_error
-from sincere.llm.openai_http import OpenAIProvider
 from sincere.llm.pricing import cost_usd
 from sincere.llm.provider import Delta, Provider
 from sincere.llm.quality import rejection
@@ -50,7 +45,6 @@ from sincere.llm.request import AttemptLimits, ChatRequest
 from sincere.llm.retry import RetryPolicy, backoff_s, is_retryable
 from sincere.llm.routes import Route, resolve_routes
 from sincere.ports import Breakers, BreakerView
-from sincere.stop import stop_reason
 from sincere.tiers.limits import cap_output
 
 # The quality gate looks at a growing stream every this many pieces, to stop a loop early.
@@ -77,12 +71,6 @@ class _Try:
     error: ServiceError | None = None
 
 
-def build_provider(deployment: DeploymentConfig, env: Mapping[str, str]) -> Provider:
-    if deployment.provider == "embedded":
-        return EmbeddedProvider(deployment)
-    return OpenAIProvider(deployment, deployment.api_key(env))
-
-
 class ModelCascade:
     """Serves chat requests from the configured routes, in order, honestly."""
 
@@ -105,29 +93,18 @@ class ModelCascade:
         self._dependents: dict[str, dict[str, RequestContext]] = {n: {} for n in self._providers}
         self._routes: dict[str, list[Route]] = {}  # settings are fixed: resolved once per model
 
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        env: Mapping[str, str] | None = None,
-        *,
-        breakers: Breakers | None = None,
-    ) -> ModelCascade:
-        env = os.environ if env is None else env
-        providers = {d.name: build_provider(d, env) for d in settings.deployments}
-        registry = ServiceRegistry()
-        for name, provider in providers.items():
-            registry.register(name, provider.start, timeout_s=settings.defaults.timeout_s)
-        if breakers is None:
-            breakers = InProcessBreakers(providers, BreakerPolicy.of(settings.defaults))
-        return cls(settings, providers, registry, breakers)
-
     async def aclose(self) -> None:
         for provider in self._providers.values():
             await provider.aclose()
 
     def model_names(self) -> list[str]:
         return [m.name for m in self.settings.models]
+
+    def route_names(self, model: str) -> list[str]:
+        """The deployments a request for ``model`` may go to, in order ([] for no such model)."""
+        if self.settings.model(model) is None:
+            return []
+        return [r.deployment.name for r in self.routes(model)]
 
     def routes(self, model: str) -> list[Route]:
         """The model's deployments, then each fallback model's, transitively, each once."""
@@ -149,8 +126,9 @@ class ModelCascade:
 
         A ServiceError after some deltas means the answer is incomplete: the caller must
         show it as failed (for example an in-band error event), never as finished.
-        Cancelling the task that iterates it (or ``athrow(CancelledError(reason))``) ends
-        the request as failed, with the ``StopReason`` message as its reason.
+        Cancelling the task that iterates it reaches the provider's call, which lets go of
+        the upstream request. The request's own events (started, completed or failed) are
+        the pipeline's: the cascade tells the user about the services it tries.
         """
         return self._run(ctx, request, streaming=True)
 
@@ -167,15 +145,7 @@ class ModelCascade:
         names = [r.deployment.name for r in routes]
         for name in names:
             self._dependents[name][ctx.request_id] = ctx
-        ended = False  # whether the request's terminal event is out
         try:
-            await ctx.emit(
-                EventType.REQUEST_STARTED,
-                f"Request for {request.model} started",
-                service="model_cascade",
-                model=request.model,
-                routes=names,
-            )
             log = AttemptLog(request, streaming, tier_max_tokens=tier_cap)
             for route in routes:
                 if log.stop or ctx.remaining() <= 0:
@@ -191,53 +161,9 @@ class ModelCascade:
                     else:
                         yield item
                 if answer is not None:
-                    await ctx.emit(
-                        EventType.REQUEST_COMPLETED,
-                        f"Answered by {route.deployment.name}",
-                        service="model_cascade",
-                        deployment=route.deployment.name,
-                        model=route.model,
-                    )
-                    ended = True
                     yield answer
                     return
-            error = self._final_error(ctx, request, log, routes)
-            await ctx.emit(
-                EventType.REQUEST_FAILED,
-                error.message,
-                service="model_cascade",
-                error_type=error.error_type,
-                attempts=len(log.attempts),
-            )
-            raise error
-        except ServiceError:
-            raise  # its request_failed event is out
-        except asyncio.CancelledError as exc:
-            # The caller stopped the request (its client left, the gateway is stopping):
-            # the user's events still end, once, saying why. The cancellation also reaches
-            # the provider's call, which closes the upstream request. (A caller that closes
-            # the stream itself, aclose(), has decided how the request ended and says so.)
-            if not ended:
-                reason = stop_reason(exc)
-                await ctx.emit(
-                    EventType.REQUEST_FAILED,
-                    reason.message,
-                    service="model_cascade",
-                    error_type="cancelled",
-                    reason=str(reason),
-                )
-            raise
-        except Exception:
-            # A defect, not a provider's failure: the user's event stream still ends, and
-            # the details stay in the operator's log (the server logs the exception).
-            defect = InternalError.of()
-            await ctx.emit(
-                EventType.REQUEST_FAILED,
-                defect.message,
-                service="model_cascade",
-                error_type=defect.error_type,
-            )
-            raise
+            raise self._final_error(ctx, request, log, routes)
         finally:
             for name in names:
                 self._dependents[name].pop(ctx.request_id, None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -20,7 +20,7 @@ _BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerStat
 class _Breakers(Collector):
     """Breaker states read at scrape time, so the gauge is never stale."""
 
-    def __init__(self, breakers: Callable[[], Breakers]) -> None:
+    def __init__(self, breakers: Breakers) -> None:
         self._breakers = breakers
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
@@ -29,14 +29,14 @@ class _Breakers(Collector):
             "Circuit breaker state per deployment: 0 closed, 1 half-open, 2 open.",
             labels=["deployment"],
         )
-        breakers = self._breakers()
+        breakers = self._breakers
         for name in breakers.names():
             family.add_metric([name], _BREAKER_VALUE[breakers.view(name).observed_state()])
         yield family
 
 
 class Metrics:
-    def __init__(self, breakers: Callable[[], Breakers]) -> None:
+    def __init__(self, breakers: Breakers) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(

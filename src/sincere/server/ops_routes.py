@@ -29,7 +29,6 @@ from sincere.ports import Breakers, BreakerView, RecordedTransition
 from sincere.redact import redact
 from sincere.runtime import Runtime
 from sincere.server.http_errors import bearer_key, request_id
-from sincere.server.openai_routes import gateway
 
 log = logging.getLogger("sincere.server")
 router = APIRouter(tags=["operations"])
@@ -68,6 +67,12 @@ class StoreProbe:
     at: float
     ms: float | None = None  # the measured round trip, only when it answered
     output: str | None = None
+
+
+async def gateway(request: Request) -> Runtime:
+    """The process's runtime (async: FastAPI runs a plain function on a thread)."""
+    rt: Runtime = request.app.state.runtime
+    return rt
 
 
 async def admin(request: Request, gw: Runtime = Depends(gateway)) -> KeyRecord:  # noqa: B008
