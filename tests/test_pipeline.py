@@ -257,9 +257,16 @@ async def test_a_defect_fails_once_with_nothing_of_the_defect(
     assert isinstance(record.error, InternalError)
 
 
-@pytest.mark.parametrize("reason", [StopReason.CLIENT_GONE, StopReason.SHUTTING_DOWN])
+@pytest.mark.parametrize(
+    ("reason", "said"),
+    [
+        (StopReason.CLIENT_GONE, "client_gone"),
+        (StopReason.SHUTTING_DOWN, "shutting_down"),
+        (None, "cancelled"),  # cancelled without a reason (Ctrl-C, a caller's own task)
+    ],
+)
 async def test_a_stopped_request_fails_once_with_its_reason_and_frees_its_slot(
-    tmp_path: Path, fault_server: FaultServer, reason: StopReason
+    tmp_path: Path, fault_server: FaultServer, reason: StopReason | None, said: str
 ) -> None:
     rt = build_runtime(
         settings(tmp_path, fault_server.base_url, None, concurrent=1), env={}, provider_kinds=KINDS
@@ -275,10 +282,9 @@ async def test_a_stopped_request_fails_once_with_its_reason_and_frees_its_slot(
         task.cancel(reason)
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert await lifecycle(rt, "r9") == [
-            ("request_started", None),
-            ("request_failed", str(reason)),
-        ]
+        assert await lifecycle(rt, "r9") == [("request_started", None), ("request_failed", said)]
+        upstream = fault_server.completions[0].connection
+        await until(lambda: upstream in fault_server.client_closed)  # the upstream is let go
         await rt.pipeline.complete(
             ALICE, ChatRequest.of("gpt", "Hi"), request_id="r10", surface="test"
         )

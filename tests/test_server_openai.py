@@ -241,13 +241,17 @@ def test_the_response_guard_blocks_a_dishonest_provider(
         _client(live).chat.completions.create(
             model="gpt", messages=[{"role": "user", "content": "Hi"}]
         )
-    assert info.value.status_code == 500
+    assert info.value.status_code == 502  # the upstream's answer was unusable
     assert info.value.code == "mock_response_blocked"
-    assert "response guard" in info.value.message
+    assert "the response guard withheld an answer" in info.value.message
     assert "apologize" not in json.dumps(info.value.body).lower()  # withheld, not quoted
-    assert "forbidden fallback phrase #1" in info.value.message
+    body = info.value.body
+    assert isinstance(body, dict)
+    (attempt,) = body["attempts"]
+    assert attempt["outcome"] == "blocked"
+    assert "forbidden fallback phrase #1" in attempt["detail"]
     last = run(live.gateway.bus.replay("alice")).events[-1]
-    assert (last.type, last.service) == ("request_failed", "response_guard")
+    assert (last.type, last.service) == ("request_failed", "model_cascade")
     scrape = httpx.get(
         live.url + "/metrics", headers={"Authorization": f"Bearer {live.keys['admin']}"}
     )
@@ -267,7 +271,7 @@ def test_a_blocked_answer_ends_its_request_with_request_failed_only(
         for e in run(live.gateway.bus.replay("alice")).events
         if e.type in ("request_completed", "request_failed")
     ]
-    assert ends == [("request_failed", "response_guard")]  # never "completed" first
+    assert ends == [("request_failed", "model_cascade")]  # never "completed" first
 
 
 def test_the_response_guard_cuts_a_dishonest_stream_before_the_phrase_is_complete(

@@ -6,9 +6,15 @@ Each operation's cases come from schemathesis's Hypothesis strategy, driven here
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
+from fastapi import APIRouter, Depends
+from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, given, settings
 
+from sincere.server import openai_routes
+from sincere.server.app import create_app
+from sincere.server.openai_routes import ChatRoute, chat_completions
 from tests.live import LiveGateway
 
 
@@ -49,3 +55,39 @@ def test_no_operation_returns_an_undeclared_server_error(live: LiveGateway) -> N
     # Valid bodies for unknown models (404) and invalid bodies (400) were both generated.
     chat = {status for path, status in seen if path == "/v1/chat/completions"}
     assert {400, 404} <= chat, seen
+
+
+def test_the_chat_route_is_registered_once_and_published_from_that_registration(
+    live: LiveGateway,
+) -> None:
+    app = create_app(live.gateway)
+    chat = [
+        r
+        for r in openai_routes.router.routes
+        if isinstance(r, APIRoute) and r.path == "/v1/chat/completions"
+    ]
+    assert len(chat) == 1
+    assert isinstance(chat[0], ChatRoute)
+    operation = app.openapi()["paths"]["/v1/chat/completions"]["post"]
+    assert operation["operationId"] == chat[0].unique_id
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ChatCompletionIn"
+    }
+    assert "ChatCompletionIn" in app.openapi()["components"]["schemas"]
+
+
+def test_a_dependency_on_the_chat_route_is_refused_not_silently_skipped() -> None:
+    # The route's handler is sincere's own (no dependency solving): a dependency declared
+    # on it would never run, so declaring one fails at once.
+    async def check() -> None:
+        return None
+
+    router = APIRouter()
+    with pytest.raises(TypeError, match="without FastAPI's dependency solving"):
+        router.add_api_route(
+            "/chat",
+            chat_completions,
+            methods=["POST"],
+            dependencies=[Depends(check)],
+            route_class_override=ChatRoute,
+        )

@@ -110,9 +110,7 @@ def test_a_request_within_the_cap_goes_as_asked_and_enterprise_is_not_capped(
 async def test_the_library_path_enforces_the_cap_too(
     tmp_path: Path, fault_server: FaultServer, contexts: ContextFactory
 ) -> None:
-    cascade = closing(
-        build_cascade(settings_for(tmp_path, fault_server.base_url), env={})
-    )
+    cascade = closing(build_cascade(settings_for(tmp_path, fault_server.base_url), env={}))
     ctx = contexts.create("carol", "free")
     with pytest.raises(MaxTokensExceeded) as caught:
         await cascade.complete(ctx, ChatRequest.of("gpt", "Hi", max_tokens=4097))

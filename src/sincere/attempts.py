@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 OK = "ok"
+BLOCKED = "blocked"  # the response guard withheld the answer this attempt produced
 
 
 @dataclass(frozen=True, slots=True)

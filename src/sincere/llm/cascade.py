@@ -17,7 +17,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
 from sincere.answer import Answer, Completion, Provenance
-from sincere.attempts import Attempt
+from sincere.attempts import BLOCKED, Attempt
 from sincere.config import Settings
 from sincere.context import RequestContext
 from sincere.errors import (
@@ -315,7 +315,7 @@ class ModelCascade:
             error,
             run.completion,
             text_received=bool(run.received) or run.called,
-            outcome="blocked" if isinstance(error, GuardViolation) else None,
+            outcome=BLOCKED if isinstance(error, GuardViolation) else None,
         )
         if run.shown or run.shown_calls:
             # The caller holds part of an answer: only a prefill of exactly what it holds

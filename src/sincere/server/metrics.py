@@ -9,8 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sincere.attempts import Attempt
-from sincere.errors import GuardViolation
+from sincere.attempts import BLOCKED, Attempt
 from sincere.llm.breaker import BreakerState
 from sincere.ports import Breakers, RequestRecord
 
@@ -124,7 +123,7 @@ class MetricsRecorder:
     async def finished(self, record: RequestRecord) -> None:
         m = self._metrics
         m.record_attempts(record.attempts)
-        blocked = sum(1 for a in record.attempts if a.outcome == GuardViolation.error_type)
+        blocked = sum(1 for a in record.attempts if a.outcome == BLOCKED)
         if blocked:
             m.mock_blocked.inc(blocked)
         if record.failed_over:

@@ -42,8 +42,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     408: {"description": "The body did not arrive within server.body_timeout_s (then closed)"},
     413: {"description": "The body is larger than server.max_body_bytes"},
     429: {"description": "Rate-limited by the tier's limits or by every provider"},
-    500: {"description": "The response guard withheld an answer that failed its checks"},
-    502: {"description": "A provider failed in a way no other route could make up for"},
+    500: {"description": "A defect in sincere (the operator's log has the details)"},
+    502: {
+        "description": "A provider failed in a way no other route could make up for, "
+        "or the response guard withheld every answer"
+    },
     503: {"description": "No route could answer (attempts are listed), or the gateway is stopping"},
     504: {"description": "No route answered within the deadline"},
 }
