@@ -2,7 +2,7 @@
 
 from sincere.answer import Answer, Completion, Provenance, Usage
 from sincere.attempts import Attempt
-from sincere.backends.memory.events import InProcessEventBus
+from sincere.auth import Authenticator
 from sincere.config import Settings, load_settings
 from sincere.context import ContextFactory, RequestContext, Tier
 from sincere.errors import (
@@ -23,10 +23,13 @@ from sincere.errors import (
 )
 from sincere.events import Event, EventType
 from sincere.health import HealthReport, HealthState, ServiceRegistry
+from sincere.identity import Caller
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest, Message
+from sincere.pipeline import ChatPipeline
 from sincere.ports import EventBus
+from sincere.runtime import Runtime, build_runtime
 from sincere.tool_calls import ToolCall
 
 __version__ = "0.1.0"
@@ -34,7 +37,10 @@ __version__ = "0.1.0"
 __all__ = [
     "Answer",
     "Attempt",
+    "Authenticator",
     "BadRequest",
+    "Caller",
+    "ChatPipeline",
     "ChatRequest",
     "Completion",
     "ConfigError",
@@ -49,7 +55,6 @@ __all__ = [
     "EventType",
     "HealthReport",
     "HealthState",
-    "InProcessEventBus",
     "Message",
     "ModelCascade",
     "ModelNotFound",
@@ -57,6 +62,7 @@ __all__ = [
     "ProviderAuthFailed",
     "RateLimited",
     "RequestContext",
+    "Runtime",
     "ServiceError",
     "ServiceRegistry",
     "ServiceTimeout",
@@ -67,5 +73,6 @@ __all__ = [
     "UnsupportedParameter",
     "UpstreamError",
     "Usage",
+    "build_runtime",
     "load_settings",
 ]

@@ -21,7 +21,6 @@ from rich.table import Table
 from sincere import __version__
 from sincere.answer import Answer
 from sincere.auth import Authenticator
-from sincere.backends.sql import SqlKeyStore, open_database
 from sincere.config import Settings, load_settings
 from sincere.context import Tier, new_request_id
 from sincere.errors import ConfigError, ServiceError
@@ -31,7 +30,7 @@ from sincere.identity import KeyRole
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest, Message
 from sincere.ports import KeyStore, Subscription
-from sincere.runtime import build_runtime
+from sincere.runtime import build_runtime, open_key_store
 
 # Exit codes (sysexits.h): a retry may succeed / it will not / the configuration is wrong.
 EXIT_FAILED = 1
@@ -308,8 +307,7 @@ app.add_typer(keys_app, name="keys")
 
 
 def _key_store(config: Path | None) -> KeyStore:
-    settings = _settings(config)
-    return SqlKeyStore(open_database(settings.database_url()))
+    return open_key_store(_settings(config))
 
 
 @keys_app.command("create")

@@ -153,3 +153,8 @@ def build_runtime(
         auth=Authenticator(keys),
         metrics=metrics,
     )
+
+
+def open_key_store(settings: Settings) -> KeyStore:
+    """The key store alone, for commands that manage keys without running the gateway."""
+    return SqlKeyStore(open_database(settings.database_url()))
