@@ -98,8 +98,8 @@ async def test_failover_from_a_refused_connection_to_a_live_deployment(
         ("dead", "service_unavailable"),
         ("live", "ok"),
     ]
-    assert p.failed_attempts[0].detail is not None
-    assert "cannot connect" in p.failed_attempts[0].detail
+    assert p.attempts[0].detail is not None
+    assert "cannot connect" in p.attempts[0].detail
     assert p.usage is not None
     # 2 prompt words and 6 completion words at $0.15 / $0.60 per million tokens.
     assert (p.usage.prompt_tokens, p.usage.completion_tokens) == (2, 6)

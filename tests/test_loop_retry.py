@@ -21,7 +21,7 @@ from sincere.llm.breaker import BreakerPolicy
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.embedded import LLAMA_DEFAULTS, EmbeddedProvider
 from sincere.llm.provider import Delta
-from sincere.llm.quality import rejection_reason
+from sincere.llm.quality import rejection
 from sincere.llm.request import ChatRequest
 
 # With llama-cpp-python's defaults and this seed, SmolLM2 ends this answer in a loop.
@@ -57,7 +57,7 @@ async def test_a_loop_gets_one_more_attempt_with_stronger_settings_and_provenanc
 ) -> None:
     cascade = await _cascade(settings)
     answer = await cascade.complete(contexts.create("alice", "free"), LOOPING)
-    assert rejection_reason(answer.text) is None
+    assert rejection(answer.text) is None
     p = answer.provenance
     assert [(a.deployment, a.outcome) for a in p.attempts] == [
         ("embedded", "quality_rejected"),

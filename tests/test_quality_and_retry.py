@@ -10,7 +10,7 @@ from sincere.errors import (
     ServiceUnavailable,
     UpstreamError,
 )
-from sincere.llm.quality import rejection_reason
+from sincere.llm.quality import rejection
 from sincere.llm.retry import RetryPolicy, backoff_s, is_retryable
 
 
@@ -25,9 +25,9 @@ from sincere.llm.retry import RetryPolicy, backoff_s, is_retryable
     ],
 )
 def test_the_gate_rejects_empty_and_looping_text(text: str, reason: str) -> None:
-    found = rejection_reason(text)
+    found = rejection(text)
     assert found is not None
-    assert reason in found
+    assert reason in found.reason
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,7 @@ def test_the_gate_rejects_empty_and_looping_text(text: str, reason: str) -> None
     ],
 )
 def test_the_gate_passes_real_answers(text: str) -> None:
-    assert rejection_reason(text) is None
+    assert rejection(text) is None
 
 
 def test_retryable_failures_are_transient_ones_before_any_text() -> None:

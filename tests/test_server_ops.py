@@ -15,10 +15,12 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import create_engine
 
+from sincere.backends.memory.breakers import InProcessBreakers
 from sincere.backends.sql import Database, SqlServiceHistory
-from sincere.llm.breaker import BreakerState
+from sincere.llm.breaker import BreakerPolicy, BreakerState
 from sincere.runtime import Runtime, build_runtime
 from sincere.server.app import freeze_startup_heap
+from tests.clocks import ManualClock
 from tests.faults import Fault, FaultServer
 from tests.live import LiveGateway, LiveServer, run, settings_for
 
@@ -281,19 +283,29 @@ def _wait_until(condition: Callable[[], bool], what: str, deadline_s: float = 60
 
 
 def test_a_due_probe_is_no_outage_on_readiness_health_or_status(
-    live: LiveGateway, fault_server: FaultServer
+    tmp_path: Path, fault_server: FaultServer
 ) -> None:
-    _open_the_upstream_circuit(live, fault_server)  # open for 30 s
-    embedded = live.gateway.cascade.breakers["embedded"]
-    opened = embedded.record_failure("test: forced open", open_for_s=0.2)
-    assert opened is not None
-    try:
-        _wait_until(lambda: embedded.seconds_until_probe() == 0, "the open period's end")
+    clock = ManualClock()  # the breakers' time moves when the test says so
+    settings = settings_for(tmp_path, fault_server.base_url)
+    breakers = InProcessBreakers(
+        [d.name for d in settings.deployments],
+        BreakerPolicy.of(settings.defaults),
+        clock=clock.monotonic,
+        wall_clock=clock.time,
+    )
+    gateway = build_runtime(settings, env={}, breakers=breakers)
+    with LiveServer(gateway) as live:
+        live.keys["alice"], _ = run(gateway.keys.create("alice", "free"))
+        live.keys["admin"], _ = run(gateway.keys.create("admin", "enterprise", "admin"))
+        _open_the_upstream_circuit(live, fault_server)  # open for 30 s
+        embedded = breakers["embedded"]
+        opened = embedded.record_failure("test: forced open", open_for_s=0.2)
+        assert opened is not None
+        clock.advance(0.2)  # the open period is over: the next request is the probe
+        assert embedded.seconds_until_probe() == 0
         ready = _get(live, "/readyz")
         health = _get(live, "/health").json()
         page = _get(live, "/status").json()
-    finally:
-        embedded.record_success()
     assert ready.status_code == 200  # a request now would be let through, as the probe
     assert ready.json()["status"] == "pass"
     [circuit] = health["checks"]["embedded:circuit"]

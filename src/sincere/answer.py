@@ -82,10 +82,6 @@ class Provenance:
             raise ValueError("the successful attempt must be on the answering deployment")
 
     @property
-    def failed_attempts(self) -> tuple[Attempt, ...]:
-        return self.attempts[:-1]
-
-    @property
     def truncated(self) -> bool:
         """The answer stopped at the requested token limit, not at a natural end."""
         return self.finish_reason == "length"

@@ -17,12 +17,6 @@ class Rejection:
     loop: bool  # it ended in a repeated phrase (rather than being empty or blank)
 
 
-def rejection_reason(text: str, min_words: int = 24, min_repeats: int = 4) -> str | None:
-    """Why ``text`` is not an answer, or None when it passes (see ``rejection``)."""
-    found = rejection(text, min_words, min_repeats)
-    return None if found is None else found.reason
-
-
 def rejection(text: str, min_words: int = 24, min_repeats: int = 4) -> Rejection | None:
     """Why ``text`` is not an answer, or None when it passes.
 
