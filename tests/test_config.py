@@ -6,6 +6,7 @@ import pytest
 
 from sincere.config import EMBEDDED_DEPLOYMENT, EMBEDDED_MODEL, load_settings
 from sincere.errors import ConfigError
+from sincere.runtime import build_cascade
 
 EXAMPLE = """
 [defaults]
@@ -70,10 +71,6 @@ def test_the_documented_example_loads_and_keeps_the_embedded_fallback(tmp_path: 
             "deployments[0]: an openai deployment needs base_url",
         ),
         (
-            '[[deployments]]\nname = "x"\nprovider = "grpc"\n',
-            "deployments[0].provider: Input should be 'openai' or 'embedded'",
-        ),
-        (
             '[[models]]\nname = "a"\ndeployments = ["nowhere"]\n',
             "models[0].deployments: no deployment named 'nowhere'",
         ),
@@ -92,6 +89,19 @@ def test_a_bad_file_names_the_file_the_key_and_the_problem(
         load_settings(path, env={})
     assert str(path) in str(info.value)
     assert expected in str(info.value)
+
+
+def test_an_unknown_provider_kind_names_the_file_the_deployment_and_the_kinds(
+    tmp_path: Path,
+) -> None:
+    # Kinds are the composition root's (tests add their own), so it is the one to refuse.
+    path = _write(tmp_path, '[[deployments]]\nname = "x"\nprovider = "grpc"\n')
+    settings = load_settings(path, env={"SINCERE_DATA_DIR": str(tmp_path)})
+    with pytest.raises(ConfigError) as info:
+        build_cascade(settings, env={})
+    assert str(path) in str(info.value)
+    assert "deployment 'x': provider 'grpc' is not a kind sincere knows" in str(info.value)
+    assert "embedded, openai" in str(info.value)
 
 
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -320,7 +320,7 @@ async def test_a_stream_closed_by_its_reader_counts_as_the_client_gone(
 def test_an_unknown_provider_kind_is_a_configuration_error(tmp_path: Path) -> None:
     from sincere.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown provider kind 'defective'"):
+    with pytest.raises(ConfigError, match="provider 'defective' is not a kind sincere knows"):
         build_runtime(settings(tmp_path, "http://127.0.0.1:9/v1", None), env={})
 
 

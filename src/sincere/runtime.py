@@ -94,12 +94,13 @@ def build_cascade(
     their health, and a breaker per deployment (``breakers``: one on a test's clock)."""
     env = os.environ if env is None else env
     kinds = {**PROVIDER_KINDS, **(provider_kinds or {})}
-    unknown = sorted({d.provider for d in settings.deployments} - kinds.keys())
-    if unknown:
-        raise ConfigError(
-            f"unknown provider kind {', '.join(map(repr, unknown))}: "
-            f"use one of {', '.join(sorted(kinds))}"
-        )
+    for d in settings.deployments:
+        if d.provider not in kinds:
+            known = ", ".join(sorted(kinds))
+            raise ConfigError(
+                f"{settings.source or 'the configuration'}: deployment {d.name!r}: provider "
+                f"{d.provider!r} is not a kind sincere knows (use one of {known})"
+            )
     providers = {d.name: kinds[d.provider](d, env) for d in settings.deployments}
     registry = ServiceRegistry()
     for name, provider in providers.items():
