@@ -24,11 +24,11 @@ from sincere.config import Settings, load_settings
 from sincere.context import ContextFactory, RequestContext, Tier
 from sincere.errors import ConfigError, ServiceError
 from sincere.events import EventType, InProcessEventBus
-from sincere.guard.lint.cli import lint
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest, Message
 from sincere.store import KeyStore, Role, open_database
+from sincere_lint.cli import lint
 
 # Exit codes (sysexits.h): a retry may succeed / it will not / the configuration is wrong.
 EXIT_FAILED = 1

@@ -15,7 +15,7 @@ from sincere_lint.vocabulary import Vocabulary
 # batch's vocabulary once (pickle writes an object shared by a batch once).
 _BATCH = 8
 # Below this many files per worker, starting the pool costs more than it saves.
-_MIN_FILES_PER_WORKER = 4
+MIN_FILES_PER_WORKER = 4
 
 
 class Source(NamedTuple):
@@ -35,7 +35,7 @@ def usable_cpus() -> int:
 
 def diagnose_all(sources: Sequence[Source], jobs: int) -> list[list[Diagnostic]]:
     """The diagnostics of each source, in the order given, computed in ``jobs`` processes."""
-    if jobs <= 1 or len(sources) < _MIN_FILES_PER_WORKER * jobs:
+    if jobs <= 1 or len(sources) < MIN_FILES_PER_WORKER * jobs:
         return [diagnose_bytes(*source) for source in sources]
     # Largest files first, so no worker is left with a big one while the other idles.
     order = sorted(range(len(sources)), key=lambda i: len(sources[i].data), reverse=True)

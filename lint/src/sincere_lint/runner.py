@@ -37,10 +37,12 @@ class Finding:
 
 @dataclass(slots=True)
 class LintResult:
-    """What one run found, and how many files it checked."""
+    """What one run found, how many files it checked, and how many of those the cache
+    answered for."""
 
     findings: list[Finding] = field(default_factory=list)
     files: int = 0
+    cached: int = 0
 
 
 def lint_source(
@@ -103,7 +105,7 @@ def lint_paths(
         file.diagnostics = diagnostics
         if cache is not None:
             cache.put(os.path.abspath(file.path), key, diagnostics)
-    result = LintResult(files=len(files))
+    result = LintResult(files=len(files), cached=len(files) - len(pending))
     for file in files:
         enabled = file.config.enabled(select, ignore)
         result.findings.extend(_findings(file.display, file.diagnostics or [], enabled))
