@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 # Nodes with no node below them but contexts and operators, which no check asks about.
-_LEAVES = (ast.Name, ast.Constant, ast.alias, ast.expr_context, ast.operator, ast.unaryop)
-_LEAVES += (ast.cmpop, ast.boolop)
+_LEAVES: tuple[type[ast.AST], ...] = (ast.Name, ast.Constant, ast.alias, ast.expr_context)
+_LEAVES += (ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
 
 
 class _ChildFields(dict[type[ast.AST], tuple[str, ...]]):
