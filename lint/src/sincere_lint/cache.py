@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +84,12 @@ class FindingsCache:
         entries = {**self._load(), **self._added}
         data = json.dumps({"checker": self.checker, "files": entries}, ensure_ascii=False)
         # Written whole, then renamed: a run reading it meanwhile sees the old or the new.
-        fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=_FINDINGS, suffix=".tmp")
+        temporary = self.directory / f".{_FINDINGS}.{os.getpid()}.tmp"
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                file.write(data)
+            temporary.write_text(data, encoding="utf-8")
             os.replace(temporary, self.directory / _FINDINGS)
         except BaseException:
-            Path(temporary).unlink(missing_ok=True)
+            temporary.unlink(missing_ok=True)
             raise
 
     def _load(self) -> dict[str, list[Any]]:
