@@ -1,4 +1,4 @@
-"""``sincere lint``: the corpus of mock patterns and honest handlers, and the command as run."""
+"""``sincere-lint``: the corpus of mock patterns and honest handlers, and the command as run."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from sincere.guard.lint import lint_paths, lint_source
-from sincere.guard.lint.measure import expectations, measure
+from sincere_lint import lint_paths, lint_source
+from sincere_lint.measure import expectations, measure
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "lint" / "corpus"
@@ -32,7 +32,7 @@ def answer(client, prompt):
 
 def _lint(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sincere.guard.lint.cli", *args],
+        [sys.executable, "-m", "sincere_lint", "--no-cache", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -88,7 +88,7 @@ def test_corpus_recall_is_complete_with_no_false_positives() -> None:
 
 def test_the_measure_script_prints_recall_and_false_positives() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "sincere.guard.lint.measure", str(CORPUS)],
+        [sys.executable, "-m", "sincere_lint.measure", str(CORPUS)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -100,7 +100,7 @@ def test_the_measure_script_prints_recall_and_false_positives() -> None:
 
 
 def test_sincere_itself_is_clean() -> None:
-    result = _lint("src")
+    result = _lint("src", "lint/src")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""
 

@@ -25,12 +25,12 @@ from sincere.config import Settings, load_settings
 from sincere.context import Tier, new_request_id
 from sincere.errors import ConfigError, ServiceError
 from sincere.events import EventType
-from sincere.guard.lint.cli import lint
 from sincere.identity import KeyRole
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest, Message
 from sincere.ports import KeyStore, Subscription
 from sincere.runtime import build_runtime, open_key_store
+from sincere_lint.cli import lint
 
 # Exit codes (sysexits.h): a retry may succeed / it will not / the configuration is wrong.
 EXIT_FAILED = 1

@@ -1,1 +1,1 @@
-"""Guards against mock responses: at run time (the response guard) and in code (lint)."""
+"""The response guard: the last check on every answer (the code checker is `sincere_lint`)."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import ast
 
-from sincere.guard.lint.failure import FailurePath, Scope
-from sincere.guard.lint.index import ModuleIndex
-from sincere.guard.lint.vocabulary import Vocabulary
+from sincere_lint.failure import FailurePath, Scope
+from sincere_lint.index import ModuleIndex
+from sincere_lint.vocabulary import Vocabulary
 
 _PLAIN_DECORATORS = frozenset({"staticmethod", "classmethod", "overload"})
 

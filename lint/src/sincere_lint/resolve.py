@@ -11,8 +11,9 @@ import ast
 import re
 from collections.abc import Iterator
 
-from sincere.guard.lint.failure import FailurePath, Scope, unwrap
-from sincere.guard.lint.values import Resolver
+from sincere_lint.failure import FailurePath, Scope, unwrap
+from sincere_lint.index import walk
+from sincere_lint.values import Resolver
 
 _CONSTANT = re.compile(r"^_*[A-Z][A-Z0-9_]*$")
 
@@ -68,7 +69,7 @@ def _instance_constants(node: ast.ClassDef) -> dict[str, ast.expr]:
     for method in node.body:
         if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
-        for child in ast.walk(method):
+        for child in walk(method):
             targets: list[ast.expr] = []
             value: ast.expr | None = None
             if isinstance(child, ast.Assign):

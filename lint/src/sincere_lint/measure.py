@@ -4,7 +4,7 @@ A corpus has ``mock/*.py`` (fabrications; each expected finding marked on its li
 ``# expect: SIN001`` or ``# expect: SIN004, SIN005``) and ``honest/*.py`` (code that must
 stay clean)::
 
-    python -m sincere.guard.lint.measure tests/lint/corpus
+    python -m sincere_lint.measure tests/lint/corpus
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sincere.guard.lint.runner import Finding, lint_paths
+from sincere_lint.runner import Finding, lint_paths
 
 _EXPECT = re.compile(r"#\s*expect:\s*(?P<codes>[A-Z]+\d+(?:\s*,\s*[A-Z]+\d+)*)")
 
@@ -96,7 +96,7 @@ def report(score: Score) -> str:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or not Path(argv[0]).is_dir():
-        sys.stderr.write("usage: python -m sincere.guard.lint.measure CORPUS_DIR\n")
+        sys.stderr.write("usage: python -m sincere_lint.measure CORPUS_DIR\n")
         return 2
     score = measure(Path(argv[0]))
     sys.stdout.write(report(score) + "\n")

@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from sincere.guard.lint.text import TextPolicy, literal_text
-from sincere.guard.lint.vocabulary import (
+from sincere_lint.text import TextPolicy, literal_text
+from sincere_lint.vocabulary import (
     ERROR_KEYS,
     SUCCESS_FLAGS,
     SUCCESS_STATUSES,

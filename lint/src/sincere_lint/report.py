@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sincere import __version__
-from sincere.guard.lint.rules import RULES
-from sincere.guard.lint.runner import Finding
+from sincere_lint import __version__
+from sincere_lint.rules import RULES
+from sincere_lint.runner import Finding
 
 FORMATS = ("text", "json", "sarif")
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"

@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sincere_lint.index import walk
+
 # An apology is canned wherever it is and whatever else it says ("Sorry, it failed: {exc}").
 APOLOGY = re.compile(r"\b(sorry|apologi[sz]e|apologies|apology)\b", re.IGNORECASE)
 # Calls that read the exception being handled.
@@ -70,7 +72,7 @@ def templates(nodes: Iterable[ast.AST]) -> frozenset[str]:
     """The prose templates built anywhere in these statements."""
     found: set[str] = set()
     for stmt in nodes:
-        for node in ast.walk(stmt):
+        for node in walk(stmt):
             if isinstance(node, ast.expr):
                 text = literal_text(node)
                 if text is not None and is_prose(text):
@@ -127,7 +129,7 @@ class TextPolicy:
 
 def quotes_failure(node: ast.AST, exception_names: frozenset[str]) -> bool:
     """Does this expression read the exception being handled?"""
-    for child in ast.walk(node):
+    for child in walk(node):
         if isinstance(child, ast.Name) and child.id in exception_names:
             return True
         if isinstance(child, ast.Call):

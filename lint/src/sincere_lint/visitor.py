@@ -5,18 +5,18 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
-from sincere.guard.lint.callers import mark_failure_functions
-from sincere.guard.lint.failure import FailureExit, FailurePath, Scope, collect_scopes, unwrap
-from sincere.guard.lint.index import ModuleIndex
-from sincere.guard.lint.resolve import Constants
-from sincere.guard.lint.text import (
+from sincere_lint.callers import mark_failure_functions
+from sincere_lint.failure import FailureExit, FailurePath, Scope, collect_scopes, unwrap
+from sincere_lint.index import ModuleIndex
+from sincere_lint.resolve import Constants
+from sincere_lint.text import (
     TextPolicy,
     quotes_failure,
     returns_text_or_other,
     templates,
 )
-from sincere.guard.lint.values import ExpressionInspector, Hit, callee_name
-from sincere.guard.lint.vocabulary import (
+from sincere_lint.values import ExpressionInspector, Hit, callee_name
+from sincere_lint.vocabulary import (
     Vocabulary,
     is_answer_class,
     is_error_class,

@@ -1,4 +1,5 @@
-"""``sincere lint``: the command. It parses, runs the checker and prints; exit 0, 1 or 2."""
+"""``sincere-lint`` (and ``sincere lint``): the command. It parses, runs the checker and prints;
+exit 0, 1 or 2."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from sincere.guard.lint.config import LintConfigError
-from sincere.guard.lint.report import FORMATS, render
-from sincere.guard.lint.rules import RULES, resolve_codes, split_codes
-from sincere.guard.lint.runner import lint_paths
+from sincere_lint.cache import DEFAULT_DIR, ENV_DIR, FindingsCache
+from sincere_lint.config import LintConfigError
+from sincere_lint.pool import usable_cpus
+from sincere_lint.report import FORMATS, render
+from sincere_lint.rules import RULES, resolve_codes, split_codes
+from sincere_lint.runner import lint_paths
 
 EXIT_CLEAN = 0
 EXIT_FOUND = 1
@@ -54,6 +57,30 @@ def lint(
             "Added to the ignore list of pyproject.toml.",
         ),
     ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            metavar="N",
+            min=1,
+            help="Check files in N processes. Default: one per CPU.",
+            show_default=False,
+        ),
+    ] = None,
+    no_cache: Annotated[
+        bool,
+        typer.Option("--no-cache", help="Check every file, neither reading nor writing the cache."),
+    ] = False,
+    cache_dir: Annotated[
+        Path,
+        typer.Option(
+            "--cache-dir",
+            metavar="DIR",
+            envvar=ENV_DIR,
+            help="Where the findings of unchanged files are kept.",
+        ),
+    ] = Path(DEFAULT_DIR),
     explain: Annotated[
         str | None,
         typer.Option(
@@ -66,6 +93,8 @@ def lint(
     Exit status: 0 when nothing is found, 1 when something is, 2 on a usage error.
 
     Silence one line with `# noqa: CODE`. Configure in pyproject.toml (tool.sincere.lint).
+
+    Unchanged files are not checked again: their findings are kept in the cache directory.
     """
     if explain is not None:
         rule = RULES.get(explain.strip().upper())
@@ -83,9 +112,17 @@ def lint(
     try:
         selected = resolve_codes(split_codes(select)) if select is not None else None
         ignored = resolve_codes(split_codes(ignore))
-        result = lint_paths(paths, select=selected, ignore=ignored)
+        cache = None if no_cache else FindingsCache(cache_dir)
+        result = lint_paths(
+            paths, select=selected, ignore=ignored, jobs=jobs or usable_cpus(), cache=cache
+        )
     except (ValueError, LintConfigError) as exc:
         _usage_error(str(exc))
+    if cache is not None:
+        try:
+            cache.save()
+        except OSError as exc:  # the findings stand; only the next run is slower
+            sys.stderr.write(f"sincere lint: warning: cannot write the cache: {exc}\n")
     sys.stdout.write(render(result.findings, format))
     files = f"{result.files} file{'s' if result.files != 1 else ''}"
     if result.findings:
@@ -101,5 +138,10 @@ def _usage_error(message: str) -> NoReturn:
     raise typer.Exit(EXIT_USAGE)
 
 
-if __name__ == "__main__":  # pragma: no cover
+def main() -> None:
+    """The ``sincere-lint`` console script."""
     typer.run(lint)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -18,8 +18,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sincere.guard.lint.rules import SELECTABLE, resolve_codes
-from sincere.guard.lint.vocabulary import Vocabulary
+from sincere_lint.rules import SELECTABLE, resolve_codes
+from sincere_lint.vocabulary import Vocabulary
 
 PYPROJECT = "pyproject.toml"
 _LISTS = (
