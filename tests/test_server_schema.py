@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, given, settings
 
 from sincere.server import openai_routes
-from sincere.server.app import create_app
+from sincere.server.app import ServeAhead, create_app
 from sincere.server.openai_routes import ChatRoute, chat_completions
 from tests.live import LiveGateway
 
@@ -68,6 +68,9 @@ def test_the_chat_route_is_registered_once_and_published_from_that_registration(
     ]
     assert len(chat) == 1
     assert isinstance(chat[0], ChatRoute)
+    # What serves it ahead of the router is that same registration, not a copy.
+    ahead = [m.kwargs["route"] for m in app.user_middleware if m.cls is ServeAhead]
+    assert ahead == [chat[0]]
     operation = app.openapi()["paths"]["/v1/chat/completions"]["post"]
     assert operation["operationId"] == chat[0].unique_id
     assert operation["requestBody"]["content"]["application/json"]["schema"] == {

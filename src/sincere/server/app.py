@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sincere import __version__
 from sincere.config import load_settings
@@ -54,12 +55,33 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(websocket.router)
     http_errors.install(app)
     _publish_body_schemas(app)
+    app.add_middleware(ServeAhead, route=openai_routes.CHAT_ROUTE)
     app.add_middleware(
         RequestIdAndBodyLimit,
         max_body_bytes=runtime.settings.server.max_body_bytes,
         metrics=runtime.metrics,
     )
     return app
+
+
+class ServeAhead:
+    """Serves one route (the chat route: the hot path) ahead of FastAPI's exception
+    middleware and router, through the route's own ``serve``; everything else goes on."""
+
+    def __init__(self, app: ASGIApp, route: openai_routes.ChatRoute) -> None:
+        self.app = app
+        self.route = route
+        self.methods = route.methods or set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == self.route.path
+            and scope["method"] in self.methods
+        ):
+            await self.route.serve(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def _publish_body_schemas(app: FastAPI) -> None:

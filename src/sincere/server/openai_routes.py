@@ -83,14 +83,15 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 
 class ChatRoute(APIRoute):
-    """A route FastAPI registers and publishes (OpenAPI) but does not serve itself.
+    """The chat route: registered once, published by FastAPI (OpenAPI), served by itself.
 
-    Its endpoint takes the request and returns the response: it checks the key before it
-    reads the body, and pydantic parses and validates the bytes in one step (FastAPI's
-    body and dependency machinery cost about 0.1 ms of CPU a request and would parse an
-    unauthenticated body). A dependency would therefore never run, so declaring one is an
-    error here rather than a silent no-op. Every exception is rendered by
-    ``http_errors.render``, as on every other route.
+    ``serve`` answers a request without FastAPI's request handler: the endpoint checks the
+    key before it reads the body, and pydantic parses and validates the bytes in one step.
+    ``server/app.py`` calls it ahead of FastAPI's exception middleware and router, whose
+    machinery costs about 0.1 ms of CPU a request and buys this route nothing (measured in
+    docs/benchmarks.md); FastAPI's own dispatch of the route ends in the same handler. A
+    dependency would never run, so declaring one is an error here rather than a silent
+    no-op. Every exception is rendered by ``http_errors.render``, as on every other route.
     """
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
@@ -102,25 +103,29 @@ class ChatRoute(APIRoute):
             )
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        return self._handle
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one request for this route, as an ASGI app."""
+        request = Request(scope, receive, send)
+        response = await self._handle(request)
+        await response(scope, receive, send)
+
+    async def _handle(self, request: Request) -> Response:
         endpoint: Callable[[Request], Awaitable[Response]] = self.endpoint
-
-        async def handler(request: Request) -> Response:
-            shutdown: Shutdown = request.app.state.shutdown
-            with shutdown.request():
-                try:
-                    return await endpoint(request)
-                except ClientDisconnect:
-                    # Gone during the upload or the wait: nobody to answer, nothing to log
-                    # (or the body was late and the protocol answered 408 and closed).
-                    late = request.scope.get("state", {}).get(READ_TIMED_OUT)
-                    runtime(request).metrics.count_request(
-                        "chat", 408 if late else CLIENT_CLOSED_REQUEST
-                    )
-                    return _NOTHING
-                except Exception as exc:  # noqa: BLE001 - each becomes its response; render logs the unexpected
-                    return await http_errors.render(request, exc)
-
-        return handler
+        shutdown: Shutdown = request.app.state.shutdown
+        with shutdown.request():
+            try:
+                return await endpoint(request)
+            except ClientDisconnect:
+                # Gone during the upload or the wait: nobody to answer, nothing to log (or
+                # the body was late and the protocol answered 408 and closed).
+                late = request.scope.get("state", {}).get(READ_TIMED_OUT)
+                status = 408 if late else CLIENT_CLOSED_REQUEST
+                runtime(request).metrics.count_request("chat", status)
+                return _NOTHING
+            except Exception as exc:  # noqa: BLE001 - each becomes its response; render logs the unexpected
+                return await http_errors.render(request, exc)
 
 
 class _Nothing(Response):
@@ -179,6 +184,15 @@ router.add_api_route(
     openapi_extra=CHAT_BODY,
     route_class_override=ChatRoute,
 )
+
+
+def _registered() -> ChatRoute:
+    route = router.routes[-1]
+    assert isinstance(route, ChatRoute)
+    return route
+
+
+CHAT_ROUTE = _registered()  # the one registration: FastAPI publishes it, app.py serves it
 
 
 def _stopped(who: Caller, rid: str, reason: StopReason) -> Exception:
