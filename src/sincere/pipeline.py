@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import AbstractAsyncContextManager, aclosing
+from types import TracebackType
 
 from sincere.answer import Answer
 from sincere.context import ContextFactory, RequestContext
@@ -52,9 +53,8 @@ class ChatPipeline:
         self, caller: Caller, chat: ChatRequest, *, request_id: str | None = None, surface: str
     ) -> Answer:
         """The whole answer, or the ServiceError that says why there is none."""
-        ctx = self._contexts.create(caller.user_id, caller.tier, request_id=request_id)
-        async with self._request(ctx, chat, surface) as run:
-            answer = await self.cascade.complete(ctx, chat)
+        async with self._request(caller, chat, request_id, surface) as run:
+            answer = await self.cascade.complete(run.ctx, chat)
             await run.answered(answer)
             return answer
 
@@ -68,55 +68,71 @@ class ChatPipeline:
         that iterates it or throw ``CancelledError(StopReason…)`` in; closing it early
         counts as the client having gone.
         """
-        ctx = self._contexts.create(caller.user_id, caller.tier, request_id=request_id)
         async with (
-            self._request(ctx, chat, surface) as run,
-            aclosing(self.cascade.stream(ctx, chat)) as items,
+            self._request(caller, chat, request_id, surface) as run,
+            aclosing(self.cascade.stream(run.ctx, chat)) as items,
         ):
             async for item in items:
                 if isinstance(item, Answer):
                     await run.answered(item)
                 yield item
 
-    @asynccontextmanager
-    async def _request(
-        self, ctx: RequestContext, chat: ChatRequest, surface: str
-    ) -> AsyncIterator[_Run]:
-        run = _Run(ctx, chat, surface, self._observers)
+    def _request(
+        self, caller: Caller, chat: ChatRequest, request_id: str | None, surface: str
+    ) -> _Run:
+        ctx = self._contexts.create(caller.user_id, caller.tier, request_id=request_id)
+        return _Run(self, ctx, chat, surface)
+
+
+class _Run:
+    """One request, as an ``async with`` block: it starts (the event, the tier's slot)
+    on entry, and on exit, however the block is left, gives the slot back and records and
+    announces the outcome exactly once."""
+
+    def __init__(
+        self, pipeline: ChatPipeline, ctx: RequestContext, chat: ChatRequest, surface: str
+    ) -> None:
+        self.pipeline = pipeline
+        self.ctx = ctx
+        self.chat = chat
+        self.surface = surface
+        self.started_at = time.time()
+        self.started = time.monotonic()
+        self.ended = False
+        self._slot: AbstractAsyncContextManager[None] | None = None
+
+    async def __aenter__(self) -> _Run:
+        ctx, chat = self.ctx, self.chat
         await ctx.emit(
             EventType.REQUEST_STARTED,
             f"Request for {chat.model} started",
             service="model_cascade",
             model=chat.model,
-            routes=self.cascade.route_names(chat.model),
+            routes=self.pipeline.cascade.route_names(chat.model),
         )
+        slot = self.pipeline._limiter.admit(ctx.user_id, str(ctx.tier), ctx.error_context("limits"))
         try:
-            async with self._limiter.admit(ctx.user_id, str(ctx.tier), ctx.error_context("limits")):
-                yield run
+            await slot.__aenter__()
         except BaseException as exc:
-            await run.failed(exc)
+            await self.failed(exc)
             raise
-        if not run.ended:  # pragma: no cover - complete() and stream() end with an answer
-            await run.failed(InternalError.of(ctx.error_context("pipeline")))
+        self._slot = slot
+        return self
 
-
-class _Run:
-    """One request's outcome: recorded and announced once, whichever way it ends."""
-
-    def __init__(
+    async def __aexit__(
         self,
-        ctx: RequestContext,
-        chat: ChatRequest,
-        surface: str,
-        observers: tuple[RequestObserver, ...],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
-        self.ctx = ctx
-        self.chat = chat
-        self.surface = surface
-        self.observers = observers
-        self.started_at = time.time()
-        self.started = time.monotonic()
-        self.ended = False
+        try:
+            assert self._slot is not None
+            await self._slot.__aexit__(exc_type, exc, tb)
+        finally:
+            if exc is not None:
+                await self.failed(exc)
+            elif not self.ended:  # pragma: no cover - complete() and stream() end with one
+                await self.failed(InternalError.of(self.ctx.error_context("pipeline")))
 
     async def answered(self, answer: Answer) -> None:
         """The answer passed every check: record it, then say so."""
@@ -190,7 +206,7 @@ class _Run:
             error=error,
             stop_reason=None if stop is None else str(stop),
         )
-        for observer in self.observers:
+        for observer in self.pipeline._observers:
             try:
                 await observer.finished(record)
             except Exception:  # an observer's failure must not change the user's answer

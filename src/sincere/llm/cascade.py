@@ -102,9 +102,12 @@ class ModelCascade:
 
     def route_names(self, model: str) -> list[str]:
         """The deployments a request for ``model`` may go to, in order ([] for no such model)."""
-        if self.settings.model(model) is None:
-            return []
-        return [r.deployment.name for r in self.routes(model)]
+        cached = self._routes.get(model)
+        if cached is None:
+            if self.settings.model(model) is None:
+                return []
+            cached = self.routes(model)
+        return [r.name for r in cached]
 
     def routes(self, model: str) -> list[Route]:
         """The model's deployments, then each fallback model's, transitively, each once."""
@@ -247,7 +250,13 @@ class ModelCascade:
 
         Ends with ``run.answer`` or ``run.error`` set, or neither when the consumer left.
         """
-        holdback = StreamHoldback[Delta](self.guard, ctx.error_context("response_guard"), log.sent)
+        # Only a stream shows text before the answer is whole; a plain request's answer is
+        # checked whole (in _guarded_answer) before anyone sees it.
+        holdback = (
+            StreamHoldback[Delta](self.guard, ctx.error_context("response_guard"), log.sent)
+            if log.streaming
+            else None
+        )
         try:
             await self._ensure_started(ctx, route)
             request = log.request_for_next_attempt()
@@ -262,8 +271,8 @@ class ModelCascade:
                     run.received.append(item.text)
                     if len(run.received) % _GATE_EVERY == 0:
                         _gate(route.name, log.sent + "".join(run.received))
-                for delta in holdback.push(item, item.text):
-                    if log.streaming:
+                if holdback is not None:
+                    for delta in holdback.push(item, item.text):
                         yield self._shown(route, run, delta)
             completion = run.completion
             # Tool calls alone are an answer: only the text that comes with them is gated.
@@ -271,8 +280,8 @@ class ModelCascade:
                 _gate(route.name, log.sent + completion.text)
             if completion is not None:
                 run.answer = self._guarded_answer(ctx, log, route, run, completion, started)
-            for delta in holdback.release_rest():
-                if log.streaming:
+            if holdback is not None:
+                for delta in holdback.release_rest():
                     yield self._shown(route, run, delta)
         except ServiceError as exc:
             run.error = exc
