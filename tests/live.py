@@ -101,3 +101,41 @@ output_price_per_mtok = 2.0
 """
     )
     return load_settings(path, env={"SINCERE_DATA_DIR": str(tmp_path / "data")})
+
+
+def fallback_config(tmp_path: Path, up: str, spare: str | None, extra: str = "") -> Path:
+    """A configuration file: model 'gpt' on deployment 'up' and, when ``spare`` is given,
+    its fallback model 'backup' on deployment 'spare'; no retries; ``extra`` appended."""
+    fallback = f"""
+fallbacks = ["backup"]
+
+[[models]]
+name = "backup"
+deployments = ["spare"]
+
+[[deployments]]
+name = "spare"
+provider = "openai"
+base_url = "{spare}"
+model = "spare-model"
+"""
+    path = tmp_path / "sincere.toml"
+    path.write_text(
+        f"""
+[defaults]
+max_retries = 0
+first_token_timeout_s = 5
+stream_idle_timeout_s = 5
+{extra}
+[[deployments]]
+name = "up"
+provider = "openai"
+base_url = "{up}"
+model = "up-model"
+
+[[models]]
+name = "gpt"
+deployments = ["up"]
+{fallback if spare else ""}"""
+    )
+    return path

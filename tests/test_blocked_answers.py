@@ -21,55 +21,16 @@ import pytest
 from sincere.config import Settings, load_settings
 from sincere.runtime import build_runtime
 from tests.faults import Fault, FaultServer
-from tests.live import LiveServer
+from tests.live import LiveServer, fallback_config
 from tests.test_cli import _env
 
 APOLOGY = "I apologize, but I encountered an error processing your request."
 SPARE_TEXT = "Paris is the capital of France."
 
 
-def config(tmp_path: Path, up: str, spare: str | None) -> Path:
-    fallback = (
-        f"""
-fallbacks = ["backup"]
-
-[[models]]
-name = "backup"
-deployments = ["spare"]
-
-[[deployments]]
-name = "spare"
-provider = "openai"
-base_url = "{spare}"
-model = "spare-model"
-"""
-        if spare
-        else ""
-    )
-    path = tmp_path / "sincere.toml"
-    path.write_text(
-        f"""
-[defaults]
-max_retries = 0
-
-[[deployments]]
-name = "up"
-provider = "openai"
-base_url = "{up}"
-model = "up-model"
-
-[[models]]
-name = "gpt"
-deployments = ["up"]
-{fallback}
-"""
-    )
-    return path
-
-
 def settings(tmp_path: Path, up: str, spare: str | None) -> Settings:
     return load_settings(
-        config(tmp_path, up, spare), env={"SINCERE_DATA_DIR": str(tmp_path / "data")}
+        fallback_config(tmp_path, up, spare), env={"SINCERE_DATA_DIR": str(tmp_path / "data")}
     )
 
 
@@ -161,7 +122,7 @@ def _chat(tmp_path: Path, config_path: Path, *extra: str) -> subprocess.Complete
 def test_sincere_chat_gets_the_fallbacks_answer_with_the_blocked_attempt(
     tmp_path: Path, apologising: FaultServer, spare: FaultServer
 ) -> None:
-    path = config(tmp_path, apologising.base_url, spare.base_url)
+    path = fallback_config(tmp_path, apologising.base_url, spare.base_url)
     result = _chat(tmp_path, path, "--json")
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
@@ -180,7 +141,7 @@ def test_sincere_chat_gets_the_fallbacks_answer_with_the_blocked_attempt(
 def test_sincere_chat_without_a_fallback_exits_75_without_the_phrase(
     tmp_path: Path, apologising: FaultServer
 ) -> None:
-    path = config(tmp_path, apologising.base_url, None)
+    path = fallback_config(tmp_path, apologising.base_url, None)
     for extra in ((), ("--json",)):
         result = _chat(tmp_path, path, *extra)
         assert result.returncode == 75, result.stderr

@@ -25,6 +25,7 @@ from sincere.runtime import Runtime, build_runtime
 from sincere.stop import StopReason
 from tests.doubles import DEFECT, defective
 from tests.faults import Fault, FaultServer
+from tests.live import fallback_config
 from tests.test_request_end import until
 
 KINDS = {"defective": defective()}
@@ -49,39 +50,10 @@ def spare() -> Iterator[FaultServer]:
 
 
 def settings(tmp_path: Path, up: str, spare: str | None, *, concurrent: int = 10) -> Settings:
-    fallback = (
-        f"""
-fallbacks = ["backup"]
-
-[[models]]
-name = "backup"
-deployments = ["spare"]
-
-[[deployments]]
-name = "spare"
-provider = "openai"
-base_url = "{spare}"
-model = "spare-model"
-"""
-        if spare
-        else ""
-    )
-    path = tmp_path / "sincere.toml"
-    path.write_text(
-        f"""
-[defaults]
-max_retries = 0
-first_token_timeout_s = 5
-stream_idle_timeout_s = 5
-
+    """Model 'gpt' on 'up' (fallback 'spare'), and model 'broken' on a provider with a bug."""
+    extra = f"""
 [tiers.free]
 concurrent_requests = {concurrent}
-
-[[deployments]]
-name = "up"
-provider = "openai"
-base_url = "{up}"
-model = "up-model"
 
 [[deployments]]
 name = "buggy"
@@ -90,13 +62,8 @@ provider = "defective"
 [[models]]
 name = "broken"
 deployments = ["buggy"]
-
-[[models]]
-name = "gpt"
-deployments = ["up"]
-{fallback}
 """
-    )
+    path = fallback_config(tmp_path, up, spare, extra)
     return load_settings(path, env={"SINCERE_DATA_DIR": str(tmp_path / "data")})
 
 
