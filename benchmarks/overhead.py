@@ -1,6 +1,7 @@
 """Gateway overhead: sincere and LiteLLM's proxy in front of one fast upstream, in one run.
 
     .venv/bin/python -m benchmarks.overhead [--requests 2000] [--concurrency 1 64]
+        [--no-litellm] [--baseline CHECKOUT]
 
 Starts, each in its own process on 127.0.0.1: a fast OpenAI-compatible upstream
 (benchmarks/upstream.py: a fixed short answer with usage), the real gateway
@@ -21,7 +22,9 @@ CPU time per request of the target process, of the upstream and of this client (
 Every process shares the machine's cores: the figures include that contention, as they
 would on a real host. Every process started here is stopped at the end, also on Ctrl-C.
 LiteLLM is measured when its proxy runs (pip install -e '.[bench]'); otherwise the report
-says why it did not.
+says why it did not. ``--baseline CHECKOUT`` adds the sincere of another checkout (say, a
+git worktree of the commit before a change), run from its ``src/`` with this environment's
+packages: before and after, side by side in one run.
 """
 
 from __future__ import annotations
