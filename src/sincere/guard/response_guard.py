@@ -31,17 +31,6 @@ class ResponseGuard:
             return answer
         raise GuardViolation(f"response guard: {reason}; the answer was withheld", context=context)
 
-    def check_text(self, sent: str, context: ErrorContext, new: int) -> None:
-        """For the HTTP route's stream until the request pipeline replaces it (then delete):
-        the cascade's ``StreamHoldback`` already keeps every phrase from reaching it."""
-        longest = max((len(p) for p in self.phrases), default=0)
-        reason = self.phrase_in(sent[-(longest + new) :].lower(), "the stream")
-        if reason is not None:
-            raise GuardViolation(
-                f"response guard: {reason}; it was cut before that phrase was complete",
-                context=context,
-            )
-
     def phrase_in(self, text: str, what: str) -> str | None:
         """Why ``text`` (lower case) may not go out, or None; ``what`` names it in the reason."""
         for number, phrase in enumerate(self.phrases, 1):
