@@ -167,8 +167,14 @@ class GuardConfig(_Strict):
 
 
 class StoreConfig(_Strict):
-    # SQLAlchemy URL; default: SQLite in the data directory.
+    # SQLAlchemy URL (or SINCERE_DATABASE_URL); default: SQLite in the data directory.
     url: str | None = None
+
+
+class ClusterConfig(_Strict):
+    # Redis for what a fleet of gateway processes shares (events, limits, breakers), e.g.
+    # redis://127.0.0.1:6379/0 (or SINCERE_REDIS_URL). None: one process, in memory.
+    redis_url: str | None = None
 
 
 BUILTIN_DEPLOYMENT = DeploymentConfig(
@@ -192,6 +198,7 @@ class Settings(_Strict):
     tiers: dict[str, TierLimits] = Field(default_factory=lambda: dict(DEFAULT_TIER_LIMITS))
     guard: GuardConfig = GuardConfig()
     store: StoreConfig = StoreConfig()
+    cluster: ClusterConfig = ClusterConfig()
     data_dir: Path
     source: Path | None = None
 
@@ -252,6 +259,14 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         raw["tiers"] = merged
     raw["data_dir"] = default_data_dir(env)
     raw["source"] = path
+    # The shared parts' addresses may come from the environment (they often hold secrets).
+    for table, key, variable in (
+        ("store", "url", "SINCERE_DATABASE_URL"),
+        ("cluster", "redis_url", "SINCERE_REDIS_URL"),
+    ):
+        if env.get(variable):
+            section = raw.get(table)
+            raw[table] = {**(section if isinstance(section, dict) else {}), key: env[variable]}
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
