@@ -585,6 +585,10 @@ def violations(result: dict[str, Any]) -> list[str]:
         found.append(f"{len(not_one)} requests without exactly one terminal event")
     if events.foreign:
         found.append(f"{events.foreign} events delivered to another user")
+    if events.gaps:
+        # A socket that moved to another process must get every event it missed from the
+        # shared history (a run is far shorter than the history a user keeps).
+        found.append(f"{events.gaps} gap messages: events lost on a reconnect")
     if tally.secrets or events.secrets:
         found.append(f"the API key in {tally.secrets + events.secrets} payloads")
     return found
