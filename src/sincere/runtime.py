@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import time
-from urllib.parse import urlsplit
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 
@@ -32,7 +32,6 @@ from sincere.llm.breaker import BreakerPolicy
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.provider import Provider
 from sincere.pipeline import ChatPipeline
-from sincere.redact import forget_secret, remember_secret
 from sincere.ports import (
     Breakers,
     EventBus,
@@ -41,6 +40,7 @@ from sincere.ports import (
     RequestObserver,
     ServiceHistory,
 )
+from sincere.redact import forget_secret, remember_secret
 from sincere.server.metrics import Metrics, MetricsRecorder
 
 ProviderFactory = Callable[[DeploymentConfig, Mapping[str, str]], Provider]
