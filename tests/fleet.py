@@ -144,9 +144,9 @@ model = "up-model"
         port = refused_port()  # free now; the member takes it
         log = self.workdir / f"member-{index}.log"
         with log.open("ab") as out:
+            command = ["serve", "--port", str(port), "--config", str(self.config)]
             process = subprocess.Popen(
-                [sys.executable, "-m", "sincere.cli", "serve", "--port", str(port)]
-                + ["--config", str(self.config)],
+                [sys.executable, "-m", "sincere.cli", *command],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
