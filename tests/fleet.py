@@ -10,6 +10,7 @@ fleet stops. ``kill`` is ``kill -9``: no drain, no goodbye.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -57,8 +58,10 @@ class Member:
         return self.log.read_text(errors="replace")
 
     def kill(self) -> None:
-        """``kill -9``: the process ends at once, its connections with it."""
-        self.process.send_signal(signal.SIGKILL)
+        """``kill -9`` of the process and its workers: they end at once, their connections
+        with them."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(WAIT_S)
 
     def stop(self) -> None:
@@ -68,13 +71,25 @@ class Member:
                 self.process.wait(WAIT_S)
             except subprocess.TimeoutExpired:
                 self.kill()
+        with contextlib.suppress(ProcessLookupError):  # whatever it left in its group
+            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 class Fleet:
-    """``size`` gateway processes on one configuration; a context manager."""
+    """``size`` gateway processes (each with ``workers`` workers) on one configuration,
+    one PostgreSQL schema and, with ``redis``, one Redis key prefix; a context manager.
+    ``defaults`` goes into the ``[defaults]`` table, ``extra`` at the end of the file."""
 
     def __init__(
-        self, workdir: Path, upstream: str, *, size: int = 2, redis: bool = False, extra: str = ""
+        self,
+        workdir: Path,
+        upstream: str,
+        *,
+        size: int = 2,
+        redis: bool = False,
+        workers: int = 1,
+        defaults: str = "",
+        extra: str = "",
     ) -> None:
         self.workdir = workdir
         self.name = f"fleet_{uuid.uuid4().hex[:12]}"  # the schema and the key prefix
@@ -83,10 +98,11 @@ class Fleet:
         self.key_prefix = f"{self.name}:"
         self.members: list[Member] = []
         self.size = size
+        self.workers = workers  # each member's `sincere serve --workers`
         self.config = workdir / "fleet.toml"
-        self.config.write_text(self._config(upstream, extra))
+        self.config.write_text(self._config(upstream, defaults, extra))
 
-    def _config(self, upstream: str, extra: str) -> str:
+    def _config(self, upstream: str, defaults: str, extra: str) -> str:
         cluster = ""
         if self.redis_url is not None:
             cluster = f'[cluster]\nredis_url = "{self.redis_url}"\nkey_prefix = "{self.key_prefix}"'
@@ -95,6 +111,7 @@ class Fleet:
 max_retries = 0
 first_token_timeout_s = 5
 stream_idle_timeout_s = 5
+{defaults}
 
 {cluster}
 
@@ -145,12 +162,14 @@ model = "up-model"
         log = self.workdir / f"member-{index}.log"
         with log.open("ab") as out:
             command = ["serve", "--port", str(port), "--config", str(self.config)]
+            command += ["--workers", str(self.workers)]
             process = subprocess.Popen(
                 [sys.executable, "-m", "sincere.cli", *command],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=self.env(index),
+                start_new_session=True,  # its own process group: its workers die with it
             )
         member = Member(index, port, process, log)
         if index < len(self.members):
