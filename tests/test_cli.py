@@ -218,3 +218,30 @@ def test_serve_prints_the_first_admin_key_once_and_it_works(tmp_path: Path) -> N
     finally:
         second.terminate()
         second.wait(timeout=30)
+
+
+def test_serve_with_several_workers_and_no_redis_exits_78_saying_why_and_what_to_set(
+    tmp_path: Path,
+) -> None:
+    # A serve that started its workers would run until this generous bound kills it.
+    result = _sincere("serve", "--workers", "3", "--port", "0", tmp_path=tmp_path, timeout=120)
+    assert result.returncode == 78
+    message = " ".join(result.stderr.split())  # the console wraps long lines
+    assert "--workers 3 needs [cluster] redis_url" in message
+    assert "each worker keeps its own events, limits and breakers" in message
+    assert "a 20-per-minute tier lets 60 through" in message
+    assert "SINCERE_REDIS_URL" in message
+    assert "[store] url" in message
+    assert "SINCERE_DATABASE_URL" in message
+    assert "Uvicorn running" not in result.stdout + result.stderr
+    assert not (tmp_path / "sincere.db").exists()  # refused before anything was built
+
+
+def test_a_redis_url_that_is_not_one_exits_78_without_quoting_it(tmp_path: Path) -> None:
+    config = tmp_path / "cluster.toml"
+    config.write_text('[cluster]\nredis_url = "http://user:hunter2-pass@127.0.0.1:6379/0"\n')
+    result = _sincere("serve", "--port", "0", "--config", str(config), tmp_path=tmp_path)
+    assert result.returncode == 78
+    assert "cluster.redis_url" in result.stderr
+    assert "redis://" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,12 +18,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import create_engine
 
 from sincere.backends.memory.breakers import InProcessBreakers
+from sincere.backends.redis import connect
 from sincere.backends.sql import Database, SqlServiceHistory
 from sincere.llm.breaker import BreakerPolicy, BreakerState
 from sincere.runtime import Runtime, build_runtime
 from sincere.server.app import freeze_startup_heap
 from tests.clocks import ManualClock
-from tests.faults import Fault, FaultServer
+from tests.faults import Fault, FaultServer, refused_port
 from tests.live import LiveGateway, LiveServer, run, settings_for
 
 HEALTH_JSON = "application/health+json"
@@ -426,3 +429,99 @@ def test_status_shows_states_and_times_to_all_and_reasons_to_an_admin(
     assert "in a row" in up["recent_transitions"][0]["message"]
     assert bad_key.status_code == 401  # a key that is sent must be a valid one
     assert bad_key.headers["content-type"] == "application/problem+json"
+
+
+# ─── the fleet's Redis ───────────────────────────────────────────────────────────────
+# The probe alone: a gateway with a Redis client beside its in-memory backends. (The
+# composition root chooses the Redis backends from the same URL; /health and /status only
+# PING the client.)
+
+
+@pytest.fixture
+def with_redis(tmp_path: Path, fault_server: FaultServer) -> Iterator[Callable[[str], LiveGateway]]:
+    """Starts a gateway whose runtime holds a Redis client for the given URL."""
+    running: list[LiveServer] = []
+
+    def start(url: str) -> LiveGateway:
+        built = build_runtime(settings_for(tmp_path, fault_server.base_url), env={})
+        server = LiveServer(dataclasses.replace(built, redis=connect(url)))
+        running.append(server)
+        live = server.__enter__()
+        live.keys["admin"], _ = run(live.gateway.keys.create("admin", "enterprise", "admin"))
+        return live
+
+    yield start
+    for server in running:
+        server.__exit__(None, None, None)
+
+
+def test_a_reachable_redis_is_a_passing_check_and_an_operational_backend(
+    with_redis: Callable[[str], LiveGateway],
+) -> None:
+    live = with_redis("redis://127.0.0.1:6379/0")
+    health = _get(live, "/health")
+    assert health.status_code == 200
+    assert health.json()["status"] == "pass"
+    [check] = health.json()["checks"]["redis:responseTime"]
+    assert (check["componentType"], check["status"], check["observedUnit"]) == (
+        "datastore",
+        "pass",
+        "ms",
+    )
+    assert check["observedValue"] > 0  # measured, so never exactly zero
+    assert "output" not in check
+    status = _get(live, "/status")
+    assert status.json()["status"] == "none"
+    backends = {b["name"]: b for b in status.json()["backends"]}
+    assert set(backends) == {"store", "redis"}
+    assert (backends["redis"]["kind"], backends["redis"]["state"]) == ("redis", "operational")
+    assert backends["redis"]["latency_ms"] > 0
+    assert (backends["store"]["kind"], backends["store"]["state"]) == ("sqlite", "operational")
+    assert "url" not in backends["redis"]  # where it is, is for operators
+    admin = {b["name"]: b for b in _get(live, "/status", "admin").json()["backends"]}
+    assert admin["redis"]["url"] == "redis://127.0.0.1:6379/0"
+
+
+def test_a_redis_where_nothing_listens_is_down_at_once_but_the_process_stays_ready(
+    with_redis: Callable[[str], LiveGateway],
+) -> None:
+    port = refused_port()
+    live = with_redis(f"redis://:hunter2-redis-pass@127.0.0.1:{port}/0")
+    health = _get(live, "/health")
+    # Every process shares this Redis, and each still serves without it: a warning, not
+    # a failure that would take the whole fleet out of its load balancer at once.
+    assert health.status_code == 200
+    assert health.json()["status"] == "warn"
+    [check] = health.json()["checks"]["redis:responseTime"]
+    assert check["status"] == "fail"
+    assert check["output"] == "PING failed: ConnectionError"
+    assert "observedValue" not in check  # nothing was measured
+    ready = _get(live, "/readyz")
+    assert (ready.status_code, ready.json()["status"]) == (200, "pass")
+    public = _get(live, "/status")
+    assert public.json()["status"] == "major"
+    redis = {b["name"]: b for b in public.json()["backends"]}["redis"]
+    assert (redis["state"], redis["error"]) == ("major_outage", "PING failed: ConnectionError")
+    assert "latency_ms" not in redis
+    admin = {b["name"]: b for b in _get(live, "/status", "admin").json()["backends"]}["redis"]
+    assert admin["url"] == f"redis://:[redacted]@127.0.0.1:{port}/0"
+    assert admin["error"].startswith("ConnectionError: ")
+    assert "refused" in admin["error"].lower()
+    for response in (health, ready, public):
+        assert str(port) not in response.text
+    assert "hunter2" not in health.text + public.text + json.dumps(admin)
+
+
+def test_a_redis_that_never_answers_is_reported_down_within_a_bounded_wait(
+    with_redis: Callable[[str], LiveGateway],
+) -> None:
+    # The kernel completes the handshake on a listening socket nobody accepts from: a
+    # Redis that takes the connection and never answers.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        live = with_redis(f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        health = _get(live, "/health")
+    assert health.status_code == 200
+    assert health.json()["status"] == "warn"
+    [check] = health.json()["checks"]["redis:responseTime"]
+    assert check["status"] == "fail"
+    assert check["output"] in ("PING failed: TimeoutError", "no answer to PING within 3 s")

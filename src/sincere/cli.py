@@ -239,6 +239,9 @@ def serve(
     from sincere.server.serving import uvicorn_options
 
     settings = _settings(config)
+    if workers > 1 and settings.cluster.redis_url is None:
+        err.print(f"[bold red]configuration error[/]\n{escape(_unshared_workers(workers))}")
+        raise typer.Exit(EXIT_CONFIG)
     if shutdown_grace is not None:
         settings = settings.with_server(shutdown_grace_s=shutdown_grace)
     host = host or settings.server.host
@@ -257,10 +260,6 @@ def serve(
         freeze_startup_heap()
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log, **options)
         return
-    err.print(
-        "[yellow]with several workers each process has its own event bus: a WebSocket sees "
-        "only the events of requests served by its own worker[/]"
-    )
     asyncio.run(rt.aclose())
     if settings.source is not None:
         os.environ["SINCERE_CONFIG"] = str(settings.source)
@@ -275,6 +274,20 @@ def serve(
         log_level="info",
         access_log=access_log,
         **options,
+    )
+
+
+def _unshared_workers(workers: int) -> str:
+    """Why ``--workers N`` without Redis is refused, and what to set instead."""
+    return (
+        f"--workers {workers} needs [cluster] redis_url: without it each worker keeps its own "
+        "events, limits and breakers, so a user's event socket sees only one worker's "
+        f"requests, a 20-per-minute tier lets {20 * workers} through, and every worker "
+        "relearns an outage with its users' requests.\n"
+        "Set [cluster] redis_url in the configuration file, or SINCERE_REDIS_URL, e.g. "
+        "redis://127.0.0.1:6379/0. Processes on several hosts also need a shared [store] url "
+        "(or SINCERE_DATABASE_URL), e.g. postgresql+psycopg://postgres@127.0.0.1:5432/sincere; "
+        "workers on one host may share the default SQLite file. Or run one worker."
     )
 
 

@@ -175,6 +175,17 @@ class ClusterConfig(_Strict):
     # Redis for what a fleet of gateway processes shares (events, limits, breakers), e.g.
     # redis://127.0.0.1:6379/0 (or SINCERE_REDIS_URL). None: one process, in memory.
     redis_url: str | None = None
+    # The start of every Redis key the gateway writes: processes with the same prefix (and
+    # Redis) are one gateway; another prefix is another gateway sharing that Redis.
+    key_prefix: str = Field("sincere:", min_length=1)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        # Never echoed: the URL may hold a password.
+        if url is not None and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return url
 
 
 BUILTIN_DEPLOYMENT = DeploymentConfig(

@@ -11,11 +11,15 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
 
 from sincere.auth import Authenticator
 from sincere.backends.memory.breakers import InProcessBreakers
 from sincere.backends.memory.events import InProcessEventBus
 from sincere.backends.memory.limits import InProcessLimiter
+from sincere.backends.redis import connect
 from sincere.backends.sql.database import Database, open_database
 from sincere.backends.sql.history import SqlServiceHistory
 from sincere.backends.sql.keys import SqlKeyStore
@@ -36,6 +40,7 @@ from sincere.ports import (
     RequestObserver,
     ServiceHistory,
 )
+from sincere.redact import forget_secret, remember_secret
 from sincere.server.metrics import Metrics, MetricsRecorder
 
 ProviderFactory = Callable[[DeploymentConfig, Mapping[str, str]], Provider]
@@ -73,6 +78,8 @@ class Runtime:
     pipeline: ChatPipeline
     auth: Authenticator
     metrics: Metrics
+    # The client of the fleet's shared state ([cluster] redis_url); None: one process.
+    redis: Redis | None = None
     # When this process was built: the start of every state it has not seen change.
     started_at: float = field(default_factory=time.time)
 
@@ -80,6 +87,9 @@ class Runtime:
         await self.cascade.aclose()
         await self.history_writer.flush()
         await self.bus.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+            forget_secret(_password(self.settings.cluster.redis_url))
         self.database.engine.dispose()
 
 
@@ -89,9 +99,11 @@ def build_cascade(
     *,
     provider_kinds: Mapping[str, ProviderFactory] | None = None,
     breakers: Breakers | None = None,
+    redis: Redis | None = None,
 ) -> ModelCascade:
     """The domain alone: each deployment's provider (made by its kind), the registry of
-    their health, and a breaker per deployment (``breakers``: one on a test's clock)."""
+    their health, and a breaker per deployment (``breakers``: one on a test's clock; else
+    shared in ``redis`` when there is one, else in memory)."""
     env = os.environ if env is None else env
     kinds = {**PROVIDER_KINDS, **(provider_kinds or {})}
     for d in settings.deployments:
@@ -106,7 +118,14 @@ def build_cascade(
     for name, provider in providers.items():
         registry.register(name, provider.start, timeout_s=settings.defaults.timeout_s)
     if breakers is None:
-        breakers = InProcessBreakers(providers, BreakerPolicy.of(settings.defaults))
+        policy = BreakerPolicy.of(settings.defaults)
+        if redis is None:
+            breakers = InProcessBreakers(providers, policy)
+        else:  # imported here: a single process never loads the fleet's backends
+            from sincere.backends.redis.breakers import RedisBreakers
+
+            prefix = settings.cluster.key_prefix
+            breakers = RedisBreakers(redis, list(providers), policy, prefix=prefix)
     return ModelCascade(settings, providers, registry, breakers)
 
 
@@ -122,22 +141,48 @@ def build_runtime(
 
     ``provider_kinds`` adds provider kinds by name (tests use it for their own providers);
     ``observers`` hear about every finished request after the metrics do.
+
+    With ``[cluster] redis_url`` the events, limits and breakers live in Redis (one client,
+    connected on first use), shared by every process with the same URL and key prefix;
+    without it they live in this process.
     """
-    cascade = build_cascade(settings, env, provider_kinds=provider_kinds, breakers=breakers)
+    url = settings.cluster.redis_url
+    redis = None
+    if url is not None:
+        redis = connect(url)
+        remember_secret(_password(url))  # no error, event or status page may show it
+    cascade = build_cascade(
+        settings, env, provider_kinds=provider_kinds, breakers=breakers, redis=redis
+    )
     database = open_database(settings.database_url())  # startup: migrations, synchronously
     history = SqlServiceHistory(database)
     # Queued, then written on a worker thread: a transition never waits on the store.
     history_writer = HistoryWriter(history)
     cascade.registry.on_transition(history_writer)
-    # A new epoch per process: a client's last_event_id from before a restart is
-    # recognised as such (a gap), never mistaken for an id of the new stream.
-    bus = InProcessEventBus(
-        settings.server.event_history,
-        settings.server.event_buffer,
-        epoch=start_event_stream(database),
-    )
+    bus: EventBus
+    limiter: Limiter
+    if redis is None:
+        # A new epoch per process: a client's last_event_id from before a restart is
+        # recognised as such (a gap), never mistaken for an id of the new stream.
+        bus = InProcessEventBus(
+            settings.server.event_history,
+            settings.server.event_buffer,
+            epoch=start_event_stream(database),
+        )
+        limiter = InProcessLimiter(settings.tiers)
+    else:  # imported here: a single process never loads the fleet's backends
+        from sincere.backends.redis.events import RedisEventBus
+        from sincere.backends.redis.limits import RedisLimiter
+
+        prefix = settings.cluster.key_prefix
+        bus = RedisEventBus(
+            redis,
+            history=settings.server.event_history,
+            buffer=settings.server.event_buffer,
+            prefix=prefix,
+        )
+        limiter = RedisLimiter(redis, settings.tiers, prefix=prefix)
     contexts = ContextFactory(bus, settings.defaults.timeout_s)
-    limiter = InProcessLimiter(settings.tiers)
     metrics = Metrics(cascade.breakers)
     keys = SqlKeyStore(database)
     return Runtime(
@@ -153,7 +198,12 @@ def build_runtime(
         pipeline=ChatPipeline(cascade, limiter, contexts, [MetricsRecorder(metrics), *observers]),
         auth=Authenticator(keys),
         metrics=metrics,
+        redis=redis,
     )
+
+
+def _password(url: str | None) -> str | None:
+    return urlsplit(url).password if url else None
 
 
 def open_key_store(settings: Settings) -> KeyStore:

@@ -2,8 +2,8 @@
 
 Every value they show is read at request time from the process: breaker states and their
 schedules, each deployment's last observed health, transitions recorded in the store, a
-measured store round trip. Nothing is estimated, and no deployment's URL or key is ever
-part of an answer.
+measured store round trip and, in a fleet, a measured Redis PING. Nothing is estimated, and
+no deployment's URL or key (nor the Redis password) is ever part of an answer.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+from redis.asyncio.connection import SSLConnection
+from redis.exceptions import RedisError
 from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
@@ -26,7 +29,7 @@ from sincere.health import ServiceRecord
 from sincere.identity import KeyRecord, KeyRole
 from sincere.llm.breaker import BreakerState
 from sincere.ports import Breakers, BreakerView, RecordedTransition
-from sincere.redact import redact
+from sincere.redact import REDACTED, redact
 from sincere.runtime import Runtime
 from sincere.server.http_errors import bearer_key, request_id
 
@@ -62,11 +65,14 @@ class PrometheusText(Response):
 
 
 @dataclass(frozen=True, slots=True)
-class StoreProbe:
+class Probe:
+    """One timed round trip to a shared part (the store's SELECT 1, Redis's PING)."""
+
     ok: bool
     at: float
     ms: float | None = None  # the measured round trip, only when it answered
-    output: str | None = None
+    output: str | None = None  # public: what failed, never a host, user or password
+    detail: str | None = None  # for operators: the driver's message, secrets redacted
 
 
 async def gateway(request: Request) -> Runtime:
@@ -89,6 +95,8 @@ async def livez() -> Response:
 @router.get("/readyz", response_class=HealthJSON, responses=_UNHEALTHY)
 async def readyz(gw: Runtime = Depends(gateway)) -> Response:  # noqa: B008
     """Readiness: the store answers and at least one deployment's circuit lets requests in."""
+    # Redis is not asked: it is the same for every process, so a Redis outage would take
+    # every process out of a load balancer at once, while each still serves (see README).
     store = await _probe_store(gw)
     reasons = [] if store.ok else [f"store: {store.output}"]
     if not _can_serve(gw.cascade.breakers):
@@ -100,17 +108,20 @@ async def readyz(gw: Runtime = Depends(gateway)) -> Response:  # noqa: B008
 
 @router.get("/health", response_class=HealthJSON, responses=_UNHEALTHY)
 async def health(gw: Runtime = Depends(gateway)) -> Response:  # noqa: B008
-    """Health per draft-inadarei-api-health-check: one check per circuit, one for the store."""
+    """Health per draft-inadarei-api-health-check: one check per circuit, one for the store
+    and, in a fleet, one for Redis (down: warn, since requests are still served)."""
     breakers = gw.cascade.breakers
-    store = await _probe_store(gw)
+    store, redis = await asyncio.gather(_probe_store(gw), _probe_redis(gw))
     checks: dict[str, list[dict[str, Any]]] = {
         f"{name}:circuit": [_circuit_check(breakers.view(name), gw.started_at)]
         for name in breakers.names()
     }
-    checks["store:responseTime"] = [_store_check(store)]
+    checks["store:responseTime"] = [_probe_check(store)]
+    if redis is not None:
+        checks["redis:responseTime"] = [_probe_check(redis)]
     if not store.ok or not _can_serve(breakers):
         overall = "fail"
-    elif any(
+    elif (redis is not None and not redis.ok) or any(
         breakers.view(n).observed_state() is not BreakerState.CLOSED for n in breakers.names()
     ):
         overall = "warn"
@@ -149,10 +160,17 @@ async def status(request: Request, gw: Runtime = Depends(gateway)) -> dict[str, 
         )
         for name in breakers.names()
     ]
+    store, redis = await asyncio.gather(_probe_store(gw), _probe_redis(gw))
+    backends = [_backend("store", _store_kind(gw), store, detailed)]
+    if redis is not None and gw.redis is not None:
+        backends.append(_backend("redis", "redis", redis, detailed))
+        if detailed:
+            backends[-1]["url"] = _redis_url(gw.redis)
     return {
-        "status": _indicator([s["state"] for s in services]),
+        "status": _indicator([s["state"] for s in services], [b["state"] for b in backends]),
         "generated_at": _iso(time.time()),
         "services": services,
+        "backends": backends,
     }
 
 
@@ -186,19 +204,61 @@ def _can_serve(breakers: Breakers) -> bool:
     return any(breakers.view(n).observed_state() is not BreakerState.OPEN for n in breakers.names())
 
 
-async def _probe_store(gw: Runtime) -> StoreProbe:
+async def _probe_store(gw: Runtime) -> Probe:
     """Time a ``SELECT 1`` off the event loop, bounded by the connect timeout."""
     limit = gw.settings.defaults.connect_timeout_s
     at, started = time.time(), time.perf_counter()
     try:
         await asyncio.wait_for(asyncio.to_thread(_select_one, gw), limit)
     except TimeoutError:
-        return StoreProbe(False, at, output=f"no answer to SELECT 1 within {limit:g} s")
+        return Probe(False, at, output=f"no answer to SELECT 1 within {limit:g} s")
     except Exception as exc:  # any failure means the store cannot serve
         # The driver's message may name hosts or users: it goes to the log, not to the public.
         log.warning("store check failed", exc_info=True)
-        return StoreProbe(False, at, output=f"SELECT 1 failed: {type(exc).__name__}")
-    return StoreProbe(True, at, ms=round((time.perf_counter() - started) * 1000, 3))
+        return Probe(False, at, output=f"SELECT 1 failed: {type(exc).__name__}", detail=_said(exc))
+    return Probe(True, at, ms=round((time.perf_counter() - started) * 1000, 3))
+
+
+async def _probe_redis(gw: Runtime) -> Probe | None:
+    """Time a ``PING`` to the fleet's Redis (None: there is none). The client's own socket
+    timeouts bound it; the connect timeout is the backstop."""
+    if gw.redis is None:
+        return None
+    limit = gw.settings.defaults.connect_timeout_s
+    at, started = time.time(), time.perf_counter()
+    try:
+        await asyncio.wait_for(gw.redis.ping(), limit)
+    except TimeoutError:
+        return Probe(False, at, output=f"no answer to PING within {limit:g} s")
+    except (RedisError, OSError) as exc:  # Redis cannot serve: it refused, closed, erred
+        log.warning("redis check failed: %s", _said(exc))
+        return Probe(False, at, output=f"PING failed: {type(exc).__name__}", detail=_said(exc))
+    return Probe(True, at, ms=round((time.perf_counter() - started) * 1000, 3))
+
+
+def _said(exc: BaseException) -> str:
+    """An exception's type and message with every known secret and credential removed
+    (the Redis password is one: the composition root remembers it)."""
+    return redact(f"{type(exc).__name__}: {exc}")
+
+
+def _redis_url(redis: Redis) -> str:
+    """Where the client connects, as a URL whose password is replaced (the user name stays:
+    it says which account)."""
+    kwargs = redis.connection_pool.connection_kwargs
+    db = kwargs.get("db", 0)
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}?db={db}"
+    user = kwargs.get("username") or ""
+    login = f"{user}:{REDACTED}@" if kwargs.get("password") else (f"{user}@" if user else "")
+    tls = issubclass(redis.connection_pool.connection_class, SSLConnection)
+    scheme = "rediss" if tls else "redis"
+    return f"{scheme}://{login}{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{db}"
+
+
+def _store_kind(gw: Runtime) -> str:
+    """The store's engine (sqlite, postgresql): public, it names no host."""
+    return str(gw.database.engine.dialect.name)
 
 
 def _select_one(gw: Runtime) -> None:
@@ -240,17 +300,32 @@ def _breaker_since(breaker: BreakerView) -> float | None:
     return breaker.transitions[-1].at
 
 
-def _store_check(store: StoreProbe) -> dict[str, Any]:
+def _probe_check(probe: Probe) -> dict[str, Any]:
     check: dict[str, Any] = {
         "componentType": "datastore",
-        "status": "pass" if store.ok else "fail",
-        "time": _iso(store.at),
+        "status": "pass" if probe.ok else "fail",
+        "time": _iso(probe.at),
     }
-    if store.ms is not None:
-        check |= {"observedValue": store.ms, "observedUnit": "ms"}
-    if store.output is not None:
-        check["output"] = store.output
+    if probe.ms is not None:
+        check |= {"observedValue": probe.ms, "observedUnit": "ms"}
+    if probe.output is not None:
+        check["output"] = probe.output
     return check
+
+
+def _backend(name: str, kind: str, probe: Probe, detailed: bool) -> dict[str, Any]:
+    """A shared part as a status page component: its state as measured now."""
+    backend: dict[str, Any] = {
+        "name": name,
+        "kind": kind,
+        "state": "operational" if probe.ok else "major_outage",
+        "checked_at": _iso(probe.at),
+    }
+    if probe.ms is not None:
+        backend["latency_ms"] = probe.ms
+    if probe.output is not None:
+        backend["error"] = probe.detail if detailed and probe.detail else probe.output
+    return backend
 
 
 async def _recorded_history(gw: Runtime, names: list[str]) -> dict[str, list[RecordedTransition]]:
@@ -320,11 +395,13 @@ def _state_now(breaker: BreakerView, record: ServiceRecord) -> tuple[str, float 
     return state, since
 
 
-def _indicator(states: list[str]) -> str:
-    """Statuspage's overall indicator from the component states."""
-    outages = states.count("major_outage")
-    if states and outages == len(states):
+def _indicator(services: list[str], backends: list[str]) -> str:
+    """Statuspage's overall indicator from the component states: critical when no
+    deployment can serve; an outage of a shared part (the requests go on) is major."""
+    if services and services.count("major_outage") == len(services):
         return "critical"
+    states = services + backends
+    outages = states.count("major_outage")
     if outages:
         return "major"
     if "degraded_performance" in states:
