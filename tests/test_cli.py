@@ -168,8 +168,10 @@ def test_keys_create_list_and_revoke(tmp_path: Path) -> None:
     assert key.startswith("sk-sincere-")
     key_id = created.stderr.split()[1]
     listed = _sincere("keys", "list", tmp_path=tmp_path)
-    assert key_id in listed.stdout
-    assert "alice" in listed.stdout
+    header, row = listed.stdout.splitlines()  # piped: tab-separated, one key per line
+    assert header.split("\t")[:3] == ["id", "prefix", "user"]
+    assert row.split("\t")[0] == key_id
+    assert row.split("\t")[2] == "alice"
     assert key not in listed.stdout  # never the secret
     assert _sincere("keys", "revoke", key_id, tmp_path=tmp_path).returncode == 0
     assert "revoked" in _sincere("keys", "list", tmp_path=tmp_path).stdout

@@ -353,7 +353,8 @@ def keys_list(config: ConfigOption = None) -> None:
         for r in asyncio.run(_key_store(config).list())
     ]
     if not out.is_terminal:
-        out.out("\n".join("\t".join(row) for row in (columns, *rows)))
+        # Plain lines for scripts: rich would expand the tabs into spaces.
+        sys.stdout.write("".join("\t".join(row) + "\n" for row in (columns, *rows)))
         return
     table = Table(*columns)
     for row in rows:
