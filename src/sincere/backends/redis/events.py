@@ -43,7 +43,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -169,12 +169,13 @@ class RedisSubscription:
 class _Watch:
     """This process's subscribers of one user, and where the reader is in their stream."""
 
-    __slots__ = ("cursor", "start", "subscribers")
+    __slots__ = ("cursor", "from_end", "start", "subscribers")
 
     def __init__(self) -> None:
         self.subscribers: set[RedisSubscription] = set()
         self.cursor: int | None = None  # the last id read; None: not known yet
         self.start: int | None = None  # the start of the stream the cursor is in
+        self.from_end = False  # subscribed while Redis was unreachable: read from its end
 
 
 class RedisEventBus:
@@ -330,7 +331,7 @@ class RedisEventBus:
         reason = GAP_BEYOND if after_id > last_id else GAP_BEFORE if 0 < after_id <= start else None
         if reason is not None:
             # Not an id of this stream: everything retained, as a gap.
-            entries = await self._redis.execute_command("XRANGE", self._key(user_id), "-", "+")
+            entries = cast(list[Entry], await self._redis.xrange(self._key(user_id), "-", "+"))
             events = tuple(e for e in map(_decode, entries) if e.id <= last_id)
             return Replay(events, gap=True, reason=reason), last_id, start
         seen = max(after_id, start)
@@ -345,6 +346,7 @@ class RedisEventBus:
         if watch is None:
             watch = self._watches[user_id] = _Watch()
         watch.subscribers.add(sub)  # before the replay: what the reader reads from now on
+        read_to: int | None
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT_S):
                 if after_id is None:
@@ -357,6 +359,7 @@ class RedisEventBus:
             self._failed(exc)
             # Live events from ``after_id`` (or from the stream's end) once Redis is back.
             read_to = after_id
+            watch.from_end = after_id is None
             gap = after_id is not None and after_id > 0
             replay, seen = (
                 Replay((), gap=gap, reason=GAP_UNREADABLE if gap else None),
@@ -386,6 +389,10 @@ class RedisEventBus:
                     self._failed(exc)
                     await conn.disconnect()
                     await asyncio.sleep(RETRY_S)
+                except Exception:  # a bug here must not end live events for the process
+                    log.exception("reading events from Redis failed")
+                    await conn.disconnect()
+                    await asyncio.sleep(RETRY_S)
         finally:
             await conn.disconnect()
 
@@ -393,11 +400,12 @@ class RedisEventBus:
         self._watching.clear()  # first: a user joining from here on wakes the read below
         for user_id in [u for u, w in self._watches.items() if not _prune(w)]:
             del self._watches[user_id]
-        unknown = [u for u, w in self._watches.items() if w.cursor is None]
-        for user_id in unknown:  # subscribed while Redis was unreachable: from its end on
-            async with asyncio.timeout(COMMAND_TIMEOUT_S):
-                _, last, _ = await self._ends(user_id, None)
-            self._watches[user_id].cursor = _entry_id(last) if last is not None else 0
+        for user_id, watch in list(self._watches.items()):
+            if watch.cursor is None and watch.from_end:
+                async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                    _, last, _ = await self._ends(user_id, None)
+                if watch.cursor is None:  # else a subscription read its replay meanwhile
+                    watch.cursor = _entry_id(last) if last is not None else 0
         watched = {self._key(u): (u, w) for u, w in self._watches.items() if w.cursor is not None}
         if not watched:
             await self._watching.wait()
@@ -429,7 +437,9 @@ class RedisEventBus:
         if read.done() and not read.cancelled():
             reply = read.result()
             self.last_error = None
-            for key, entries in reply or ():  # raw: [[key, [[id, [field, value, ...]]]]]
+            # Unparsed: a map of key to entries (RESP3) or pairs of them (RESP2).
+            streams = reply.items() if isinstance(reply, dict) else (reply or ())
+            for key, entries in streams:
                 user_id, watch = watched[key.decode()]
                 if self._watches.get(user_id) is watch:
                     _deliver(user_id, watch, [(i, _pairs(f)) for i, f in entries])
