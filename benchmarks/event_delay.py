@@ -1,0 +1,133 @@
+"""Cross-process event delay on the Redis event bus: publish in one process, receipt in another.
+
+    .venv/bin/python -m benchmarks.event_delay [--events 2000] [--interval-ms 2]
+        [--idle-users 0 1000] [--redis redis://127.0.0.1:6379/0]
+
+This process subscribes to one user's events on its own ``RedisEventBus`` (its own client
+and reader, as a gateway process has), plus ``--idle-users`` other users' streams that
+receive nothing (so that its one reader reads that many streams, as a process with that
+many connected users does). It then starts a publisher process with its own bus and
+client, which publishes ``--events`` events (after 100 not counted, to warm up) one every
+``--interval-ms``, each carrying the moment it was handed to ``publish``
+(``time.monotonic_ns``: one clock for every process on Linux). The delay of an event is
+from that moment to the moment this process's subscriber gets it: the publish's round
+trip to Redis, the reader's blocked XREAD waking, parsing, the subscriber's queue.
+Reported per setting: p50, p90, p99 and the maximum. Both processes run on uvloop when
+it is installed, as the server does. Every key is under a prefix of this run's own and is
+deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import uuid
+
+from rich.progress import Progress
+
+from sincere.backends.redis import connect
+from sincere.backends.redis.events import RedisEventBus
+from sincere.events import EventType
+
+WARMUP = 100
+USER = "bench-user"
+
+
+async def _publisher(url: str, prefix: str, events: int, interval_s: float) -> None:
+    redis = connect(url)
+    bus = RedisEventBus(redis, prefix=prefix)
+    next_at = time.monotonic()
+    for i in range(WARMUP + events):
+        next_at += interval_s
+        await bus.publish(
+            USER, EventType.REQUEST_STARTED, "bench", data={"i": i, "t": time.monotonic_ns()}
+        )
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    await bus.aclose()
+    await redis.aclose()
+
+
+async def _measure(
+    url: str, events: int, interval_ms: float, idle_users: int, progress: Progress
+) -> list[float]:
+    prefix = f"bench:{uuid.uuid4().hex}:"
+    redis = connect(url)
+    bus = RedisEventBus(redis, prefix=prefix)
+    idle = [await bus.subscribe(f"idle-{n}") for n in range(idle_users)]
+    sub = await bus.subscribe(USER)
+    publisher = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "benchmarks.event_delay", "--publish", prefix),
+        *("--redis", url, "--events", str(events), "--interval-ms", str(interval_ms)),
+    )
+    task = progress.add_task(f"{idle_users} idle users", total=WARMUP + events)
+    delays: list[float] = []
+    try:
+        for _ in range(WARMUP + events):
+            event = await anext(sub)
+            arrived = time.monotonic_ns()
+            if event.data["i"] >= WARMUP:
+                delays.append((arrived - event.data["t"]) / 1e6)
+            progress.advance(task)
+    finally:
+        async with asyncio.timeout(60):
+            await publisher.wait()
+        for s in (sub, *idle):
+            s.close()
+        await bus.aclose()
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+    if publisher.returncode != 0:
+        raise RuntimeError(f"the publisher failed (exit {publisher.returncode})")
+    return delays
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def main(args: argparse.Namespace) -> None:
+    results: dict[int, list[float]] = {}
+    with Progress() as progress:
+        for idle_users in args.idle_users:
+            results[idle_users] = await _measure(
+                args.redis, args.events, args.interval_ms, idle_users, progress
+            )
+    load = os.getloadavg()[0]
+    print(
+        f"\n{args.events} events, one every {args.interval_ms} ms, publisher and subscriber "
+        f"in separate processes, Redis at {args.redis} (load average {load:.1f})\n"
+    )
+    print("| streams read by the subscriber's process | p50 | p90 | p99 | max |")
+    print("|---|---|---|---|---|")
+    for idle_users, delays in results.items():
+        cells = " | ".join(f"{_p(delays, q):.2f} ms" for q in (0.5, 0.9, 0.99))
+        print(f"| {idle_users + 1} | {cells} | {max(delays):.2f} ms |")
+
+
+def _run(coro: object) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)  # type: ignore[arg-type]
+    else:
+        uvloop.run(coro)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--interval-ms", type=float, default=2.0)
+    parser.add_argument("--idle-users", type=int, nargs="+", default=[0, 1000])
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--publish", metavar="PREFIX", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.publish:
+        _run(_publisher(args.redis, args.publish, args.events, args.interval_ms / 1000))
+    else:
+        _run(main(args))
