@@ -394,3 +394,40 @@ async def test_subscribing_while_redis_is_cut_is_a_gap_then_live_events_when_bac
     more = await _publish(other, "alice", 1)
     cut.restore()
     assert _ids(await _take(sub, 2)) == _ids(events[1:] + more)
+
+
+async def test_a_reader_that_missed_part_of_the_feed_reads_the_users_stream_instead(
+    redis_bus: Callable[..., Awaitable[RedisEventBus]], cut: RedisCut, prefix: str
+) -> None:
+    emitting = await redis_bus()
+    reading = await redis_bus(cut.url)
+    sub = await reading.subscribe("alice")
+    cut.cut()  # the reading process cannot read while these are published and trimmed
+    missed = await _publish(emitting, "alice", 3, label="missed")
+    redis = connect(REDIS_URL)
+    await redis.xtrim(f"{prefix}events-feed", maxlen=0)  # as if it fell a whole feed behind
+    await redis.aclose()
+    after = await _publish(emitting, "alice", 1, label="after")
+    cut.restore()
+    assert _ids(await _take(sub, 4)) == _ids(missed + after)
+
+
+async def test_when_redis_loses_everything_the_fleet_goes_on_with_new_ids(
+    redis_bus: Callable[..., Awaitable[RedisEventBus]], prefix: str
+) -> None:
+    a, b = await redis_bus(), await redis_bus()
+    sub = await b.subscribe("alice")
+    before = await _publish(a, "alice", 2)
+    assert _ids(await _take(sub, 2)) == _ids(before)
+    redis = connect(REDIS_URL)
+    keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
+    await redis.delete(*keys)  # a restart without persistence, for this fleet's keys
+    await redis.aclose()
+    after = await _publish(a, "alice", 2)
+    assert after[0].id > before[-1].id
+    with pytest.raises(SlowConsumer):  # told to reconnect: events may have been lost
+        await _next(sub)
+    again = await b.subscribe("alice", after_id=sub.last_id)
+    assert (again.gap, again.gap_reason) == (True, GAP_BEFORE)
+    more = await _publish(a, "alice", 1)
+    assert _ids(await _take(again, 3)) == _ids(after + more)

@@ -10,18 +10,20 @@ the stream is created: ``(milliseconds since 2025) * 1024``. If Redis loses a st
 every id the old one gave (that would take more than 1,024 events per millisecond), so an
 old ``last_event_id`` is answered with a gap (``GAP_BEFORE``), never mistaken for a new id.
 Ids stay below 2**53 (exact in JavaScript) until the year 2303. Each entry carries its
-stream's start, which is this bus's epoch: ids of a stream lie above it, as in
-``InProcessEventBus``.
+stream's start: the stream's epoch, as ``InProcessEventBus`` has one per process.
 
 History: exactly ``history`` entries per user (``XADD MAXLEN``); a stream expires
 ``ttl_s`` after its last event, so idle users do not stay in Redis.
 
-Live delivery: one reader task per process, on its own connection, reads (``XREAD BLOCK``)
-the streams of the users that have subscribers in this process, from the last id it saw
-of each; a subscriber joining for a user not yet read cancels the blocked read (the
-connection is reconnected) so that it starts at once. Nothing is lost between a replay and
-live events: a subscription is registered before its replay is read, and the reader starts
-a user's stream no later than the replay's last id; duplicates are dropped by id.
+Live delivery. The same script appends every event, numbered by a fleet-wide sequence,
+to one feed (``<prefix>events:feed``, the last ``FEED_LENGTH`` events of the fleet). Each
+process has one reader task on its own connection that reads the feed (``XREAD BLOCK``,
+one key however many users are connected) and hands each event to this process's
+subscribers of its user, if any. A subscription is registered before its replay is read,
+and the feed is read from a point no later than the replay, so nothing falls between
+replay and live events; duplicates are dropped by id. When the sequence jumps (the reader
+fell a whole feed behind, or Redis restarted), the reader reads each watched user's own
+stream from the last id it delivered, so nothing is skipped either.
 
 Redis unreachable: ``publish`` never raises and waits at most ``COMMAND_TIMEOUT_S`` (and
 only the first one after Redis was last seen: later ones do not wait at all). Its events
@@ -41,7 +43,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -68,18 +70,19 @@ IDS_PER_MS = 1024
 """A new stream starts at ``IDS_PER_MS`` ids per millisecond of Redis's clock since
 ``CLOCK_BASE_MS``: above every id of a stream Redis lost before."""
 CLOCK_BASE_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
-BLOCK_S = 2.0  # how long one XREAD waits for new entries before asking again
-READ_COUNT = 512  # entries per stream and read: a burst is read in a few round trips
+FEED_LENGTH = 10_000  # the fleet's newest events kept in the feed (about: MAXLEN ~)
+BLOCK_S = 2.0  # how long one read of the feed waits for new entries before asking again
+READ_COUNT = 1024  # entries per read: a burst is read in a few round trips
 RETRY_S = 0.5  # how often an unreachable Redis is tried again (outbox, reader)
 GAP_UNREADABLE = "the event history could not be read (Redis unreachable); events may be missing"
 
 # Failures of Redis that the bus rides out (unreachable, timed out, refused, restarting).
 _REDIS_DOWN = (RedisError, OSError, TimeoutError)
 
-# KEYS[1]: the user's stream. ARGV: history, ttl in ms, clock base in ms, ids per ms,
-# the event (JSON). Appends the event with the next id (a new stream starts at a value
-# from Redis's clock) and returns the id and the stream's start as strings (Lua numbers
-# are doubles: "%.0f" keeps every id below 2**53 exact).
+# KEYS: the user's stream, the feed, the feed's sequence. ARGV: history, ttl in ms, clock
+# base in ms, ids per ms, feed length, the user, the event (JSON). Appends the event to
+# the user's stream with the next id (a new stream starts at a value from Redis's clock)
+# and to the feed; returns the id. Lua numbers are doubles: "%.0f" keeps ids exact.
 _PUBLISH = """
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local n, start
@@ -93,9 +96,12 @@ else
   n = tonumber(start) + 1
 end
 local id = string.format('%.0f', n)
-redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '0-' .. id, 's', start, 'e', ARGV[5])
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '0-' .. id, 's', start, 'e', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {id, start}
+local seq = redis.call('INCR', KEYS[3])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
+  'q', seq, 'u', ARGV[6], 'i', id, 's', start, 'e', ARGV[7])
+return id
 """
 
 Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry: its id and fields
@@ -104,7 +110,7 @@ Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry: its id and fields
 class RedisSubscription:
     """One consumer of one user's events: first the replay, then live events, in id order."""
 
-    def __init__(self, buffer: int) -> None:
+    def __init__(self, buffer: int, on_close: Callable[[RedisSubscription], None]) -> None:
         self.gap = False
         self.gap_reason: str | None = None
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=buffer)
@@ -112,6 +118,7 @@ class RedisSubscription:
         self._overflowed = False
         self._closed = False
         self._last_id = 0
+        self._on_close = on_close
 
     def _begin(self, replay: Replay, seen_id: int) -> None:
         self.gap, self.gap_reason = replay.gap, replay.reason
@@ -141,7 +148,9 @@ class RedisSubscription:
 
     def close(self) -> None:
         """End the subscription; a consumer waiting for the next event stops at once."""
-        self._closed = True
+        if not self._closed:
+            self._closed = True
+            self._on_close(self)
         with contextlib.suppress(asyncio.QueueFull):  # a full queue has nobody waiting
             self._queue.put_nowait(None)
 
@@ -167,15 +176,14 @@ class RedisSubscription:
 
 
 class _Watch:
-    """This process's subscribers of one user, and where the reader is in their stream."""
+    """This process's subscribers of one user, and the last id handed to them."""
 
-    __slots__ = ("cursor", "from_end", "start", "subscribers")
+    __slots__ = ("cursor", "start", "subscribers")
 
     def __init__(self) -> None:
         self.subscribers: set[RedisSubscription] = set()
-        self.cursor: int | None = None  # the last id read; None: not known yet
+        self.cursor: int | None = None  # the last id delivered (or replayed); None: unknown
         self.start: int | None = None  # the start of the stream the cursor is in
-        self.from_end = False  # subscribed while Redis was unreachable: read from its end
 
 
 class RedisEventBus:
@@ -195,6 +203,8 @@ class RedisEventBus:
         self._history = history
         self._buffer = buffer
         self._prefix = f"{prefix}events:"
+        self._feed = f"{prefix}events-feed"  # not a user's stream, whatever the user's name
+        self._feed_seq = f"{prefix}events-feed-seq"
         self._ttl_ms = int(ttl_s * 1000)
         self._publish = redis.register_script(_PUBLISH)
         self._watches: dict[str, _Watch] = {}
@@ -202,7 +212,8 @@ class RedisEventBus:
         self._down = False  # the last write failed: publish queues without trying
         self._flusher: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._watching = asyncio.Event()  # set when a user joins the reader's streams
+        self._feed_id: bytes | None = None  # where the reader is in the feed
+        self._feed_seq_seen: int | None = None  # the sequence number of that entry
         self.dropped = 0  # events lost from a full outbox while Redis was unreachable
         self.last_error: str | None = None  # the last Redis failure, None once it works
 
@@ -244,8 +255,9 @@ class RedisEventBus:
         return event
 
     async def _append(self, user_id: str, body: bytes) -> int:
-        args = (self._history, self._ttl_ms, CLOCK_BASE_MS, IDS_PER_MS, body)
-        event_id, _start = await self._publish(keys=[self._key(user_id)], args=args)
+        keys = [self._key(user_id), self._feed, self._feed_seq]
+        args = (self._history, self._ttl_ms, CLOCK_BASE_MS, IDS_PER_MS, FEED_LENGTH, user_id, body)
+        event_id = await self._publish(keys=keys, args=args)
         self.last_error = None
         return int(event_id)
 
@@ -310,74 +322,85 @@ class RedisEventBus:
         """The first and last retained entries and (with ``after_id``) those after it, at once."""
         key = self._key(user_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.execute_command("XRANGE", key, "-", "+", "COUNT", 1)
-            pipe.execute_command("XREVRANGE", key, "+", "-", "COUNT", 1)
+            pipe.xrange(key, "-", "+", count=1)
+            pipe.xrevrange(key, "+", "-", count=1)
             if after_id is not None:
-                pipe.execute_command("XRANGE", key, f"(0-{max(after_id, 0)}", "+")
+                pipe.xrange(key, f"(0-{max(after_id, 0)}", "+")
             replies = await pipe.execute()
         self.last_error = None
         first, last = replies[0], replies[1]
         after = replies[2] if after_id is not None else []
         return (first[0] if first else None), (last[0] if last else None), after
 
-    async def _replay(self, user_id: str, after_id: int) -> tuple[Replay, int, int]:
-        """The replay after ``after_id``, the last id it read (0: no stream) and the id
-        after which its consumer takes events (as ``InProcessEventBus`` does)."""
+    async def _replay(self, user_id: str, after_id: int) -> tuple[Replay, Entry | None, int]:
+        """The replay after ``after_id``, the last entry it read (None: no stream) and the
+        id after which its consumer takes events (as ``InProcessEventBus`` does)."""
         first, last, after = await self._ends(user_id, after_id)
         if first is None or last is None:  # no stream: an id of a lost or expired one
             gap = after_id > 0
-            return Replay((), gap=gap, reason=GAP_BEFORE if gap else None), 0, 0
+            return Replay((), gap=gap, reason=GAP_BEFORE if gap else None), None, 0
         start, last_id, oldest = _entry_start(last), _entry_id(last), _entry_id(first)
         reason = GAP_BEYOND if after_id > last_id else GAP_BEFORE if 0 < after_id <= start else None
         if reason is not None:
             # Not an id of this stream: everything retained, as a gap.
             entries = cast(list[Entry], await self._redis.xrange(self._key(user_id), "-", "+"))
             events = tuple(e for e in map(_decode, entries) if e.id <= last_id)
-            return Replay(events, gap=True, reason=reason), last_id, start
+            return Replay(events, gap=True, reason=reason), last, start
         seen = max(after_id, start)
         events = tuple(_decode(e) for e in after if seen < _entry_id(e) <= last_id)
         gap = seen + 1 < oldest
-        return Replay(events, gap=gap, reason=GAP_DROPPED if gap else None), last_id, seen
+        return Replay(events, gap=gap, reason=GAP_DROPPED if gap else None), last, seen
 
     async def subscribe(self, user_id: str, after_id: int | None = None) -> RedisSubscription:
         """Live events from now on; with ``after_id``, the retained ones after it first."""
-        sub = RedisSubscription(self._buffer)
         watch = self._watches.get(user_id)
         if watch is None:
             watch = self._watches[user_id] = _Watch()
+        sub = RedisSubscription(self._buffer, lambda s: self._forget(user_id, s))
         watch.subscribers.add(sub)  # before the replay: what the reader reads from now on
-        read_to: int | None
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                if self._feed_id is None:  # the feed from no later than the replay
+                    await self._start_feed()
                 if after_id is None:
                     _, last, _ = await self._ends(user_id, None)
-                    read_to = _entry_id(last) if last is not None else 0
-                    replay, seen = Replay((), gap=False), read_to
+                    replay, seen = Replay((), gap=False), _entry_id(last) if last else 0
                 else:
-                    replay, read_to, seen = await self._replay(user_id, after_id)
+                    replay, last, seen = await self._replay(user_id, after_id)
         except _REDIS_DOWN as exc:
             self._failed(exc)
             # Live events from ``after_id`` (or from the stream's end) once Redis is back.
-            read_to = after_id
-            watch.from_end = after_id is None
             gap = after_id is not None and after_id > 0
-            replay, seen = (
-                Replay((), gap=gap, reason=GAP_UNREADABLE if gap else None),
-                after_id or 0,
-            )
+            sub._begin(Replay((), gap=gap, reason=GAP_UNREADABLE if gap else None), after_id or 0)
+            if after_id is not None:
+                _lower(watch, after_id, None)
         except BaseException:
-            watch.subscribers.discard(sub)
+            sub.close()
             raise
-        sub._begin(replay, seen)
-        if read_to is not None and (watch.cursor is None or read_to < watch.cursor):
-            watch.cursor = read_to  # where the reader starts: no later than this replay ends
-            self._watching.set()
+        else:
+            sub._begin(replay, seen)
+            _lower(watch, _entry_id(last) if last else 0, _entry_start(last) if last else None)
         if self._reader is None or self._reader.done():
             self._reader = asyncio.create_task(self._read(), name="sincere-events-reader")
         return sub
 
+    def _forget(self, user_id: str, sub: RedisSubscription) -> None:
+        watch = self._watches.get(user_id)
+        if watch is not None:
+            watch.subscribers.discard(sub)
+            if not watch.subscribers:
+                del self._watches[user_id]
+
+    async def _start_feed(self) -> None:
+        """Read the feed from its end, as it is now."""
+        newest = cast(list[Entry], await self._redis.xrevrange(self._feed, "+", "-", count=1))
+        if self._feed_id is None:  # else another subscription started it meanwhile
+            self._feed_id = newest[0][0] if newest else b"0-0"
+            # No feed yet: its sequence starts at 1 (a jump from 0 means trimmed entries).
+            self._feed_seq_seen = int(newest[0][1][b"q"]) if newest else 0
+
     async def _read(self) -> None:
-        """Deliver new entries of watched users' streams to this process's subscribers."""
+        """Deliver the fleet's new events to this process's subscribers of their users."""
         pool = self._redis.connection_pool
         # Its own connection: a blocked XREAD holds it; the reader bounds each wait itself.
         conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
@@ -397,52 +420,48 @@ class RedisEventBus:
             await conn.disconnect()
 
     async def _read_once(self, conn: AbstractConnection) -> None:
-        self._watching.clear()  # first: a user joining from here on wakes the read below
-        for user_id in [u for u, w in self._watches.items() if not _prune(w)]:
-            del self._watches[user_id]
-        for user_id, watch in list(self._watches.items()):
-            if watch.cursor is None and watch.from_end:
-                async with asyncio.timeout(COMMAND_TIMEOUT_S):
-                    _, last, _ = await self._ends(user_id, None)
-                if watch.cursor is None:  # else a subscription read its replay meanwhile
-                    watch.cursor = _entry_id(last) if last is not None else 0
-        watched = {self._key(u): (u, w) for u, w in self._watches.items() if w.cursor is not None}
-        if not watched:
-            await self._watching.wait()
-            return
-        ids = [f"0-{w.cursor}" for _, w in watched.values()]
-        async with asyncio.timeout(COMMAND_TIMEOUT_S):
+        if self._feed_id is None:  # subscribed while Redis was unreachable
+            async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                await self._start_feed()
+                await self._catch_up()
+        async with asyncio.timeout(BLOCK_S + COMMAND_TIMEOUT_S):
             await conn.send_command(
-                "XREAD",
-                "COUNT",
-                READ_COUNT,
-                "BLOCK",
-                int(BLOCK_S * 1000),
-                "STREAMS",
-                *watched,
-                *ids,
+                *("XREAD", "COUNT", READ_COUNT, "BLOCK", int(BLOCK_S * 1000)),
+                *("STREAMS", self._feed, self._feed_id),
             )
-        read = asyncio.ensure_future(conn.read_response())
-        joined = asyncio.ensure_future(self._watching.wait())
-        try:
-            async with asyncio.timeout(BLOCK_S + COMMAND_TIMEOUT_S):
-                await asyncio.wait((read, joined), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            joined.cancel()
-            if not read.done():  # a user joined (or Redis went silent): read again anew
-                read.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await read
-                await conn.disconnect()
-        if read.done() and not read.cancelled():
-            reply = read.result()
-            self.last_error = None
-            # Unparsed: a map of key to entries (RESP3) or pairs of them (RESP2).
-            streams = reply.items() if isinstance(reply, dict) else (reply or ())
-            for key, entries in streams:
-                user_id, watch = watched[key.decode()]
-                if self._watches.get(user_id) is watch:
-                    _deliver(user_id, watch, [(i, _pairs(f)) for i, f in entries])
+            reply = await conn.read_response()
+        self.last_error = None
+        # Unparsed: a map of key to entries (RESP3) or pairs of them (RESP2).
+        for _, entries in reply.items() if isinstance(reply, dict) else (reply or ()):
+            for entry_id, flat in entries:
+                fields = _pairs(flat)
+                seq = int(fields[b"q"])
+                if self._feed_seq_seen is not None and seq != self._feed_seq_seen + 1:
+                    # Entries were trimmed before this process read them, or Redis lost
+                    # the feed: read each watched user's own stream from where it was.
+                    async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                        await self._catch_up()
+                self._feed_id, self._feed_seq_seen = entry_id, seq
+                user_id = fields[b"u"].decode()
+                watch = self._watches.get(user_id)
+                if watch is not None:
+                    _deliver(user_id, watch, [(b"0-" + fields[b"i"], fields)])
+
+    async def _catch_up(self) -> None:
+        """Deliver what each watched user's stream has after the last id handed out."""
+        watches = [(u, w) for u, w in self._watches.items() if w.subscribers]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user_id, watch in watches:
+                if watch.cursor is None:  # subscribed while Redis was unreachable
+                    pipe.xrevrange(self._key(user_id), "+", "-", count=1)
+                else:
+                    pipe.xrange(self._key(user_id), f"(0-{watch.cursor}", "+")
+            replies = await pipe.execute()
+        for (user_id, watch), entries in zip(watches, replies, strict=True):
+            if watch.cursor is None:  # live events from the stream's end on
+                _lower(watch, _entry_id(entries[0]) if entries else 0, None)
+            elif self._watches.get(user_id) is watch:
+                _deliver(user_id, watch, entries)
 
     async def healthy(self) -> bool:
         """Whether Redis answers now (a PING within ``COMMAND_TIMEOUT_S``)."""
@@ -467,8 +486,8 @@ class RedisEventBus:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        for watch in self._watches.values():
-            for sub in watch.subscribers:
+        for watch in list(self._watches.values()):
+            for sub in list(watch.subscribers):
                 sub.close()
         self._watches.clear()
         if self._outbox:
@@ -481,19 +500,23 @@ class RedisEventBus:
             log.warning("%d events could not be written to Redis", len(self._outbox))
 
 
-def _prune(watch: _Watch) -> bool:
-    """Forget closed and dead subscriptions; whether any is left."""
-    watch.subscribers = {s for s in watch.subscribers if not (s._closed or s._overflowed)}
-    return bool(watch.subscribers)
+def _lower(watch: _Watch, cursor: int, start: int | None) -> None:
+    """Deliver from ``cursor`` on, if that is no later than where the watch is."""
+    if watch.cursor is None or cursor < watch.cursor:
+        watch.cursor = cursor
+        if start is not None:
+            watch.start = start
 
 
 def _deliver(user_id: str, watch: _Watch, entries: list[Entry]) -> None:
     for entry in entries:
         event_id, start = _entry_id(entry), _entry_start(entry)
-        if watch.start is not None and start != watch.start and watch.cursor != start:
+        if watch.cursor is not None and event_id <= watch.cursor:
+            continue  # every subscriber has it already (replayed, or read twice)
+        if watch.start is not None and start != watch.start:
             # Redis lost the stream (and with it, perhaps, events not read yet): the
             # subscribers reconnect, and the replay tells them what cannot be served.
-            for sub in watch.subscribers:
+            for sub in list(watch.subscribers):
                 sub._end()
             watch.subscribers.clear()
         watch.start, watch.cursor = start, event_id
@@ -502,7 +525,7 @@ def _deliver(user_id: str, watch: _Watch, entries: list[Entry]) -> None:
             log.error("an event of another user was in a user's stream; not delivered")
             continue
         for sub in list(watch.subscribers):
-            if sub._closed or not sub._offer(event):
+            if not sub._offer(event):
                 watch.subscribers.discard(sub)
 
 
