@@ -1,18 +1,20 @@
 """Cross-process event delay on the Redis event bus: publish in one process, receipt in another.
 
     .venv/bin/python -m benchmarks.event_delay [--events 2000] [--interval-ms 2]
-        [--idle-users 0 1000] [--redis redis://127.0.0.1:6379/0]
+        [--idle-users 0 1000] [--others 0 9] [--redis redis://127.0.0.1:6379/0]
 
 This process subscribes to one user's events on its own ``RedisEventBus`` (its own client
-and reader, as a gateway process has), plus ``--idle-users`` other users' streams that
-receive nothing (so that its one reader reads that many streams, as a process with that
-many connected users does). It then starts a publisher process with its own bus and
-client, which publishes ``--events`` events (after 100 not counted, to warm up) one every
-``--interval-ms``, each carrying the moment it was handed to ``publish``
-(``time.monotonic_ns``: one clock for every process on Linux). The delay of an event is
-from that moment to the moment this process's subscriber gets it: the publish's round
-trip to Redis, the reader's blocked XREAD waking, parsing, the subscriber's queue.
-Reported per setting: p50, p90, p99 and the maximum. Both processes run on uvloop when
+and reader, as a gateway process has), plus ``--idle-users`` subscriptions of other users
+who receive nothing (a process with that many connected users). It then starts a
+publisher process with its own bus and client, which publishes ``--events`` events (after
+100 not counted, to warm up) one every ``--interval-ms``, each carrying the moment it was
+handed to ``publish`` (``time.monotonic_ns``: one clock for every process on Linux), and
+after each, ``--others`` events of users nobody here subscribed to (the rest of the
+fleet's traffic, which every process's reader reads and passes over). The delay of an
+event is from that moment to the moment this process's subscriber gets it: the
+publish's round trip to Redis, the reader's blocked XREAD waking, parsing, the
+subscriber's queue. Every combination of ``--idle-users`` and ``--others`` is measured;
+reported for each: p50, p90, p99 and the maximum. Both processes run on uvloop when
 it is installed, as the server does. Every key is under a prefix of this run's own and is
 deleted at the end.
 """
@@ -36,7 +38,7 @@ WARMUP = 100
 USER = "bench-user"
 
 
-async def _publisher(url: str, prefix: str, events: int, interval_s: float) -> None:
+async def _publisher(url: str, prefix: str, events: int, interval_s: float, others: int) -> None:
     redis = connect(url)
     bus = RedisEventBus(redis, prefix=prefix)
     next_at = time.monotonic()
@@ -45,14 +47,19 @@ async def _publisher(url: str, prefix: str, events: int, interval_s: float) -> N
         await bus.publish(
             USER, EventType.REQUEST_STARTED, "bench", data={"i": i, "t": time.monotonic_ns()}
         )
+        await asyncio.gather(
+            *(bus.publish(f"other-{n}", EventType.REQUEST_STARTED, "bench") for n in range(others))
+        )
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
     await bus.aclose()
     await redis.aclose()
 
 
 async def _measure(
-    url: str, events: int, interval_ms: float, idle_users: int, progress: Progress
-) -> list[float]:
+    args: argparse.Namespace, idle_users: int, others: int, progress: Progress
+) -> tuple[list[float], float]:
+    """The delays (ms) and the fleet's events per second as they were published."""
+    url, events, interval_ms = args.redis, args.events, args.interval_ms
     prefix = f"bench:{uuid.uuid4().hex}:"
     redis = connect(url)
     bus = RedisEventBus(redis, prefix=prefix)
@@ -61,15 +68,19 @@ async def _measure(
     publisher = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "benchmarks.event_delay", "--publish", prefix),
         *("--redis", url, "--events", str(events), "--interval-ms", str(interval_ms)),
+        *("--others", str(others)),
     )
-    task = progress.add_task(f"{idle_users} idle users", total=WARMUP + events)
+    label = f"{idle_users} idle users, {others} others per event"
+    task = progress.add_task(label, total=WARMUP + events)
     delays: list[float] = []
+    sent: list[int] = []
     try:
         for _ in range(WARMUP + events):
             event = await anext(sub)
             arrived = time.monotonic_ns()
             if event.data["i"] >= WARMUP:
                 delays.append((arrived - event.data["t"]) / 1e6)
+                sent.append(event.data["t"])
             progress.advance(task)
     finally:
         async with asyncio.timeout(60):
@@ -83,7 +94,7 @@ async def _measure(
         await redis.aclose()
     if publisher.returncode != 0:
         raise RuntimeError(f"the publisher failed (exit {publisher.returncode})")
-    return delays
+    return delays, (len(sent) - 1) * (1 + others) / ((sent[-1] - sent[0]) / 1e9)
 
 
 def _p(values: list[float], q: float) -> float:
@@ -92,22 +103,21 @@ def _p(values: list[float], q: float) -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
-    results: dict[int, list[float]] = {}
+    results: dict[tuple[int, int], tuple[list[float], float]] = {}
     with Progress() as progress:
         for idle_users in args.idle_users:
-            results[idle_users] = await _measure(
-                args.redis, args.events, args.interval_ms, idle_users, progress
-            )
+            for others in args.others:
+                results[idle_users, others] = await _measure(args, idle_users, others, progress)
     load = os.getloadavg()[0]
     print(
         f"\n{args.events} events, one every {args.interval_ms} ms, publisher and subscriber "
         f"in separate processes, Redis at {args.redis} (load average {load:.1f})\n"
     )
-    print("| streams read by the subscriber's process | p50 | p90 | p99 | max |")
-    print("|---|---|---|---|---|")
-    for idle_users, delays in results.items():
+    print("| users subscribed in the receiving process | fleet events/s | p50 | p90 | p99 | max |")
+    print("|---|---|---|---|---|---|")
+    for (idle_users, _), (delays, rate) in results.items():
         cells = " | ".join(f"{_p(delays, q):.2f} ms" for q in (0.5, 0.9, 0.99))
-        print(f"| {idle_users + 1} | {cells} | {max(delays):.2f} ms |")
+        print(f"| {idle_users + 1} | {rate:.0f} | {cells} | {max(delays):.2f} ms |")
 
 
 def _run(coro: object) -> None:
@@ -124,10 +134,12 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--interval-ms", type=float, default=2.0)
     parser.add_argument("--idle-users", type=int, nargs="+", default=[0, 1000])
+    parser.add_argument("--others", type=int, nargs="+", default=[0, 9])
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--publish", metavar="PREFIX", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.publish:
-        _run(_publisher(args.redis, args.publish, args.events, args.interval_ms / 1000))
+        interval_s = args.interval_ms / 1000
+        _run(_publisher(args.redis, args.publish, args.events, interval_s, args.others[0]))
     else:
         _run(main(args))
