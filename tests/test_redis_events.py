@@ -431,3 +431,18 @@ async def test_when_redis_loses_everything_the_fleet_goes_on_with_new_ids(
     assert (again.gap, again.gap_reason) == (True, GAP_BEFORE)
     more = await _publish(a, "alice", 1)
     assert _ids(await _take(again, 3)) == _ids(after + more)
+
+
+async def test_a_subscription_made_while_redis_is_cut_catches_up_on_a_running_reader(
+    redis_bus: Callable[..., Awaitable[RedisEventBus]], cut: RedisCut
+) -> None:
+    other = await redis_bus()
+    bus = await redis_bus(cut.url)
+    await bus.subscribe("bob")  # this process's reader is already reading the feed
+    events = await _publish(other, "alice", 3)
+    cut.cut()
+    sub = await bus.subscribe("alice", after_id=events[0].id)
+    assert (sub.gap, sub.gap_reason) == (True, GAP_UNREADABLE)
+    cut.restore()
+    more = await _publish(other, "alice", 1)
+    assert _ids(await _take(sub, 3)) == _ids(events[1:] + more)

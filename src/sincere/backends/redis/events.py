@@ -214,6 +214,7 @@ class RedisEventBus:
         self._reader: asyncio.Task[None] | None = None
         self._feed_id: bytes | None = None  # where the reader is in the feed
         self._feed_seq_seen: int | None = None  # the sequence number of that entry
+        self._catch_up_due = False  # a subscription could not read its replay
         self.dropped = 0  # events lost from a full outbox while Redis was unreachable
         self.last_error: str | None = None  # the last Redis failure, None once it works
 
@@ -374,6 +375,7 @@ class RedisEventBus:
             sub._begin(Replay((), gap=gap, reason=GAP_UNREADABLE if gap else None), after_id or 0)
             if after_id is not None:
                 _lower(watch, after_id, None)
+            self._catch_up_due = True
         except BaseException:
             sub.close()
             raise
@@ -420,10 +422,16 @@ class RedisEventBus:
             await conn.disconnect()
 
     async def _read_once(self, conn: AbstractConnection) -> None:
-        if self._feed_id is None:  # subscribed while Redis was unreachable
-            async with asyncio.timeout(COMMAND_TIMEOUT_S):
-                await self._start_feed()
-                await self._catch_up()
+        if self._feed_id is None or self._catch_up_due:  # subscribed while Redis was down
+            self._catch_up_due = False
+            try:
+                async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                    if self._feed_id is None:
+                        await self._start_feed()
+                    await self._catch_up()
+            except BaseException:
+                self._catch_up_due = True
+                raise
         async with asyncio.timeout(BLOCK_S + COMMAND_TIMEOUT_S):
             await conn.send_command(
                 *("XREAD", "COUNT", READ_COUNT, "BLOCK", int(BLOCK_S * 1000)),
