@@ -16,7 +16,7 @@ History: exactly ``history`` entries per user (``XADD MAXLEN``); a stream expire
 ``ttl_s`` after its last event, so idle users do not stay in Redis.
 
 Live delivery. The same script appends every event, numbered by a fleet-wide sequence,
-to one feed (``<prefix>events:feed``, the last ``FEED_LENGTH`` events of the fleet). Each
+to one feed (``<prefix>events-feed``, the last ``FEED_LENGTH`` events of the fleet). Each
 process has one reader task on its own connection that reads the feed (``XREAD BLOCK``,
 one key however many users are connected) and hands each event to this process's
 subscribers of its user, if any. A subscription is registered before its replay is read,
@@ -24,6 +24,10 @@ and the feed is read from a point no later than the replay, so nothing falls bet
 replay and live events; duplicates are dropped by id. When the sequence jumps (the reader
 fell a whole feed behind, or Redis restarted), the reader reads each watched user's own
 stream from the last id it delivered, so nothing is skipped either.
+
+``publish`` returns once Redis has the event: an event emitted is in Redis, and a
+process killed right after loses none (a write that timed out may have been applied and
+is written again: at least once). The bus, like its client, belongs to one event loop.
 
 Redis unreachable: ``publish`` never raises and waits at most ``COMMAND_TIMEOUT_S`` (and
 only the first one after Redis was last seen: later ones do not wait at all). Its events
