@@ -57,14 +57,16 @@ async def _publisher(url: str, prefix: str, events: int, interval_s: float, othe
 
 async def _measure(
     args: argparse.Namespace, idle_users: int, others: int, progress: Progress
-) -> tuple[list[float], float]:
-    """The delays (ms) and the fleet's events per second as they were published."""
+) -> tuple[list[float], float, float]:
+    """The delays (ms), the fleet's events per second as they were published, and this
+    process's CPU time per 1,000 of the fleet's events (its reader reads every one)."""
     url, events, interval_ms = args.redis, args.events, args.interval_ms
     prefix = f"bench:{uuid.uuid4().hex}:"
     redis = connect(url)
     bus = RedisEventBus(redis, prefix=prefix)
     idle = [await bus.subscribe(f"idle-{n}") for n in range(idle_users)]
     sub = await bus.subscribe(USER)
+    cpu = time.process_time()
     publisher = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "benchmarks.event_delay", "--publish", prefix),
         *("--redis", url, "--events", str(events), "--interval-ms", str(interval_ms)),
@@ -82,6 +84,7 @@ async def _measure(
                 delays.append((arrived - event.data["t"]) / 1e6)
                 sent.append(event.data["t"])
             progress.advance(task)
+        cpu = time.process_time() - cpu
     finally:
         async with asyncio.timeout(60):
             await publisher.wait()
@@ -94,7 +97,9 @@ async def _measure(
         await redis.aclose()
     if publisher.returncode != 0:
         raise RuntimeError(f"the publisher failed (exit {publisher.returncode})")
-    return delays, (len(sent) - 1) * (1 + others) / ((sent[-1] - sent[0]) / 1e9)
+    fleet_events = (WARMUP + events) * (1 + others)
+    rate = (len(sent) - 1) * (1 + others) / ((sent[-1] - sent[0]) / 1e9)
+    return delays, rate, cpu * 1000 / fleet_events * 1000
 
 
 def _p(values: list[float], q: float) -> float:
@@ -103,7 +108,7 @@ def _p(values: list[float], q: float) -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
-    results: dict[tuple[int, int], tuple[list[float], float]] = {}
+    results: dict[tuple[int, int], tuple[list[float], float, float]] = {}
     with Progress() as progress:
         for idle_users in args.idle_users:
             for others in args.others:
@@ -113,11 +118,16 @@ async def main(args: argparse.Namespace) -> None:
         f"\n{args.events} events, one every {args.interval_ms} ms, publisher and subscriber "
         f"in separate processes, Redis at {args.redis} (load average {load:.1f})\n"
     )
-    print("| users subscribed in the receiving process | fleet events/s | p50 | p90 | p99 | max |")
-    print("|---|---|---|---|---|---|")
-    for (idle_users, _), (delays, rate) in results.items():
+    print(
+        "| users subscribed in the receiving process | fleet events/s | p50 | p90 | p99 | max "
+        "| receiving process's CPU per 1,000 fleet events |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for (idle_users, _), (delays, rate, cpu_ms) in results.items():
         cells = " | ".join(f"{_p(delays, q):.2f} ms" for q in (0.5, 0.9, 0.99))
-        print(f"| {idle_users + 1} | {rate:.0f} | {cells} | {max(delays):.2f} ms |")
+        print(
+            f"| {idle_users + 1} | {rate:.0f} | {cells} | {max(delays):.2f} ms | {cpu_ms:.0f} ms |"
+        )
 
 
 def _run(coro: object) -> None:
