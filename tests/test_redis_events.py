@@ -469,3 +469,19 @@ async def test_three_processes_five_users_each_socket_gets_exactly_its_users_str
         assert received == list(streams[user])  # this user's, all, in the stream's order
         ids = _ids(received)
         assert ids == list(range(ids[0], ids[0] + len(ids)))
+
+
+async def test_a_process_without_subscribers_stops_reading_and_starts_again_without_loss(
+    redis_bus: Callable[..., Awaitable[RedisEventBus]],
+) -> None:
+    a, b = await redis_bus(), await redis_bus()
+    first = await b.subscribe("alice")
+    events = await _publish(a, "alice", 2)
+    assert _ids(await _take(first, 2)) == _ids(events)
+    first.close()  # the last subscriber here: the fleet's events are no longer read
+    assert b.reading is False
+    events += await _publish(a, "alice", 2)  # published while nobody here listens
+    again = await b.subscribe("alice", after_id=first.last_id)
+    assert b.reading is True
+    events += await _publish(a, "alice", 1)
+    assert _ids(await _take(again, 3)) == _ids(events[2:])

@@ -19,7 +19,7 @@ Live delivery. The same script appends every event, numbered by a fleet-wide seq
 to one feed (``<prefix>events-feed``, the last ``FEED_LENGTH`` events of the fleet). Each
 process has one reader task on its own connection that reads the feed (``XREAD BLOCK``,
 one key however many users are connected) and hands each event to this process's
-subscribers of its user, if any. A subscription is registered before its replay is read,
+subscribers of its user, if any; it runs while the process has subscribers. A subscription is registered before its replay is read,
 and the feed is read from a point no later than the replay, so nothing falls between
 replay and live events; duplicates are dropped by id. When the sequence jumps (the reader
 fell a whole feed behind, or Redis restarted), the reader reads each watched user's own
@@ -218,6 +218,7 @@ class RedisEventBus:
         self._down = False  # the last write failed: publish queues without trying
         self._flusher: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._stopped: set[asyncio.Task[None]] = set()  # readers ending (cancelled)
         self._feed_id: bytes | None = None  # where the reader is in the feed
         self._feed_seq_seen: int | None = None  # the sequence number of that entry
         self._catch_up_due = False  # a subscription could not read its replay
@@ -398,6 +399,18 @@ class RedisEventBus:
             watch.subscribers.discard(sub)
             if not watch.subscribers:
                 del self._watches[user_id]
+        if not self._watches and self._reader is not None:
+            # Nobody here listens: stop reading the fleet's events. The next subscription
+            # starts the feed again from no later than its replay.
+            self._reader.cancel()
+            self._stopped.add(self._reader)
+            self._reader.add_done_callback(self._stopped.discard)
+            self._reader = self._feed_id = self._feed_seq_seen = None
+
+    @property
+    def reading(self) -> bool:
+        """Whether this process reads the fleet's events (it does while it has subscribers)."""
+        return self._reader is not None
 
     async def _start_feed(self) -> None:
         """Read the feed from its end, as it is now."""
@@ -495,15 +508,15 @@ class RedisEventBus:
 
     async def aclose(self) -> None:
         """End every subscription and the reader; one last try to write the outbox."""
-        for task in (self._reader, self._flusher):
+        for watch in list(self._watches.values()):
+            for sub in list(watch.subscribers):
+                sub.close()  # the last one stops the reader
+        self._watches.clear()
+        for task in (self._reader, self._flusher, *self._stopped):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        for watch in list(self._watches.values()):
-            for sub in list(watch.subscribers):
-                sub.close()
-        self._watches.clear()
         if self._outbox:
             with contextlib.suppress(*_REDIS_DOWN):
                 async with asyncio.timeout(COMMAND_TIMEOUT_S):
