@@ -7,6 +7,8 @@ events across processes, ids across restarts and lost streams, Redis unreachable
 from __future__ import annotations
 
 import asyncio
+import sys
+import textwrap
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -485,3 +487,40 @@ async def test_a_process_without_subscribers_stops_reading_and_starts_again_with
     assert b.reading is True
     events += await _publish(a, "alice", 1)
     assert _ids(await _take(again, 3)) == _ids(events[2:])
+
+
+async def test_every_event_a_process_published_before_it_was_killed_is_kept(
+    redis_bus: Callable[..., Awaitable[RedisEventBus]], prefix: str
+) -> None:
+    publisher = textwrap.dedent(f"""
+        import asyncio
+        from sincere.backends.redis import connect
+        from sincere.backends.redis.events import RedisEventBus
+        from sincere.events import EventType
+
+        async def main():
+            bus = RedisEventBus(connect("{REDIS_URL}"), prefix="{prefix}")
+            n = 0
+            while True:
+                event = await bus.publish("alice", EventType.REQUEST_STARTED, f"n{{n}}")
+                print(event.id, flush=True)
+                n += 1
+
+        asyncio.run(main())
+    """)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", publisher, stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    published: list[int] = []
+    async with asyncio.timeout(HANG_GUARD_S * 3):
+        while len(published) < 100:
+            published.append(int(await process.stdout.readline()))
+    process.kill()  # SIGKILL, in the middle of publishing
+    await process.wait()
+    another = await redis_bus()
+    _, last = await another.bounds("alice")
+    sub = await another.subscribe("alice", after_id=published[9])
+    kept = await _take(sub, last - published[9])
+    assert _ids(kept[: len(published) - 10]) == published[10:]  # each one returned is in Redis
+    assert _ids(kept) == list(range(published[10], last + 1))  # and nothing half-written
