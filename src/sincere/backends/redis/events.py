@@ -19,9 +19,10 @@ Live delivery. The same script appends every event, numbered by a fleet-wide seq
 to one feed (``<prefix>events-feed``, the last ``FEED_LENGTH`` events of the fleet). Each
 process has one reader task on its own connection that reads the feed (``XREAD BLOCK``,
 one key however many users are connected) and hands each event to this process's
-subscribers of its user, if any; it runs while the process has subscribers. A subscription is registered before its replay is read,
-and the feed is read from a point no later than the replay, so nothing falls between
-replay and live events; duplicates are dropped by id. When the sequence jumps (the reader
+subscribers of its user, if any; it runs while the process has subscribers. A
+subscription is registered before its replay is read, and the feed is read from a point
+no later than the replay, so nothing falls between replay and live events; duplicates
+are dropped by id. When the sequence jumps (the reader
 fell a whole feed behind, or Redis restarted), the reader reads each watched user's own
 stream from the last id it delivered, so nothing is skipped either.
 
