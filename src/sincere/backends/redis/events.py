@@ -22,9 +22,9 @@ one key however many users are connected) and hands each event to this process's
 subscribers of its user, if any; it runs while the process has subscribers. A
 subscription is registered before its replay is read, and the feed is read from a point
 no later than the replay, so nothing falls between replay and live events; duplicates
-are dropped by id. When the sequence jumps (the reader
-fell a whole feed behind, or Redis restarted), the reader reads each watched user's own
-stream from the last id it delivered, so nothing is skipped either.
+are dropped by id. When the sequence jumps (the reader fell a whole feed behind, or Redis
+restarted), the reader reads each watched user's own stream from the last id it
+delivered, so nothing is skipped either.
 
 ``publish`` returns once Redis has the event: an event emitted is in Redis, and a
 process killed right after loses none (a write that timed out may have been applied and
