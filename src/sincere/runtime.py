@@ -139,6 +139,8 @@ def build_runtime(
     contexts = ContextFactory(bus, settings.defaults.timeout_s)
     limiter = InProcessLimiter(settings.tiers)
     metrics = Metrics(cascade.breakers)
+    recorder = MetricsRecorder(metrics)
+    cascade.observe_probes(recorder)  # a probe's cost is counted like any attempt's
     keys = SqlKeyStore(database)
     return Runtime(
         settings=settings,
@@ -150,7 +152,7 @@ def build_runtime(
         limiter=limiter,
         cascade=cascade,
         contexts=contexts,
-        pipeline=ChatPipeline(cascade, limiter, contexts, [MetricsRecorder(metrics), *observers]),
+        pipeline=ChatPipeline(cascade, limiter, contexts, [recorder, *observers]),
         auth=Authenticator(keys),
         metrics=metrics,
     )
