@@ -92,7 +92,7 @@ async def readyz(gw: Runtime = Depends(gateway)) -> Response:  # noqa: B008
     store = await _probe_store(gw)
     reasons = [] if store.ok else [f"store: {store.output}"]
     if not _can_serve(gw.cascade.breakers):
-        reasons.append("every deployment's circuit is open")
+        reasons.append("no deployment's circuit is closed")
     if reasons:
         return HealthJSON({"status": "fail", "output": "; ".join(reasons)}, 503)
     return HealthJSON({"status": "pass"})
