@@ -46,7 +46,7 @@ _DOWN = (RedisError, OSError, TimeoutError)
 
 # KEYS[1]: the hash. ARGV: op, now, window, consecutive, ratio, min_calls, open_s,
 # fast_probe_for_s, max_open_s, reason, arg (open_for_s or lease_s; "" for none).
-# Returns {claimed, state, due, lease, seq, before, after, at, reason, next}.
+# Returns {claimed, moved, state, due, lease, seq, before, after, at, reason, next}.
 _SCRIPT = """
 local k = KEYS[1]
 local op, now = ARGV[1], tonumber(ARGV[2])
@@ -63,14 +63,16 @@ local streak, since = tonumber(h.streak or '0'), tonumber(h.since or '0')
 local slow, due = tonumber(h.slow or '0'), tonumber(h.due or '0')
 local lease, seq = tonumber(h.lease or '0'), tonumber(h.seq or '0')
 local t = {h.before or '', h.after or '', h.at or '', h.reason or '', h.next or ''}
-local claimed = 0
+local claimed, moved = 0, 0
+local function f(x) return string.format('%.6f', x) end  -- tostring keeps 14 digits only
 
 local function move(after, why)
   local nxt = ''
-  if after == 'open' then nxt = tostring(due - now) elseif after == 'half_open' then nxt = '0' end
-  t = {state, after, tostring(now), why, nxt}
+  if after == 'open' then nxt = f(due - now) elseif after == 'half_open' then nxt = '0' end
+  t = {state, after, f(now), why, nxt}
   state = after
   seq = seq + 1
+  moved = 1
 end
 
 local function open(why, forced)
@@ -107,7 +109,8 @@ elseif op == 'failure' then
     end
   end
 elseif op == 'claim' then
-  if (state == 'open' and now >= due) or (state == 'half_open' and now >= lease) then
+  -- Times are stored to the microsecond: a due time is reached within one.
+  if (state == 'open' and now >= due - 1e-6) or (state == 'half_open' and now >= lease - 1e-6) then
     claimed = 1
     lease = now + arg
     if state == 'open' then move('half_open', 'its next probe is due') else seq = seq + 1 end
@@ -124,9 +127,9 @@ elseif op == 'release' then
 end
 
 redis.call('HSET', k, 'state', state, 'outcomes', outcomes, 'streak', streak,
-  'since', tostring(since), 'slow', slow, 'due', tostring(due), 'lease', tostring(lease),
+  'since', f(since), 'slow', slow, 'due', f(due), 'lease', f(lease),
   'seq', seq, 'before', t[1], 'after', t[2], 'at', t[3], 'reason', t[4], 'next', t[5])
-return {claimed, state, tostring(due), tostring(lease), seq, t[1], t[2], t[3], t[4], t[5]}
+return {claimed, moved, state, f(due), f(lease), seq, t[1], t[2], t[3], t[4], t[5]}
 """
 
 
@@ -150,14 +153,14 @@ class _Mirror:
         return max(0.0, self.due - self._wall_clock())
 
     def probe_due(self) -> bool:
-        now = self._wall_clock()
+        now = self._wall_clock() + 1e-6  # the hash keeps microseconds
         if self.state is BreakerState.OPEN:
             return now >= self.due
         return self.state is BreakerState.HALF_OPEN and now >= self.lease
 
     def update(self, values: Sequence[Any]) -> BreakerTransition | None:
         """Take the script's (or a read's) values; the transition if it is news here."""
-        _, state, due, lease, seq, before, after, at, reason, nxt = (_text(v) for v in values)
+        _, _, state, due, lease, seq, before, after, at, reason, nxt = (_text(v) for v in values)
         if int(seq) < self.seq:
             return None  # a read that started before a change this process made
         self.state, self.due, self.lease = BreakerState(state), float(due), float(lease)
@@ -208,6 +211,7 @@ class RedisBreakers:
         self._listeners: list[BreakerListener] = []
         self._script = redis.register_script(_SCRIPT)
         self._sync: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
 
     @property
@@ -283,9 +287,10 @@ class RedisBreakers:
             await self._local.release(deployment)
 
     async def aclose(self) -> None:
+        """Stop the mirror after its current round: cancelling redis-py in the middle of a
+        command can leave its connection hanging, and each round is bounded anyway."""
+        self._closing.set()
         tasks = [t for t in (self._sync, *self._background) if t is not None]
-        for task in tasks:
-            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._sync = None
 
@@ -300,7 +305,7 @@ class RedisBreakers:
         for name, row in zip(self._mirrors, rows, strict=True):
             if row[0] is None:
                 continue  # nothing recorded yet: closed
-            transition = self._mirrors[name].update([0, *row])
+            transition = self._mirrors[name].update([0, 0, *row])
             if transition is not None:
                 news.append(transition)
         if self._redis_down:
@@ -308,8 +313,7 @@ class RedisBreakers:
             self._redis_down = False
             self._local = self._fresh_local()
         for transition in news:
-            for listener in self._listeners:
-                await listener(transition)
+            await self._tell(transition)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -329,7 +333,7 @@ class RedisBreakers:
         p = self._policy
         args: list[str | int] = [
             op,
-            repr(self._wall_clock()),
+            f"{self._wall_clock():.6f}",
             p.window,
             p.consecutive_failures,
             repr(p.failure_ratio),
@@ -346,7 +350,14 @@ class RedisBreakers:
             self._went_down()
             return None
         transition = self._mirrors[deployment].update(values)
+        if transition is not None and not values[1]:  # made elsewhere, news here
+            await self._tell(transition)
+            transition = None
         return bool(values[0]), transition
+
+    async def _tell(self, transition: BreakerTransition) -> None:
+        for listener in self._listeners:
+            await listener(transition)
 
     def _went_down(self) -> None:
         if not self._redis_down:
@@ -354,17 +365,18 @@ class RedisBreakers:
             self._redis_down = True
 
     def _ensure_sync(self) -> None:
-        if self._sync is None or self._sync.done():
+        if (self._sync is None or self._sync.done()) and not self._closing.is_set():
             # No loop yet (a synchronous caller): the first async call starts it.
             with contextlib.suppress(RuntimeError):
                 self._sync = asyncio.get_running_loop().create_task(self._sync_forever())
 
     async def _sync_forever(self) -> None:
-        while True:
+        while not self._closing.is_set():
             try:
                 await self.sync()
             except _DOWN:
                 self._went_down()
             except Exception:  # a defect in one round must not end the mirror for good
                 log.exception("refreshing the breakers' mirror failed")
-            await asyncio.sleep(self._sync_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self._sync_s)
