@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 
+from sincere.answer import Usage
 from sincere.config import DeploymentConfig
 from sincere.health import HealthReport, HealthState
 from sincere.llm.provider import Delta, Provider, StreamItem
@@ -35,8 +36,8 @@ class DefectiveProvider:
             yield Delta("Half an answer")
         raise RuntimeError(DEFECT)
 
-    async def check(self, timeout_s: float) -> bool | None:
-        return None
+    async def probe(self, limits: AttemptLimits) -> Usage | None:
+        raise RuntimeError(DEFECT)
 
     async def aclose(self) -> None:
         return None

@@ -27,7 +27,7 @@ def test_consecutive_failures_open_it_and_the_schedule_is_reported() -> None:
     assert (opened.before, opened.after) == (BreakerState.CLOSED, BreakerState.OPEN)
     assert opened.next_probe_in_s == 30
     assert opened.reason == "3 calls in a row failed (the last: boom)"
-    admission, _ = breaker.admit()
+    admission = breaker.admit()
     assert not admission.allowed
     assert admission.retry_after_s == 30
 
@@ -54,21 +54,36 @@ def test_success_resets_the_streak() -> None:
     assert breaker.state is BreakerState.CLOSED
 
 
-def test_half_open_lets_exactly_one_probe_through_and_success_closes() -> None:
+def test_an_open_circuit_refuses_every_user_request_and_one_probe_decides() -> None:
     breaker, clock = _breaker(consecutive_failures=1, open_s=10)
     breaker.record_failure("x")
+    assert breaker.admit().retry_after_s == 10
+    assert breaker.claim_probe(5) == (False, None)  # not due yet
     clock.advance(10)
-    probe, transition = breaker.admit()
-    assert probe.allowed
-    assert probe.probe
+    refused = breaker.admit()  # a due probe is no user request's job
+    assert (refused.allowed, refused.retry_after_s) == (False, 0)
+    claimed, transition = breaker.claim_probe(5)
+    assert claimed
     assert transition is not None
     assert transition.after is BreakerState.HALF_OPEN
-    other, _ = breaker.admit()
-    assert not other.allowed  # one probe at a time
-    closed = breaker.record_success()
+    assert breaker.claim_probe(5) == (False, None)  # one probe at a time
+    assert not breaker.admit().allowed  # nor a user request while it runs
+    breaker.record_success()  # a request admitted before the opening decides nothing
+    assert breaker.state is BreakerState.HALF_OPEN
+    closed = breaker.probe_succeeded()
     assert closed is not None
     assert closed.after is BreakerState.CLOSED
-    assert breaker.admit()[0].allowed
+    assert breaker.admit().allowed
+
+
+def test_failures_of_requests_admitted_before_the_opening_do_not_reopen_it() -> None:
+    breaker, clock = _breaker(consecutive_failures=1, open_s=10)
+    breaker.record_failure("x")
+    assert breaker.record_failure("late") is None
+    clock.advance(10)
+    breaker.claim_probe(5)
+    assert breaker.record_failure("late") is None
+    assert breaker.state is BreakerState.HALF_OPEN
 
 
 def test_a_failed_probe_reopens_for_twice_as_long_up_to_the_cap() -> None:
@@ -77,21 +92,54 @@ def test_a_failed_probe_reopens_for_twice_as_long_up_to_the_cap() -> None:
     periods = []
     for _ in range(3):
         clock.advance(100)
-        breaker.admit()
-        reopened = breaker.record_failure("still down")
+        assert breaker.claim_probe(5)[0]
+        reopened = breaker.probe_failed("still down")
         assert reopened is not None
         assert reopened.reason == "its probe failed: still down"
         periods.append(reopened.next_probe_in_s)
     assert periods == [20, 25, 25]
 
 
-def test_a_probe_abandoned_without_a_verdict_frees_the_slot() -> None:
+def test_the_default_schedule_probes_every_2_s_for_a_minute_then_doubles_to_60_s() -> None:
+    breaker, clock = _breaker(consecutive_failures=1)
+    opened = breaker.record_failure("x")
+    assert opened is not None
+    periods = [opened.next_probe_in_s]
+    elapsed = 0.0
+    while elapsed < 200:
+        step = breaker.seconds_until_probe()
+        assert step is not None
+        clock.advance(step)
+        elapsed += step
+        assert breaker.claim_probe(5)[0]
+        reopened = breaker.probe_failed("down")
+        assert reopened is not None
+        periods.append(reopened.next_probe_in_s)
+    assert periods[:30] == [2.0] * 30  # 0 s .. 58 s into the outage
+    assert periods[30:36] == [4, 8, 16, 32, 60, 60]
+
+
+def test_a_probe_abandoned_without_a_verdict_lets_the_next_one_go_at_once() -> None:
     breaker, clock = _breaker(consecutive_failures=1, open_s=1)
     breaker.record_failure("x")
     clock.advance(1)
-    assert breaker.admit()[0].probe
+    assert breaker.claim_probe(5)[0]
     breaker.release()
-    assert breaker.admit()[0].probe
+    claimed, transition = breaker.claim_probe(5)
+    assert claimed
+    assert transition is None  # still half-open: no news
+
+
+def test_a_probe_that_never_reports_loses_its_claim_when_its_lease_lapses() -> None:
+    breaker, clock = _breaker(consecutive_failures=1, open_s=1)
+    breaker.record_failure("x")
+    clock.advance(1)
+    assert breaker.claim_probe(5)[0]
+    clock.advance(4.9)
+    assert not breaker.probe_due()
+    clock.advance(0.1)
+    assert breaker.probe_due()
+    assert breaker.claim_probe(5)[0]
 
 
 def test_forced_opening_uses_the_given_period() -> None:
@@ -101,20 +149,14 @@ def test_forced_opening_uses_the_given_period() -> None:
     assert opened.next_probe_in_s == 300
 
 
-def test_an_open_period_that_is_over_is_observed_as_half_open_before_any_request() -> None:
-    breaker, clock = _breaker(consecutive_failures=1, open_s=10)
+def test_a_retry_after_or_rejected_key_opens_for_exactly_that_long_even_on_a_probe() -> None:
+    breaker, clock = _breaker(consecutive_failures=1, open_s=2)
     breaker.record_failure("x")
-    assert breaker.observed_state() is BreakerState.OPEN
-    assert not breaker.probe_due()
-    clock.advance(10)
-    assert breaker.state is BreakerState.OPEN  # nobody has taken the probe yet
-    assert breaker.observed_state() is BreakerState.HALF_OPEN  # but a request would be let in
-    assert breaker.probe_due()
-    assert not breaker.probe_due(1)  # due for a second: not yet
-    clock.advance(1)
-    assert breaker.probe_due(1)
-    assert breaker.admit()[0].probe
-    assert not breaker.probe_due()  # taken
+    clock.advance(2)
+    breaker.claim_probe(5)
+    reopened = breaker.probe_failed("the provider asked it to wait 120 s", open_for_s=120)
+    assert reopened is not None
+    assert reopened.next_probe_in_s == 120
 
 
 def test_transitions_are_dated_by_the_wall_clock_it_is_given() -> None:
@@ -123,7 +165,7 @@ def test_transitions_are_dated_by_the_wall_clock_it_is_given() -> None:
     assert opened is not None
     assert opened.at == clock.time()
     clock.advance(10)
-    probe = breaker.admit()[1]
+    probe = breaker.claim_probe(5)[1]
     assert probe is not None
     assert probe.at == opened.at + 10
 
@@ -147,31 +189,31 @@ async def test_the_port_keeps_one_breaker_per_deployment() -> None:
     opened = await breakers.record_failure("a", "boom")
     assert opened is not None
     assert (opened.deployment, opened.after) == ("a", BreakerState.OPEN)
-    refused, _ = await breakers.admit("a")
+    refused = await breakers.admit("a")
     assert (refused.allowed, refused.retry_after_s) == (False, 10)
-    assert (await breakers.admit("b"))[0].allowed  # another deployment is not affected
+    assert (await breakers.admit("b")).allowed  # another deployment is not affected
     assert breakers.view("a").state is BreakerState.OPEN
     assert breakers.view("b").state is BreakerState.CLOSED
     assert list(breakers.view("a").transitions) == [opened]
 
 
-async def test_the_port_schedules_probes_by_its_clock() -> None:
+async def test_the_port_schedules_and_claims_probes_by_its_clock() -> None:
     clock = ManualClock()
     breakers = _breakers(clock, consecutive_failures=1, open_s=10)
     await breakers.record_failure("a", "boom")
-    assert not await breakers.probe_due("a")
+    assert not breakers.view("a").probe_due()
     clock.advance(10)
-    assert await breakers.probe_due("a")
-    assert breakers.view("a").observed_state() is BreakerState.HALF_OPEN
-    assert not await breakers.probe_due("a", 1)
-    probe, moved = await breakers.admit("a")
-    assert probe.probe
+    assert breakers.view("a").probe_due()
+    assert breakers.view("a").state is BreakerState.OPEN  # due, not yet taken
+    claimed, moved = await breakers.claim_probe("a", 5)
+    assert claimed
     assert moved is not None
     assert moved.after is BreakerState.HALF_OPEN
-    assert not (await breakers.admit("a"))[0].allowed  # one probe at a time
+    assert (await breakers.claim_probe("a", 5)) == (False, None)  # one probe at a time
     await breakers.release("a")  # the probe left without a verdict
-    assert (await breakers.admit("a"))[0].probe
-    closed = await breakers.record_success("a")
+    assert (await breakers.claim_probe("a", 5))[0]
+    assert await breakers.probe_failed("b", "not half-open") is None
+    closed = await breakers.probe_succeeded("a")
     assert closed is not None
     assert closed.after is BreakerState.CLOSED
     assert breakers.view("a").seconds_until_probe() is None

@@ -790,7 +790,7 @@ async def test_a_withheld_answer_is_named_when_the_other_routes_failed_otherwise
 # Circuit breakers
 
 
-async def test_a_primary_that_flaps_down_then_up_opens_serves_from_fallback_probes_and_returns(
+async def test_a_primary_that_flaps_down_then_up_is_probed_in_the_shadow_and_returns(
     tmp_path: Path,
     servers: tuple[FaultServer, ...],
     bus: InProcessEventBus,
@@ -802,33 +802,58 @@ async def test_a_primary_that_flaps_down_then_up_opens_serves_from_fallback_prob
     cascade = _pair(
         tmp_path,
         servers,
-        defaults="max_retries = 0\nbreaker_open_s = 10\nbreaker_max_open_s = 15\n",
+        defaults=(
+            "max_retries = 0\nbreaker_open_s = 10\nbreaker_max_open_s = 15\n"
+            "breaker_fast_probe_for_s = 0\n"
+        ),
         clock=clock,
     )
     served = [(await _ask(cascade, contexts)).provenance.deployment for _ in range(5)]
     assert served == ["b"] * 5  # every request answered, by the fallback
     assert len(a.completions) == 3  # 3 to open it; then nobody asks while it is open
 
-    clock.advance(10)  # the open period is over: the next request is the probe
+    clock.advance(10)  # the open period is over: a probe is due, but no request takes it
+    assert cascade.due_probes() == ["a"]
     assert (await _ask(cascade, contexts)).provenance.deployment == "b"
-    assert len(a.completions) == 4  # the probe failed: open again, for longer (capped)
+    assert len(a.completions) == 3
+    await cascade.probe("a")  # the prober's shadow probe: one token, and it fails
+    probe = a.completions[-1]
+    assert len(a.completions) == 4
+    assert probe.body is not None
+    assert probe.body["max_tokens"] == 1
+    assert cascade.due_probes() == []  # open again, for longer (capped)
     clock.advance(10)
+    assert cascade.due_probes() == []
     assert (await _ask(cascade, contexts)).provenance.deployment == "b"
     assert len(a.completions) == 4
 
     a.default = Fault.ok(text="primary is back")
     clock.advance(5)
-    assert (await _ask(cascade, contexts)).provenance.deployment == "a"  # the probe
-    assert (await _ask(cascade, contexts)).provenance.deployment == "a"
+    assert (await _ask(cascade, contexts)).provenance.deployment == "b"  # still the probe's
+    await cascade.probe("a")
     assert cascade.breakers.view("a").state is BreakerState.CLOSED
+    assert (await _ask(cascade, contexts)).provenance.deployment == "a"
+    user_requests = [r for r in a.completions if r.body and r.body.get("max_tokens") != 1]
+    assert len(user_requests) == 4  # 3 before the opening, 1 after the probe closed it
 
+    # The user's requests in flight hear of transitions; the probes' reach the registry.
     events = [e for e in (await bus.replay("alice")).events if e.service == "a"]
     opened = [e for e in events if e.type is EventType.SERVICE_UNAVAILABLE]
-    assert [e.data["next_probe_in_s"] for e in opened] == [10, 15]  # the real schedule
-    assert all(e.data["breaker"] == "open" for e in opened)
-    assert EventType.SERVICE_RECOVERED in [e.type for e in events]
+    assert [e.data["next_probe_in_s"] for e in opened] == [10]
     record = cascade.registry.record("a")
-    assert [t.state for t in record.transitions][-1] == "ready"
+    assert [t.state for t in record.transitions] == [
+        "unavailable",
+        "degraded",
+        "unavailable",
+        "degraded",
+        "ready",
+    ]
+    assert [t.after for t in cascade.breakers.view("a").transitions if t.after == "open"] == [
+        BreakerState.OPEN
+    ] * 2
+    assert [
+        t.next_probe_in_s for t in cascade.breakers.view("a").transitions if t.after == "open"
+    ] == [10, 15]  # the real schedule
 
 
 async def test_an_open_circuit_is_skipped_without_added_latency_and_its_schedule_is_the_estimate(

@@ -197,28 +197,44 @@ async def test_a_stream_with_a_finish_reason_but_no_done_is_complete(
     assert final.usage is not None
 
 
-async def test_the_health_check_asks_the_models_route_with_the_key(
+_PROBE_LIMITS = AttemptLimits(2, 2, 2, 2)
+
+
+async def test_the_probe_is_a_one_token_chat_completion_with_the_key(
     fault_server: FaultServer,
 ) -> None:
     provider = _provider(fault_server.base_url)
-    assert await provider.check(2) is True
-    fault_server.models_fault = Fault.status(404)  # an endpoint without /models
-    assert await provider.check(2) is None  # it cannot tell
-    fault_server.models_fault = Fault.invalid_key(echo_key=False)
+    usage = await provider.probe(_PROBE_LIMITS)
+    assert usage is not None  # its tokens, to be counted like any attempt's
+    fault_server.default = Fault.invalid_key(echo_key=False)
     with pytest.raises(ProviderAuthFailed):
-        await provider.check(2)
+        await provider.probe(_PROBE_LIMITS)
+    fault_server.default = Fault.status(503)
+    with pytest.raises(ServiceUnavailable):
+        await provider.probe(_PROBE_LIMITS)
+    probes = fault_server.completions
+    assert [r.body and r.body["max_tokens"] for r in probes] == [1, 1, 1]
+    assert {r.headers["authorization"] for r in probes} == {"Bearer secret-key-123456"}
+    assert [r for r in fault_server.requests if r.path == "/v1/models"] == []
+
+
+async def test_a_deployment_refusing_the_probes_shape_is_asked_for_its_models(
+    fault_server: FaultServer,
+) -> None:
+    provider = _provider(fault_server.base_url)
+    fault_server.default = Fault.status(400)  # say, max_tokens on a reasoning model
+    assert await provider.probe(_PROBE_LIMITS) is None  # /models answered: it serves
+    fault_server.models_fault = Fault.status(404)  # and without a model list either
+    with pytest.raises(BadRequest):
+        await provider.probe(_PROBE_LIMITS)
     fault_server.models_fault = Fault.status(503)
     with pytest.raises(ServiceUnavailable):
-        await provider.check(2)
-    checks = [r for r in fault_server.requests if r.path == "/v1/models"]
-    assert [r.method for r in checks] == ["GET"] * 4
-    assert {r.headers["authorization"] for r in checks} == {"Bearer secret-key-123456"}
-    assert fault_server.completions == []  # no chat request: a cheap check
+        await provider.probe(_PROBE_LIMITS)
 
 
-async def test_the_health_check_of_an_unreachable_endpoint_fails_as_a_request_would() -> None:
+async def test_the_probe_of_an_unreachable_endpoint_fails_as_a_request_would() -> None:
     with pytest.raises(ServiceUnavailable, match="cannot connect"):
-        await _provider(f"http://127.0.0.1:{refused_port()}/v1").check(2)
+        await _provider(f"http://127.0.0.1:{refused_port()}/v1").probe(_PROBE_LIMITS)
 
 
 # Tool calls and the parameters of the request

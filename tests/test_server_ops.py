@@ -163,7 +163,7 @@ def test_every_circuit_open_fails_health_and_readiness(
         ready = _get(live, "/readyz")
         assert ready.status_code == 503
         assert ready.json()["status"] == "fail"
-        assert "circuit is open" in ready.json()["output"]
+        assert ready.json()["output"] == "no deployment's circuit is closed"
         assert _get(live, "/status").json()["status"] == "critical"
     finally:
         embedded.record_success()
@@ -285,7 +285,7 @@ def _wait_until(condition: Callable[[], bool], what: str, deadline_s: float = 60
         time.sleep(0.05)
 
 
-def test_a_due_probe_is_no_outage_on_readiness_health_or_status(
+def test_a_probe_in_flight_is_half_open_and_still_no_circuit_users_may_pass(
     tmp_path: Path, fault_server: FaultServer
 ) -> None:
     clock = ManualClock()  # the breakers' time moves when the test says so
@@ -300,27 +300,25 @@ def test_a_due_probe_is_no_outage_on_readiness_health_or_status(
     with LiveServer(gateway) as live:
         live.keys["alice"], _ = run(gateway.keys.create("alice", "free"))
         live.keys["admin"], _ = run(gateway.keys.create("admin", "enterprise", "admin"))
-        _open_the_upstream_circuit(live, fault_server)  # open for 30 s
-        embedded = breakers["embedded"]
-        opened = embedded.record_failure("test: forced open", open_for_s=0.2)
-        assert opened is not None
-        clock.advance(0.2)  # the open period is over: the next request is the probe
-        assert embedded.seconds_until_probe() == 0
+        _open_the_upstream_circuit(live, fault_server)
+        breakers["embedded"].record_failure("test: kept out", open_for_s=600)
+        fault_server.default = Fault.slow_first_token(30)  # the probe will wait: watch it
+        clock.advance(30)  # up's probe is due: the prober takes it
+        _wait_until(lambda: breakers["up"].state is BreakerState.HALF_OPEN, "a probe running")
+        probing = breakers["up"].transitions[-1]
         ready = _get(live, "/readyz")
         health = _get(live, "/health").json()
         page = _get(live, "/status").json()
-    assert ready.status_code == 200  # a request now would be let through, as the probe
-    assert ready.json()["status"] == "pass"
-    [circuit] = health["checks"]["embedded:circuit"]
+    assert ready.status_code == 503  # a probe is no way in for a user's request
+    assert ready.json()["output"] == "no deployment's circuit is closed"
+    [circuit] = health["checks"]["up:circuit"]
     assert (circuit["status"], circuit["observedValue"]) == ("warn", "half_open")
-    assert health["status"] == "warn"
-    service = {s["name"]: s for s in page["services"]}["embedded"]
-    assert service["state"] == "degraded_performance"  # not major_outage: it can serve
-    assert service["since_basis"] == "transition"
-    due_at = opened.at + 0.2  # the breaker's own schedule
-    assert datetime.fromisoformat(service["since"]).timestamp() == pytest.approx(due_at, abs=1e-3)
+    assert circuit["output"].endswith("; a probe is testing it now")
+    service = {s["name"]: s for s in page["services"]}["up"]
+    assert service["state"] == "degraded_performance"
+    since = datetime.fromisoformat(service["since"]).timestamp()
+    assert since == pytest.approx(probing.at, abs=1e-3)
     assert "next_probe_in_s" not in service
-    assert page["status"] == "major"  # up is still out; not every deployment is
 
 
 def _tuned_gateway(tmp_path: Path, fault_server: FaultServer, **defaults: float) -> Runtime:
@@ -340,9 +338,8 @@ def test_without_traffic_the_prober_recovers_an_open_deployment(
         live.keys["admin"], _ = run(gateway.keys.create("ops", "enterprise", "admin"))
         embedded.record_failure("test: kept out", open_for_s=600)  # readiness is up's alone
         try:
-            fault_server.models_fault = Fault.status(503)  # the health check fails too
             _open_the_upstream_circuit(live, fault_server)
-            chats = len(fault_server.completions)  # from here on: no request at all
+            chats = len(fault_server.completions)  # from here on: no user's request at all
 
             def reopened() -> bool:
                 return any(
@@ -353,13 +350,10 @@ def test_without_traffic_the_prober_recovers_an_open_deployment(
             _wait_until(reopened, "a failed background probe re-opening the circuit")
             again = breaker.transitions[-1]
             assert again.after is BreakerState.OPEN
-            assert again.next_probe_in_s == pytest.approx(
-                2, abs=0.05
-            )  # doubled, as after a request's probe
+            assert again.next_probe_in_s == pytest.approx(1, abs=0.05)  # the fast schedule
             assert _get(live, "/readyz").status_code == 503
 
-            fault_server.models_fault = None  # the upstream is healthy again
-            fault_server.default = Fault.ok()
+            fault_server.default = Fault.ok()  # the upstream is healthy again
             _wait_until(
                 lambda: (
                     _get(live, "/readyz").status_code == 200
@@ -371,17 +365,22 @@ def test_without_traffic_the_prober_recovers_an_open_deployment(
                 "readiness and an operational status",
             )
             page = _get(live, "/status", "admin").json()
+            exposition = _get(live, "/metrics", "admin").text
         finally:
             embedded.record_success()
-    assert len(fault_server.completions) == chats  # recovered without a chat request
-    probes = [r for r in fault_server.requests if r.path == "/v1/models"]
+    probes = fault_server.completions[chats:]
     assert len(probes) >= 2  # the failed probe and the one that passed
+    assert all(p.body and p.body["max_tokens"] == 1 for p in probes)  # one token each
     assert breaker.state is BreakerState.CLOSED
     up = {s["name"]: s for s in page["services"]}["up"]
     assert up["since_basis"] == "transition"
     newest = up["recent_transitions"][0]  # recorded in the history like any transition
     assert newest["state"] == "operational"
-    assert "health check passed" in newest["message"]
+    assert "probe succeeded" in newest["message"]
+    # Counted like any attempt: by outcome, with the tokens the upstream reported.
+    assert 'sincere_probes_total{deployment="up",outcome="ok"} 1.0' in exposition
+    assert 'sincere_probes_total{deployment="up",outcome="service_unavailable"}' in exposition
+    assert 'sincere_probe_tokens_total{deployment="up"}' in exposition
     assert [t.state for t in run(gateway.history.recent("up", 1))] == ["ready"]
 
 

@@ -51,8 +51,11 @@ class Defaults(_Strict):
     breaker_window: int = Field(20, ge=1)
     breaker_failure_ratio: float = Field(0.5, gt=0, le=1)
     breaker_min_calls: int = Field(10, ge=1)
-    breaker_open_s: float = Field(30.0, gt=0)
-    breaker_max_open_s: float = Field(300.0, gt=0)
+    # An open circuit is probed (one token, never a user's request) every breaker_open_s
+    # for the first breaker_fast_probe_for_s of an outage, then doubling up to the max.
+    breaker_open_s: float = Field(2.0, gt=0)
+    breaker_fast_probe_for_s: float = Field(60.0, ge=0)
+    breaker_max_open_s: float = Field(60.0, gt=0)
     # A deployment whose key is rejected (401/403) stays out of rotation this long.
     auth_failure_open_s: float = Field(300.0, gt=0)
 

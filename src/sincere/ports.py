@@ -8,12 +8,12 @@ loop: SQL runs on a worker thread (or an async driver), Redis through its asynci
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sincere.answer import Answer
+from sincere.answer import Answer, Usage
 from sincere.attempts import Attempt
 from sincere.errors import ErrorContext, ServiceError
 from sincere.events import Event, EventType, Replay
@@ -91,41 +91,73 @@ class Limiter(Protocol):
 
 
 class BreakerView(Protocol):
-    """What is known here of one deployment's breaker (synchronous: read by /metrics)."""
+    """What is known here of one deployment's breaker (synchronous: read by /metrics and
+    the prober; for a fleet, a local mirror at most a second old)."""
 
     deployment: str
-    state: BreakerState
 
-    def observed_state(self) -> BreakerState: ...
+    @property
+    def state(self) -> BreakerState: ...
 
-    def seconds_until_probe(self) -> float | None: ...
+    def seconds_until_probe(self) -> float | None:
+        """None when closed; 0 while a probe is due or running."""
+        ...
+
+    def probe_due(self) -> bool:
+        """A probe may be claimed now (open with its period over, or a probe's lease lapsed)."""
+        ...
 
     @property
     def transitions(self) -> Sequence[BreakerTransition]: ...
 
 
+BreakerListener = Callable[[BreakerTransition], Awaitable[None]]
+"""Told about a transition another process made (this process's own are returned)."""
+
+
 class Breakers(Protocol):
-    """The circuit breaker state of every deployment (in-process; Redis for a fleet)."""
+    """The circuit breaker state of every deployment (in-process; Redis for a fleet).
+
+    User requests pass only a closed circuit (``admit``) and report their outcome
+    (``record_success``, ``record_failure``); an open circuit is tested by one shadow probe
+    at a time (``claim_probe``, then ``probe_succeeded``, ``probe_failed`` or ``release``).
+    """
 
     def names(self) -> Sequence[str]: ...
 
     def view(self, deployment: str) -> BreakerView: ...
 
-    async def admit(self, deployment: str) -> tuple[BreakerAdmission, BreakerTransition | None]: ...
-
-    async def release(self, deployment: str) -> None:
-        """An admitted probe ended without a verdict: let another one through."""
+    def listen(self, listener: BreakerListener) -> None:
+        """Hear of the transitions made elsewhere (never of those a call here returns)."""
         ...
 
-    async def record_success(
-        self, deployment: str, reason: str = "its probe succeeded"
-    ) -> BreakerTransition | None: ...
+    async def admit(self, deployment: str) -> BreakerAdmission: ...
+
+    async def record_success(self, deployment: str) -> None: ...
 
     async def record_failure(
         self, deployment: str, reason: str, open_for_s: float | None = None
     ) -> BreakerTransition | None: ...
 
-    async def probe_due(self, deployment: str, for_s: float = 0.0) -> bool: ...
+    async def claim_probe(
+        self, deployment: str, lease_s: float
+    ) -> tuple[bool, BreakerTransition | None]:
+        """Take the due probe for ``lease_s`` (one taker per due time, fleet-wide)."""
+        ...
+
+    async def probe_succeeded(
+        self, deployment: str, reason: str = "its probe succeeded"
+    ) -> BreakerTransition | None: ...
+
+    async def probe_failed(
+        self, deployment: str, reason: str, open_for_s: float | None = None
+    ) -> BreakerTransition | None: ...
+
+    async def release(self, deployment: str) -> None:
+        """A claimed probe ended without a verdict: the next one may go now."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 # ─── keys and history ────────────────────────────────────────────────────────────────
@@ -200,3 +232,19 @@ class RequestObserver(Protocol):
     escalation. Called off the answer's critical path where it can be; must not raise."""
 
     async def finished(self, record: RequestRecord) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRecord:
+    """One shadow probe of a deployment: what it cost, like any attempt (no user's request)."""
+
+    attempt: Attempt  # model "" (a probe serves no model); outcome "ok" or the error type
+    usage: Usage | None  # tokens, when the provider reported them
+    at: float  # unix time it started
+
+
+class ProbeObserver(Protocol):
+    """Told about every shadow probe (metrics now; the telemetry store, issue 13). Must not
+    raise."""
+
+    async def probed(self, record: ProbeRecord) -> None: ...

@@ -85,6 +85,7 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self.cascade.aclose()
+        await self.cascade.breakers.aclose()
         await self.history_writer.flush()
         await self.bus.aclose()
         if self.redis is not None:
@@ -184,6 +185,8 @@ def build_runtime(
         limiter = RedisLimiter(redis, settings.tiers, prefix=prefix)
     contexts = ContextFactory(bus, settings.defaults.timeout_s)
     metrics = Metrics(cascade.breakers)
+    recorder = MetricsRecorder(metrics)
+    cascade.observe_probes(recorder)  # a probe's cost is counted like any attempt's
     keys = SqlKeyStore(database)
     return Runtime(
         settings=settings,
@@ -195,7 +198,7 @@ def build_runtime(
         limiter=limiter,
         cascade=cascade,
         contexts=contexts,
-        pipeline=ChatPipeline(cascade, limiter, contexts, [MetricsRecorder(metrics), *observers]),
+        pipeline=ChatPipeline(cascade, limiter, contexts, [recorder, *observers]),
         auth=Authenticator(keys),
         metrics=metrics,
         redis=redis,

@@ -736,6 +736,7 @@ class FaultServer:
         self._client_closed: list[int] = []
         self._models: dict[str, None] = dict.fromkeys(models)
         self._models_fault: Fault | None = None
+        self._outage: tuple[float, Fault] | None = None
         self._ids = itertools.count(1)
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -777,6 +778,13 @@ class FaultServer:
     def models_fault(self, fault: Fault | None) -> None:
         with self._lock:
             self._models_fault = fault
+
+    def fail_until(self, until: float, fault: Fault) -> None:
+        """Answer every completion with ``fault`` until ``time.monotonic()`` reaches
+        ``until`` (scripted faults first), then as ``default`` says: an outage that ends
+        at a known instant, with no test thread racing to end it."""
+        with self._lock:
+            self._outage = (until, fault)
 
     def script(self, *faults: Fault) -> None:
         """Queue faults for the next completion requests (FIFO), before ``default`` applies."""
@@ -933,7 +941,13 @@ class FaultServer:
         with self._lock:
             fault = None
             if method == "POST" and path == "/v1/chat/completions" and isinstance(parsed, dict):
-                fault = self._script.popleft() if self._script else self._default
+                now, outage = time.monotonic(), self._outage
+                if self._script:
+                    fault = self._script.popleft()
+                elif outage is not None and now < outage[0]:
+                    fault = outage[1]
+                else:
+                    fault = self._default
                 if isinstance(parsed.get("model"), str):
                     self._models.setdefault(parsed["model"])
             json_body = parsed if isinstance(parsed, dict) else None

@@ -1,8 +1,13 @@
-"""A circuit breaker per deployment.
+"""A circuit breaker per deployment, probed in the shadow of user requests.
 
 Our own small breaker rather than purgatory or pybreaker: the cascade needs one per
 deployment, every transition as a value it can push to the users who depend on it, and the
 schedule (when the next probe is due) to give honest recovery estimates.
+
+User requests only ever pass a closed circuit. An open one is tested by a separate minimal
+request (the prober's, see ``ModelCascade.probe``): no user request is a probe, so none
+waits on one. The probe claims the circuit (half-open) for a lease; its success closes
+the circuit, its failure re-opens it for the next step of the schedule.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from sincere.config import Defaults
 class BreakerState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
-    HALF_OPEN = "half_open"
+    HALF_OPEN = "half_open"  # a probe is testing the deployment
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +33,9 @@ class BreakerPolicy:
     window: int = 20  # sliding window of recent outcomes
     failure_ratio: float = 0.5  # resilience4j's default threshold
     min_calls: int = 10  # no ratio verdict on fewer calls than this
-    open_s: float = 30.0  # first open period; doubles per re-open (Envoy), capped
-    max_open_s: float = 300.0
+    open_s: float = 2.0  # between probes for the first fast_probe_for_s of an outage,
+    fast_probe_for_s: float = 60.0  # then doubling per failed probe (Envoy), capped
+    max_open_s: float = 60.0
 
     @classmethod
     def of(cls, d: Defaults) -> BreakerPolicy:
@@ -40,8 +46,16 @@ class BreakerPolicy:
             failure_ratio=d.breaker_failure_ratio,
             min_calls=d.breaker_min_calls,
             open_s=d.breaker_open_s,
+            fast_probe_for_s=d.breaker_fast_probe_for_s,
             max_open_s=d.breaker_max_open_s,
         )
+
+    def open_period(self, outage_s: float, slow_opens: int) -> float:
+        """How long a (re-)opening lasts ``outage_s`` into an outage, after ``slow_opens``
+        re-openings past the fast phase (this one included)."""
+        if outage_s < self.fast_probe_for_s or slow_opens == 0:
+            return min(self.open_s, self.max_open_s)
+        return min(self.max_open_s, self.open_s * 2.0**slow_opens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +71,12 @@ class BreakerTransition:
 @dataclass(frozen=True, slots=True)
 class BreakerAdmission:
     allowed: bool
-    probe: bool = False  # this request is the half-open probe
-    retry_after_s: float | None = None  # when refused: seconds until a probe is due
+    retry_after_s: float | None = None  # when refused: seconds until a probe may close it
 
 
 class CircuitBreaker:
-    """Closed: all pass. Open: all skip until the probe is due. Half-open: one probe passes."""
+    """Closed: all pass. Open: none pass; a probe is due on schedule. Half-open: a probe
+    holds the circuit (for its lease) and no user request passes either."""
 
     def __init__(
         self,
@@ -79,68 +93,62 @@ class CircuitBreaker:
         self.state = BreakerState.CLOSED
         self._outcomes: deque[bool] = deque(maxlen=policy.window)
         self._consecutive = 0
-        self._times_opened = 0
+        self._outage_since = 0.0
+        self._slow_opens = 0
         self._probe_due = 0.0
-        self._probing = False
+        self._lease_until = 0.0  # half-open: when an unfinished probe's claim lapses
         self.transitions: deque[BreakerTransition] = deque(maxlen=100)
 
     def seconds_until_probe(self) -> float | None:
+        """None when closed; 0 while a probe is due or running."""
         if self.state is BreakerState.CLOSED:
             return None
+        if self.state is BreakerState.HALF_OPEN:
+            return 0.0
         return max(0.0, self._probe_due - self._clock())
 
-    def probe_due(self, for_s: float = 0.0) -> bool:
-        """Open, with its open period over (for at least ``for_s``): a probe may go now."""
-        return self.state is BreakerState.OPEN and self._clock() >= self._probe_due + for_s
-
-    def observed_state(self) -> BreakerState:
-        """The state a request arriving now meets: half-open once the open period is over.
-
-        ``state`` stays open until a request (or the idle prober) takes the probe; reports
-        of what the deployment can do now (readiness, status) read this instead.
-        """
-        return BreakerState.HALF_OPEN if self.probe_due() else self.state
-
-    def admit(self) -> tuple[BreakerAdmission, BreakerTransition | None]:
-        if self.state is BreakerState.CLOSED:
-            return BreakerAdmission(True), None
+    def probe_due(self) -> bool:
+        """A probe may be claimed now: open with its period over, or a probe's lease lapsed."""
         now = self._clock()
-        if self.state is BreakerState.OPEN and now >= self._probe_due:
-            transition = self._move(BreakerState.HALF_OPEN, "its open period is over")
-            self._probing = True
-            return BreakerAdmission(True, probe=True), transition
-        if self.state is BreakerState.HALF_OPEN and not self._probing:
-            self._probing = True
-            return BreakerAdmission(True, probe=True), None
-        wait = self._probe_due - now if self.state is BreakerState.OPEN else None
-        return BreakerAdmission(False, retry_after_s=None if wait is None else max(0.0, wait)), None
+        if self.state is BreakerState.OPEN:
+            return now >= self._probe_due
+        return self.state is BreakerState.HALF_OPEN and now >= self._lease_until
+
+    def admit(self) -> BreakerAdmission:
+        """A user request: only a closed circuit lets it through."""
+        if self.state is BreakerState.CLOSED:
+            return BreakerAdmission(True)
+        return BreakerAdmission(False, retry_after_s=self.seconds_until_probe())
+
+    def claim_probe(self, lease_s: float) -> tuple[bool, BreakerTransition | None]:
+        """Take the due probe for ``lease_s``: whether it was taken, and the move to half-open."""
+        if not self.probe_due():
+            return False, None
+        self._lease_until = self._clock() + lease_s
+        if self.state is BreakerState.HALF_OPEN:
+            return True, None  # an earlier probe's lease lapsed: this one takes over
+        return True, self._move(BreakerState.HALF_OPEN, "its next probe is due")
 
     def release(self) -> None:
-        """An admitted probe ended without a verdict (cancelled): let another one through."""
-        self._probing = False
+        """A claimed probe ended without a verdict (cancelled): the next one may go now."""
+        self._lease_until = 0.0
 
-    def record_success(self, reason: str = "its probe succeeded") -> BreakerTransition | None:
-        self._outcomes.append(True)
-        self._consecutive = 0
-        self._probing = False
-        if self.state is not BreakerState.CLOSED:
-            self._times_opened = 0
-            self._outcomes.clear()
-            return self._move(BreakerState.CLOSED, reason)
-        return None
+    def record_success(self) -> None:
+        """A user request's success; it counts only while closed (a probe decides otherwise)."""
+        if self.state is BreakerState.CLOSED:
+            self._outcomes.append(True)
+            self._consecutive = 0
 
     def record_failure(
         self, reason: str, open_for_s: float | None = None
     ) -> BreakerTransition | None:
-        """Count a failure; ``open_for_s`` opens at once (for example, a rejected API key)."""
+        """A user request's failure; ``open_for_s`` opens at once (a rejected API key, a
+        provider's Retry-After). Requests admitted before an opening do not count after it."""
+        if self.state is not BreakerState.CLOSED:
+            return None
         self._outcomes.append(False)
         self._consecutive += 1
-        self._probing = False
         # Reasons read after "because": sincere's messages say "it stopped using X because …".
-        if self.state is BreakerState.HALF_OPEN:
-            return self._open(f"its probe failed: {reason}", open_for_s)
-        if self.state is BreakerState.OPEN:
-            return None
         if open_for_s is not None:
             return self._open(reason, open_for_s)
         if self._consecutive >= self.policy.consecutive_failures:
@@ -158,12 +166,29 @@ class CircuitBreaker:
             )
         return None
 
+    def probe_succeeded(self, reason: str = "its probe succeeded") -> BreakerTransition | None:
+        if self.state is BreakerState.CLOSED:
+            return None
+        self._outcomes.clear()
+        self._consecutive = 0
+        return self._move(BreakerState.CLOSED, reason)
+
+    def probe_failed(
+        self, reason: str, open_for_s: float | None = None
+    ) -> BreakerTransition | None:
+        """Re-open for the schedule's next step (or exactly ``open_for_s``)."""
+        if self.state is not BreakerState.HALF_OPEN:
+            return None  # another probe decided meanwhile
+        return self._open(f"its probe failed: {reason}", open_for_s)
+
     def _open(self, reason: str, open_for_s: float | None) -> BreakerTransition:
-        self._times_opened += 1
-        if open_for_s is None:
-            p = self.policy
-            open_for_s = min(p.max_open_s, p.open_s * 2 ** (self._times_opened - 1))
-        self._probe_due = self._clock() + open_for_s
+        now = self._clock()
+        if self.state is BreakerState.CLOSED:
+            self._outage_since, self._slow_opens = now, 0
+        elif now - self._outage_since >= self.policy.fast_probe_for_s:
+            self._slow_opens += 1
+        period = self.policy.open_period(now - self._outage_since, self._slow_opens)
+        self._probe_due = now + (period if open_for_s is None else open_for_s)
         return self._move(BreakerState.OPEN, reason)
 
     def _move(self, after: BreakerState, reason: str) -> BreakerTransition:

@@ -16,8 +16,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
-from sincere.answer import Answer, Completion, Provenance
-from sincere.attempts import BLOCKED, Attempt
+from sincere.answer import Answer, Completion, Provenance, Usage
+from sincere.attempts import BLOCKED, OK, Attempt
 from sincere.config import Settings
 from sincere.context import RequestContext
 from sincere.errors import (
@@ -44,7 +44,7 @@ from sincere.llm.quality import rejection
 from sincere.llm.request import AttemptLimits, ChatRequest
 from sincere.llm.retry import RetryPolicy, backoff_s, is_retryable
 from sincere.llm.routes import Route, resolve_routes
-from sincere.ports import Breakers, BreakerView
+from sincere.ports import Breakers, BreakerView, ProbeObserver, ProbeRecord
 from sincere.tiers.limits import cap_output
 
 # The quality gate looks at a growing stream every this many pieces, to stop a loop early.
@@ -92,6 +92,12 @@ class ModelCascade:
         # Requests in flight per deployment: they hear about its breaker transitions.
         self._dependents: dict[str, dict[str, RequestContext]] = {n: {} for n in self._providers}
         self._routes: dict[str, list[Route]] = {}  # settings are fixed: resolved once per model
+        self._probe_observers: list[ProbeObserver] = []
+        breakers.listen(self._announce)  # another process's transitions reach ours too
+
+    def observe_probes(self, observer: ProbeObserver) -> None:
+        """Tell ``observer`` about every shadow probe (its outcome and cost)."""
+        self._probe_observers.append(observer)
 
     async def aclose(self) -> None:
         for provider in self._providers.values():
@@ -184,7 +190,7 @@ class ModelCascade:
                 async for delta in deltas:
                     yield delta
             if run.answer is not None:
-                await self._announce(await self.breakers.record_success(route.name))
+                await self.breakers.record_success(route.name)
                 yield run.answer
                 return
             wait, loop_retry = await self._after_failure(ctx, route, log, run, retry, loop_retry)
@@ -223,8 +229,7 @@ class ModelCascade:
 
     async def _admitted(self, route: Route, log: AttemptLog) -> bool:
         """Whether the route's breaker lets an attempt through; a refusal is recorded."""
-        admission, transition = await self.breakers.admit(route.name)
-        await self._announce(transition)
+        admission = await self.breakers.admit(route.name)
         if admission.allowed:
             return True
         cause = self._open_cause.get(route.name, ServiceUnavailable)
@@ -285,10 +290,6 @@ class ModelCascade:
                     yield self._shown(route, run, delta)
         except ServiceError as exc:
             run.error = exc
-        finally:
-            # A consumer that walks away mid-attempt leaves no verdict: free the probe.
-            if run.answer is None and run.error is None:
-                await self.breakers.release(route.name)
 
     @staticmethod
     def _shown(route: Route, run: _Try, delta: Delta) -> Delta:
@@ -364,24 +365,37 @@ class ModelCascade:
             # The request's own failure, or sincere's verdict on a busy local model. A
             # blocked answer counts neither: a user's prompt can make a model say the
             # phrase, and counting it would let any user open the circuit for everyone.
-            await self.breakers.release(route.name)
             return
-        open_for, reason = None, error.error_type
+        reason, open_for = self._failure_reason(error, retried=retried)
+        transition = await self.breakers.record_failure(route.name, reason, open_for)
+        await self._opened(transition, error)
+
+    def _failure_reason(self, error: ServiceError, *, retried: bool) -> tuple[str, float | None]:
+        """Why a failure counts against a breaker, and how long it opens the circuit when
+        that is not the schedule's decision."""
         if isinstance(error, ProviderAuthFailed):
-            open_for = self.settings.defaults.auth_failure_open_s  # the key will not heal
-            reason = "the provider rejected its API key (auth_failure_open_s)"
-        elif (
+            # The key will not heal.
+            return "the provider rejected its API key (auth_failure_open_s)", (
+                self.settings.defaults.auth_failure_open_s
+            )
+        if (
             isinstance(error, RateLimited)
             and error.retry_after
             and error.retry_after_source is RetryAfterSource.PROVIDER
             and not retried
         ):
-            open_for = error.retry_after  # the provider said when: nobody asks before that
-            reason = f"the provider asked it to wait {_seconds(open_for)} s (Retry-After)"
-        transition = await self.breakers.record_failure(route.name, reason, open_for)
+            # The provider said when: nobody asks before that.
+            wait = error.retry_after
+            return f"the provider asked it to wait {_seconds(wait)} s (Retry-After)", wait
+        return error.error_type, None
+
+    async def _opened(self, transition: BreakerTransition | None, error: ServiceError) -> None:
+        """Announce a transition a failure caused, remembering why a circuit opened."""
         if transition is not None and transition.after is BreakerState.OPEN:
             rate_limited = isinstance(error, RateLimited)
-            self._open_cause[route.name] = RateLimited if rate_limited else ServiceUnavailable
+            self._open_cause[transition.deployment] = (
+                RateLimited if rate_limited else ServiceUnavailable
+            )
         await self._announce(transition)
 
     async def _announce(self, transition: BreakerTransition | None) -> None:
@@ -466,40 +480,60 @@ class ModelCascade:
         )
         return Answer(completion, provenance)
 
-    async def probe_overdue(self, overdue_s: float) -> None:
-        """Probe each open deployment whose probe has been due for ``overdue_s`` unclaimed.
+    def due_probes(self) -> list[str]:
+        """The deployments whose circuit waits for a probe now (as this process knows it)."""
+        return [name for name in self._providers if self.breakers.view(name).probe_due()]
 
-        Without traffic nobody takes a due probe, and behind a load balancer that sends
-        requests to ready instances only, none may ever come. The provider's cheap health
-        check then decides, through the breaker as a request's probe would: success closes
-        the circuit, failure re-opens it for the next period. Its transitions are announced
-        and recorded like any other.
-        """
-        due = [name for name in self._providers if await self.breakers.probe_due(name, overdue_s)]
-        await asyncio.gather(*(self._health_probe(name) for name in due))
-
-    async def _health_probe(self, name: str) -> None:
+    async def probe(self, name: str) -> None:
+        """One shadow probe of ``name``, if this process wins its claim: the provider's
+        smallest real request, never a user's. Success closes the circuit; a failure
+        re-opens it for the schedule's next step (or as the error demands: a rejected
+        key, a Retry-After). Its transitions are announced like any other; its cost is
+        told to the probe observers like any attempt's."""
         provider = self._providers[name]
-        admission, transition = await self.breakers.admit(name)
-        if not admission.probe:
-            return  # a request took the probe meanwhile
+        d = self.settings.defaults
+        total = d.connect_timeout_s + d.first_token_timeout_s  # one token: its first one
+        limits = AttemptLimits(total, d.connect_timeout_s, d.first_token_timeout_s, total)
+        claimed, transition = await self.breakers.claim_probe(name, lease_s=total + 1.0)
+        if not claimed:
+            return  # another process (or an earlier round) holds it
         await self._announce(transition)
+        at, started = time.time(), time.monotonic()
         try:
-            healthy = await provider.check(self.settings.defaults.connect_timeout_s)
+            usage = await provider.probe(limits)
         except ServiceError as error:
-            # A probe serves no request: the route has no model of its own.
-            route = Route("", self.settings.deployment(name), provider)
-            await self._count_failure(route, error, retried=False)
+            reason, open_for = self._failure_reason(error, retried=False)
+            await self._opened(await self.breakers.probe_failed(name, reason, open_for), error)
+            await self._probed(name, at, started, None, error)
             return
         except BaseException:
-            await self.breakers.release(name)
+            await self.breakers.release(name)  # no verdict: the next round may probe
             raise
-        if healthy:
-            await self._announce(
-                await self.breakers.record_success(name, "its health check passed")
-            )
+        await self._announce(await self.breakers.probe_succeeded(name))
+        await self._probed(name, at, started, usage, None)
+
+    async def _probed(
+        self, name: str, at: float, started: float, usage: Usage | None, error: ServiceError | None
+    ) -> None:
+        """Tell the probe observers what a probe did and cost (0 for an error status: no
+        tokens were generated; unknown when it broke otherwise)."""
+        if error is None:
+            cost = cost_usd(usage, self.settings.deployment(name))
         else:
-            await self.breakers.release(name)  # it cannot tell: the next request is the probe
+            cost = 0.0 if error.status_code is not None else None
+        attempt = Attempt(
+            model="",
+            deployment=name,
+            provider=self._providers[name].kind,
+            outcome=OK if error is None else error.error_type,
+            duration_s=time.monotonic() - started,
+            status_code=None if error is None else error.status_code,
+            detail=None if error is None else error.message,
+            cost_usd=cost,
+        )
+        record = ProbeRecord(attempt, usage, at)
+        for observer in self._probe_observers:
+            await observer.probed(record)
 
 
 def _seconds(value: float) -> str:
@@ -512,7 +546,10 @@ def _decision(transition: BreakerTransition) -> str:
         period = _seconds(transition.next_probe_in_s or 0.0)
         return f"sincere stopped using it for {period} s because {transition.reason}"
     if transition.after is BreakerState.HALF_OPEN:
-        return f"sincere lets one request through to probe it because {transition.reason}"
+        return (
+            f"sincere tests it with a one-token probe (no user's request waits on it) "
+            f"because {transition.reason}"
+        )
     return f"sincere is using it again because {transition.reason}"
 
 
@@ -521,7 +558,7 @@ def _skip_reason(breaker: BreakerView, wait: float | None) -> str:
     name = breaker.deployment
     opened = breaker.transitions[-1] if breaker.transitions else None
     if wait is None or opened is None or opened.after is not BreakerState.OPEN:
-        return f"sincere is probing {name!r} with another request and waits for its outcome"
+        return f"sincere is testing {name!r} with a probe and waits for its outcome"
     period = _seconds(opened.next_probe_in_s or 0.0)
     return (
         f"sincere stopped using {name!r} for {period} s because {opened.reason}; "

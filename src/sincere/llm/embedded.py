@@ -201,9 +201,13 @@ class EmbeddedProvider:
         # Weights stay cached for the process: other deployments may share them.
         return None
 
-    async def check(self, timeout_s: float) -> bool | None:
-        """Loaded weights are a healthy model; loading them is no cheap check, so: unknown."""
-        return True if self.started else None
+    async def probe(self, limits: AttemptLimits) -> Usage | None:
+        """Loaded weights are a serving model: its check, not a generation that would queue
+        behind users' requests on the one worker. Weights not loaded are loaded now (off
+        any request's path), and a load that fails is the probe's failure."""
+        if not self.started:
+            await self.start()  # raises ServiceUnavailable when the weights cannot load
+        return None
 
     async def stream(
         self, request: ChatRequest, limits: AttemptLimits

@@ -34,7 +34,7 @@ from sincere.errors import (
 )
 from sincere.health import HealthReport, HealthState
 from sincere.llm.choices import StreamedChoice
-from sincere.llm.provider import StreamItem
+from sincere.llm.provider import PROBE_REQUEST, StreamItem, collect
 from sincere.llm.request import AttemptLimits, ChatRequest
 from sincere.redact import (
     StreamRedactor,
@@ -104,19 +104,29 @@ class OpenAIProvider:
     async def start(self) -> HealthReport:
         return HealthReport(HealthState.READY, "HTTP client ready")
 
-    async def check(self, timeout_s: float) -> bool | None:
-        """GET {base_url}/models with the key, within ``timeout_s``: True on a 2xx answer.
+    async def probe(self, limits: AttemptLimits) -> Usage | None:
+        """A one-token chat completion: the call users need, not merely a listing that a
+        provider may serve while its model is down. A deployment that refuses the probe's
+        shape (400, say ``max_tokens`` on a reasoning model) is asked for its model list
+        instead; if it has none either, the refusal stands."""
+        try:
+            return (await collect(self.stream(PROBE_REQUEST, limits))).usage
+        except BadRequest:
+            if await self._list_models(limits.connect_s):
+                return None
+            raise
 
-        None when the endpoint has no such route (404, 405): it cannot tell. Any other
-        answer or failure raises the ServiceError a chat request would have got.
-        """
+    async def _list_models(self, timeout_s: float) -> bool:
+        """GET {base_url}/models with the key, within ``timeout_s``: True on a 2xx answer,
+        False when the endpoint has no such route (404, 405). Any other answer or failure
+        raises the ServiceError a chat request would have got."""
         limits = AttemptLimits(timeout_s, timeout_s, timeout_s, timeout_s)
         timeout = aiohttp.ClientTimeout(total=timeout_s, connect=timeout_s)
         with self._map_transport_errors(limits):
             async with self._client().get(self._models_url, timeout=timeout) as response:
                 body = await _read_body(response)
                 if response.status in (404, 405):
-                    return None
+                    return False
                 if response.status >= 300:
                     raise self._error_from_response(response.status, body, response)
         return True

@@ -1,4 +1,5 @@
-"""The idle prober: open deployments are probed on a schedule when no request probes them."""
+"""The prober: every open circuit is tested by a shadow probe when it is due, never by a
+user's request."""
 
 from __future__ import annotations
 
@@ -9,18 +10,32 @@ from sincere.llm.cascade import ModelCascade
 
 log = logging.getLogger("sincere.prober")
 
-PROBE_TICK_S = 1.0
+# How often the prober looks for a due probe: a small part of the 4 s a recovered
+# deployment may wait for its traffic (breaker_open_s 2 + this + the probe itself).
+PROBE_TICK_S = 0.25
 
 
-async def probe_idle_deployments(cascade: ModelCascade, tick_s: float = PROBE_TICK_S) -> None:
-    """Until cancelled: every ``tick_s``, probe the deployments whose probe has been due a tick.
+async def probe_open_deployments(cascade: ModelCascade, tick_s: float = PROBE_TICK_S) -> None:
+    """Until cancelled: every ``tick_s``, start a probe of each deployment whose probe is
+    due and not already running here. One task per process (the app's lifespan); in a
+    fleet every process looks, and the breakers' claim lets one of them probe."""
+    running: dict[str, asyncio.Task[None]] = {}
+    try:
+        while True:
+            for name in cascade.due_probes():
+                if name not in running:
+                    running[name] = asyncio.create_task(_probe(cascade, name, running))
+            await asyncio.sleep(tick_s)
+    finally:
+        for task in list(running.values()):
+            task.cancel()
+        await asyncio.gather(*running.values(), return_exceptions=True)
 
-    A request that arrives when a probe is due is the probe; this steps in only when none
-    came for a tick, so that an instance without traffic still recovers. One per process.
-    """
-    while True:
-        await asyncio.sleep(tick_s)
-        try:
-            await cascade.probe_overdue(tick_s)
-        except Exception:  # a defect in one round must not end the probing for good
-            log.exception("probing idle deployments failed")
+
+async def _probe(cascade: ModelCascade, name: str, running: dict[str, asyncio.Task[None]]) -> None:
+    try:
+        await cascade.probe(name)
+    except Exception:  # a defect in one probe must not end the probing for good
+        log.exception("probing %s failed", name)
+    finally:
+        running.pop(name, None)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sincere.answer import Completion
+from sincere.answer import Completion, Usage
 from sincere.config import DeploymentConfig
 from sincere.health import HealthReport
 from sincere.llm.request import AttemptLimits, ChatRequest
@@ -29,6 +29,10 @@ class Delta:
 
 StreamItem = Delta | Completion
 """A provider's stream yields deltas, then exactly one Completion; anything less is an error."""
+
+
+PROBE_REQUEST = ChatRequest.of("probe", "Say OK.", max_tokens=1)
+"""A shadow probe's request: one token (the deployment's own model name is sent)."""
 
 
 async def collect(stream: AsyncIterator[StreamItem]) -> Completion:
@@ -58,8 +62,9 @@ class Provider(Protocol):
 
     def stream(self, request: ChatRequest, limits: AttemptLimits) -> AsyncIterator[StreamItem]: ...
 
-    async def check(self, timeout_s: float) -> bool | None:
-        """A cheap real health check for a probe without a request: True when it passed,
-        None when this provider cannot tell; a failure raises its ``ServiceError``."""
+    async def probe(self, limits: AttemptLimits) -> Usage | None:
+        """Test the deployment with the smallest real request it serves, for an open
+        circuit: returns the probe's usage (None when unknown); a failure raises its
+        ``ServiceError``. Never a user's request: nobody waits on it."""
 
     async def aclose(self) -> None: ...

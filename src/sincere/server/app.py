@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sincere import __version__
 from sincere.config import load_settings
-from sincere.llm.prober import probe_idle_deployments
+from sincere.llm.prober import probe_open_deployments
 from sincere.runtime import Runtime, build_runtime
 from sincere.server import http_errors, openai_routes, ops_routes, websocket
 from sincere.server.chat_in import ChatCompletionIn
@@ -30,7 +30,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        prober = asyncio.create_task(probe_idle_deployments(runtime.cascade))
+        prober = asyncio.create_task(probe_open_deployments(runtime.cascade))
         # The server's protocols find the limits and the drain here (see serving).
         yield {SERVER_KEY: runtime.settings.server, SHUTDOWN_KEY: shutdown}
         prober.cancel()

@@ -11,7 +11,7 @@ from prometheus_client.registry import Collector
 
 from sincere.attempts import BLOCKED, Attempt
 from sincere.llm.breaker import BreakerState
-from sincere.ports import Breakers, RequestRecord
+from sincere.ports import Breakers, ProbeRecord, RequestRecord
 
 _BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
@@ -30,7 +30,7 @@ class _Breakers(Collector):
         )
         breakers = self._breakers
         for name in breakers.names():
-            family.add_metric([name], _BREAKER_VALUE[breakers.view(name).observed_state()])
+            family.add_metric([name], _BREAKER_VALUE[breakers.view(name).state])
         yield family
 
 
@@ -79,6 +79,24 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.probes = Counter(
+            "sincere_probes",
+            "Shadow probes of open circuits by outcome (one-token requests, no user's).",
+            ["deployment", "outcome"],
+            registry=r,
+        )
+        self.probe_tokens = Counter(
+            "sincere_probe_tokens",
+            "Tokens the shadow probes used, as the providers reported them.",
+            ["deployment"],
+            registry=r,
+        )
+        self.probe_cost = Counter(
+            "sincere_probe_cost_usd",
+            "What the shadow probes cost, where the deployment's prices are known.",
+            ["deployment"],
+            registry=r,
+        )
         self.event_deliveries = Counter(
             "sincere_event_deliveries", "Events sent to WebSocket clients.", registry=r
         )
@@ -93,6 +111,14 @@ class Metrics:
     def record_attempts(self, attempts: Iterable[Attempt]) -> None:
         for attempt in attempts:
             self._child(self.attempts, attempt.deployment, attempt.outcome).inc()
+
+    def record_probe(self, record: ProbeRecord) -> None:
+        attempt = record.attempt
+        self._child(self.probes, attempt.deployment, attempt.outcome).inc()
+        if record.usage is not None:
+            self._child(self.probe_tokens, attempt.deployment).inc(record.usage.total_tokens)
+        if attempt.cost_usd:
+            self._child(self.probe_cost, attempt.deployment).inc(attempt.cost_usd)
 
     def count_request(self, route: str, status: int) -> None:
         self._child(self.requests, route, str(status)).inc()
@@ -115,7 +141,8 @@ _ROUTE_OF_SURFACE = {"http": "chat", "sse": "chat_stream"}
 
 
 class MetricsRecorder:
-    """The pipeline's observer that counts every finished request on the Prometheus metrics."""
+    """The pipeline's observer that counts every finished request on the Prometheus
+    metrics, and the cascade's that counts every shadow probe."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
@@ -130,3 +157,6 @@ class MetricsRecorder:
             m.failovers.labels(record.requested_model).inc()
         route = _ROUTE_OF_SURFACE.get(record.surface, record.surface)
         m.observe_latency(route, record.duration_s)
+
+    async def probed(self, record: ProbeRecord) -> None:
+        self._metrics.record_probe(record)

@@ -100,7 +100,7 @@ async def readyz(gw: Runtime = Depends(gateway)) -> Response:  # noqa: B008
     store = await _probe_store(gw)
     reasons = [] if store.ok else [f"store: {store.output}"]
     if not _can_serve(gw.cascade.breakers):
-        reasons.append("every deployment's circuit is open")
+        reasons.append("no deployment's circuit is closed")
     if reasons:
         return HealthJSON({"status": "fail", "output": "; ".join(reasons)}, 503)
     return HealthJSON({"status": "pass"})
@@ -122,7 +122,7 @@ async def health(gw: Runtime = Depends(gateway)) -> Response:  # noqa: B008
     if not store.ok or not _can_serve(breakers):
         overall = "fail"
     elif (redis is not None and not redis.ok) or any(
-        breakers.view(n).observed_state() is not BreakerState.CLOSED for n in breakers.names()
+        breakers.view(n).state is not BreakerState.CLOSED for n in breakers.names()
     ):
         overall = "warn"
     else:
@@ -200,8 +200,8 @@ async def _is_admin(request: Request, gw: Runtime) -> bool:
 
 
 def _can_serve(breakers: Breakers) -> bool:
-    """Some circuit lets a request in now (a due probe counts: that request is the probe)."""
-    return any(breakers.view(n).observed_state() is not BreakerState.OPEN for n in breakers.names())
+    """Some circuit lets a user's request in now: a closed one (probes are not requests)."""
+    return any(breakers.view(n).state is BreakerState.CLOSED for n in breakers.names())
 
 
 async def _probe_store(gw: Runtime) -> Probe:
@@ -268,7 +268,7 @@ def _select_one(gw: Runtime) -> None:
 
 def _circuit_check(breaker: BreakerView, started_at: float) -> dict[str, Any]:
     """A breaker as a health check; ``time`` is when it entered its present state."""
-    state = breaker.observed_state()
+    state = breaker.state
     last = breaker.transitions[-1] if breaker.transitions else None
     check: dict[str, Any] = {
         "componentType": "llm-deployment",
@@ -278,8 +278,8 @@ def _circuit_check(breaker: BreakerView, started_at: float) -> dict[str, Any]:
     }
     if last is not None and state is not BreakerState.CLOSED:
         output = redact(last.reason)
-        if breaker.state is BreakerState.OPEN and state is BreakerState.HALF_OPEN:  # due
-            output += "; its open period is over: the next request is the probe"
+        if state is BreakerState.HALF_OPEN:
+            output += "; a probe is testing it now"
         elif (wait := breaker.seconds_until_probe()) is not None:
             output += f"; next probe in {wait:.1f} s"
         check["output"] = output
@@ -287,17 +287,8 @@ def _circuit_check(breaker: BreakerView, started_at: float) -> dict[str, Any]:
 
 
 def _breaker_since(breaker: BreakerView) -> float | None:
-    """When the breaker's observed state began; None when closed since this process began."""
-    if not breaker.transitions:
-        return None
-    if breaker.observed_state() is BreakerState.HALF_OPEN:
-        # Half-open (or due) since its last open period ended: the schedule set on opening.
-        opened = next(
-            (t for t in reversed(breaker.transitions) if t.after is BreakerState.OPEN), None
-        )
-        if opened is not None and opened.next_probe_in_s is not None:
-            return opened.at + opened.next_probe_in_s
-    return breaker.transitions[-1].at
+    """When the breaker's state began; None when closed since this process began."""
+    return breaker.transitions[-1].at if breaker.transitions else None
 
 
 def _probe_check(probe: Probe) -> dict[str, Any]:
@@ -362,7 +353,7 @@ def _service(
         "since": _iso(since or started_at),
         "since_basis": "transition" if since is not None else "process_start",
     }
-    if breaker.observed_state() is BreakerState.OPEN:
+    if breaker.state is BreakerState.OPEN:
         service["next_probe_in_s"] = round(breaker.seconds_until_probe() or 0.0, 3)
     service["recent_transitions"] = [
         {"state": _RECORDED.get(t.state, t.state), "at": _iso(t.at)}
@@ -376,11 +367,11 @@ def _state_now(breaker: BreakerView, record: ServiceRecord) -> tuple[str, float 
     """The deployment's component state now, and when it entered it (None: before this
     process started).
 
-    A breaker that is not closed decides (a due probe is half-open: it can serve). A closed
+    A breaker that is not closed decides (open, or half-open while a probe tests it). A closed
     one leaves it to the registry's last observation, which also knows a failed health check
     (a model that did not load, say, before the breaker has seen enough failures to open).
     """
-    observed = breaker.observed_state()
+    observed = breaker.state
     if observed is not BreakerState.CLOSED:
         return _COMPONENT[observed], _breaker_since(breaker)
     state = _RECORDED.get(str(record.state), "operational")

@@ -11,6 +11,7 @@ from sincere.llm.breaker import (
     BreakerTransition,
     CircuitBreaker,
 )
+from sincere.ports import BreakerListener
 
 
 class InProcessBreakers:
@@ -42,21 +43,37 @@ class InProcessBreakers:
     def view(self, deployment: str) -> CircuitBreaker:
         return self._breakers[deployment]
 
-    async def admit(self, deployment: str) -> tuple[BreakerAdmission, BreakerTransition | None]:
+    def listen(self, listener: BreakerListener) -> None:
+        """Nothing happens elsewhere: every transition is returned by the call that made it."""
+
+    async def admit(self, deployment: str) -> BreakerAdmission:
         return self._breakers[deployment].admit()
 
-    async def release(self, deployment: str) -> None:
-        self._breakers[deployment].release()
-
-    async def record_success(
-        self, deployment: str, reason: str = "its probe succeeded"
-    ) -> BreakerTransition | None:
-        return self._breakers[deployment].record_success(reason)
+    async def record_success(self, deployment: str) -> None:
+        self._breakers[deployment].record_success()
 
     async def record_failure(
         self, deployment: str, reason: str, open_for_s: float | None = None
     ) -> BreakerTransition | None:
         return self._breakers[deployment].record_failure(reason, open_for_s)
 
-    async def probe_due(self, deployment: str, for_s: float = 0.0) -> bool:
-        return self._breakers[deployment].probe_due(for_s)
+    async def claim_probe(
+        self, deployment: str, lease_s: float
+    ) -> tuple[bool, BreakerTransition | None]:
+        return self._breakers[deployment].claim_probe(lease_s)
+
+    async def probe_succeeded(
+        self, deployment: str, reason: str = "its probe succeeded"
+    ) -> BreakerTransition | None:
+        return self._breakers[deployment].probe_succeeded(reason)
+
+    async def probe_failed(
+        self, deployment: str, reason: str, open_for_s: float | None = None
+    ) -> BreakerTransition | None:
+        return self._breakers[deployment].probe_failed(reason, open_for_s)
+
+    async def release(self, deployment: str) -> None:
+        self._breakers[deployment].release()
+
+    async def aclose(self) -> None:
+        return None

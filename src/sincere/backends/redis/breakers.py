@@ -1,0 +1,382 @@
+"""The breakers port on Redis: one circuit per deployment for the whole fleet.
+
+Each deployment's breaker is a hash (``{prefix}breaker:{name}``); every change is one Lua
+script, so two processes never both open or close it, nor both claim a probe. Time is
+the callers' unix time (hosts keep it in sync with NTP; skew shifts a schedule by that
+much, nothing more).
+
+User requests are admitted from a local mirror of the hashes, refreshed every
+``SYNC_S`` (a change made elsewhere is seen here within that, plus one round trip), so
+admission costs no round trip; a success is recorded in the background. Failures, probe
+claims and verdicts wait for Redis (at most its 0.5 s command timeout).
+
+Redis down: each process falls back to its own in-process breakers (the single-process
+behaviour), and no Redis error reaches a request. When Redis answers again, the fleet's
+state replaces the local one (what a process learnt alone meanwhile is dropped: the
+deployments it saw failing open again fleet-wide after their next failures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from sincere.backends.memory.breakers import InProcessBreakers
+from sincere.backends.redis import DEFAULT_PREFIX
+from sincere.llm.breaker import (
+    BreakerAdmission,
+    BreakerPolicy,
+    BreakerState,
+    BreakerTransition,
+)
+from sincere.ports import BreakerListener, BreakerView
+
+log = logging.getLogger("sincere.breakers")
+
+SYNC_S = 0.25  # how often the mirror is refreshed: a change elsewhere is seen within it
+_DOWN = (RedisError, OSError, TimeoutError)
+
+# KEYS[1]: the hash. ARGV: op, now, window, consecutive, ratio, min_calls, open_s,
+# fast_probe_for_s, max_open_s, reason, arg (open_for_s or lease_s; "" for none).
+# Returns {claimed, moved, state, due, lease, seq, before, after, at, reason, next}.
+_SCRIPT = """
+local k = KEYS[1]
+local op, now = ARGV[1], tonumber(ARGV[2])
+local window, need, ratio = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local min_calls, open_s = tonumber(ARGV[6]), tonumber(ARGV[7])
+local fast_for, max_open = tonumber(ARGV[8]), tonumber(ARGV[9])
+local reason, arg = ARGV[10], tonumber(ARGV[11])
+local h = {}
+local raw = redis.call('HGETALL', k)
+for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
+local state = h.state or 'closed'
+local outcomes = h.outcomes or ''
+local streak, since = tonumber(h.streak or '0'), tonumber(h.since or '0')
+local slow, due = tonumber(h.slow or '0'), tonumber(h.due or '0')
+local lease, seq = tonumber(h.lease or '0'), tonumber(h.seq or '0')
+local t = {h.before or '', h.after or '', h.at or '', h.reason or '', h.next or ''}
+local claimed, moved = 0, 0
+local function f(x) return string.format('%.6f', x) end  -- tostring keeps 14 digits only
+
+local function move(after, why)
+  local nxt = ''
+  if after == 'open' then nxt = f(due - now) elseif after == 'half_open' then nxt = '0' end
+  t = {state, after, f(now), why, nxt}
+  state = after
+  seq = seq + 1
+  moved = 1
+end
+
+local function open(why, forced)
+  if state == 'closed' then
+    since, slow = now, 0
+  elseif now - since >= fast_for then
+    slow = slow + 1
+  end
+  local period = math.min(open_s, max_open)
+  if now - since >= fast_for and slow > 0 then
+    period = math.min(max_open, open_s * 2 ^ slow)
+  end
+  if forced then period = forced end
+  due = now + period
+  move('open', why)
+end
+
+if op == 'success' then
+  if state == 'closed' then
+    outcomes = string.sub(outcomes .. '1', -window)
+    streak = 0
+  end
+elseif op == 'failure' then
+  if state == 'closed' then
+    outcomes = string.sub(outcomes .. '0', -window)
+    streak = streak + 1
+    local failures = select(2, string.gsub(outcomes, '0', ''))
+    if arg then
+      open(reason, arg)
+    elseif streak >= need then
+      open(streak .. ' calls in a row failed (the last: ' .. reason .. ')')
+    elseif #outcomes >= min_calls and failures / #outcomes >= ratio then
+      open(failures .. ' of its last ' .. #outcomes .. ' calls failed (the last: ' .. reason .. ')')
+    end
+  end
+elseif op == 'claim' then
+  -- Times are stored to the microsecond: a due time is reached within one.
+  if (state == 'open' and now >= due - 1e-6) or (state == 'half_open' and now >= lease - 1e-6) then
+    claimed = 1
+    lease = now + arg
+    if state == 'open' then move('half_open', 'its next probe is due') else seq = seq + 1 end
+  end
+elseif op == 'succeeded' then
+  if state ~= 'closed' then
+    outcomes, streak = '', 0
+    move('closed', reason)
+  end
+elseif op == 'failed' then
+  if state == 'half_open' then open('its probe failed: ' .. reason, arg) end
+elseif op == 'release' then
+  if state == 'half_open' then lease, seq = 0, seq + 1 end
+end
+
+redis.call('HSET', k, 'state', state, 'outcomes', outcomes, 'streak', streak,
+  'since', f(since), 'slow', slow, 'due', f(due), 'lease', f(lease),
+  'seq', seq, 'before', t[1], 'after', t[2], 'at', t[3], 'reason', t[4], 'next', t[5])
+return {claimed, moved, state, f(due), f(lease), seq, t[1], t[2], t[3], t[4], t[5]}
+"""
+
+
+class _Mirror:
+    """What this process last read of one deployment's hash: a ``BreakerView``."""
+
+    def __init__(self, deployment: str, wall_clock: Callable[[], float]) -> None:
+        self.deployment = deployment
+        self._wall_clock = wall_clock
+        self.state = BreakerState.CLOSED
+        self.due = 0.0
+        self.lease = 0.0
+        self.seq = 0
+        self.transitions: deque[BreakerTransition] = deque(maxlen=100)
+
+    def seconds_until_probe(self) -> float | None:
+        if self.state is BreakerState.CLOSED:
+            return None
+        if self.state is BreakerState.HALF_OPEN:
+            return 0.0
+        return max(0.0, self.due - self._wall_clock())
+
+    def probe_due(self) -> bool:
+        now = self._wall_clock() + 1e-6  # the hash keeps microseconds
+        if self.state is BreakerState.OPEN:
+            return now >= self.due
+        return self.state is BreakerState.HALF_OPEN and now >= self.lease
+
+    def update(self, values: Sequence[Any]) -> BreakerTransition | None:
+        """Take the script's (or a read's) values; the transition if it is news here."""
+        _, _, state, due, lease, seq, before, after, at, reason, nxt = (_text(v) for v in values)
+        if int(seq) < self.seq:
+            return None  # a read that started before a change this process made
+        self.state, self.due, self.lease = BreakerState(state), float(due), float(lease)
+        self.seq = int(seq)
+        last = self.transitions[-1] if self.transitions else None
+        if not after or (last is not None and (last.at, str(last.after)) == (float(at), after)):
+            return None  # no transition yet, or the one already known here
+        transition = BreakerTransition(
+            self.deployment,
+            BreakerState(before),
+            BreakerState(after),
+            float(at),
+            reason,
+            float(nxt) if nxt else None,
+        )
+        self.transitions.append(transition)
+        return transition
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+_FIELDS = ("state", "due", "lease", "seq", "before", "after", "at", "reason", "next")
+
+
+class RedisBreakers:
+    """``Breakers`` shared by every process on one Redis (see the module's docstring)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        deployments: Iterable[str],
+        policy: BreakerPolicy,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        wall_clock: Callable[[], float] = time.time,
+        sync_s: float = SYNC_S,
+    ) -> None:
+        self._redis = redis
+        self._policy = policy
+        self._prefix = prefix
+        self._wall_clock = wall_clock
+        self._sync_s = sync_s
+        self._mirrors = {name: _Mirror(name, wall_clock) for name in deployments}
+        self._local = self._fresh_local()
+        self._redis_down = False
+        self._listeners: list[BreakerListener] = []
+        self._script = redis.register_script(_SCRIPT)
+        self._sync: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    @property
+    def redis_down(self) -> bool:
+        """True while this process runs on its own breakers because Redis did not answer."""
+        return self._redis_down
+
+    def names(self) -> Sequence[str]:
+        return list(self._mirrors)
+
+    def view(self, deployment: str) -> BreakerView:
+        self._ensure_sync()
+        if self._redis_down:
+            return self._local.view(deployment)
+        return self._mirrors[deployment]
+
+    def listen(self, listener: BreakerListener) -> None:
+        self._listeners.append(listener)
+
+    async def admit(self, deployment: str) -> BreakerAdmission:
+        self._ensure_sync()
+        if self._redis_down:
+            return await self._local.admit(deployment)
+        view = self._mirrors[deployment]
+        if view.state is BreakerState.CLOSED:
+            return BreakerAdmission(True)
+        return BreakerAdmission(False, retry_after_s=view.seconds_until_probe())
+
+    async def record_success(self, deployment: str) -> None:
+        self._ensure_sync()
+        if self._redis_down:
+            await self._local.record_success(deployment)
+            return
+        # Off the answer's path: a success in a closed circuit changes no state.
+        task = asyncio.create_task(self._run(deployment, "success"))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def record_failure(
+        self, deployment: str, reason: str, open_for_s: float | None = None
+    ) -> BreakerTransition | None:
+        result = await self._run(deployment, "failure", reason, open_for_s)
+        if result is None:
+            return await self._local.record_failure(deployment, reason, open_for_s)
+        return result[1]
+
+    async def claim_probe(
+        self, deployment: str, lease_s: float
+    ) -> tuple[bool, BreakerTransition | None]:
+        result = await self._run(deployment, "claim", "", lease_s)
+        if result is None:
+            return await self._local.claim_probe(deployment, lease_s)
+        return result
+
+    async def probe_succeeded(
+        self, deployment: str, reason: str = "its probe succeeded"
+    ) -> BreakerTransition | None:
+        result = await self._run(deployment, "succeeded", reason)
+        if result is None:
+            return await self._local.probe_succeeded(deployment, reason)
+        return result[1]
+
+    async def probe_failed(
+        self, deployment: str, reason: str, open_for_s: float | None = None
+    ) -> BreakerTransition | None:
+        result = await self._run(deployment, "failed", reason, open_for_s)
+        if result is None:
+            return await self._local.probe_failed(deployment, reason, open_for_s)
+        return result[1]
+
+    async def release(self, deployment: str) -> None:
+        if await self._run(deployment, "release") is None:
+            await self._local.release(deployment)
+
+    async def aclose(self) -> None:
+        """Stop the mirror after its current round: cancelling redis-py in the middle of a
+        command can leave its connection hanging, and each round is bounded anyway."""
+        self._closing.set()
+        tasks = [t for t in (self._sync, *self._background) if t is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._sync = None
+
+    async def sync(self) -> None:
+        """Read every deployment's hash into the mirror; tell the listeners what changed
+        elsewhere. Raises when Redis does not answer."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for name in self._mirrors:
+                pipe.hmget(self._key(name), *_FIELDS)
+            rows = await pipe.execute()
+        news: list[BreakerTransition] = []
+        for name, row in zip(self._mirrors, rows, strict=True):
+            if row[0] is None:
+                continue  # nothing recorded yet: closed
+            transition = self._mirrors[name].update([0, 0, *row])
+            if transition is not None:
+                news.append(transition)
+        if self._redis_down:
+            log.warning("Redis answers again: breakers are the fleet's again")
+            self._redis_down = False
+            self._local = self._fresh_local()
+        for transition in news:
+            await self._tell(transition)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _key(self, deployment: str) -> str:
+        return f"{self._prefix}breaker:{deployment}"
+
+    def _fresh_local(self) -> InProcessBreakers:
+        return InProcessBreakers(self._mirrors, self._policy, wall_clock=self._wall_clock)
+
+    async def _run(
+        self, deployment: str, op: str, reason: str = "", arg: float | None = None
+    ) -> tuple[bool, BreakerTransition | None] | None:
+        """One script call: (claimed, the transition it made); None when Redis is down."""
+        self._ensure_sync()
+        if self._redis_down:
+            return None
+        p = self._policy
+        args: list[str | int] = [
+            op,
+            f"{self._wall_clock():.6f}",
+            p.window,
+            p.consecutive_failures,
+            repr(p.failure_ratio),
+            p.min_calls,
+            repr(p.open_s),
+            repr(p.fast_probe_for_s),
+            repr(p.max_open_s),
+            reason,
+            "" if arg is None else repr(arg),
+        ]
+        try:
+            values = await self._script(keys=[self._key(deployment)], args=args)
+        except _DOWN:
+            self._went_down()
+            return None
+        transition = self._mirrors[deployment].update(values)
+        if transition is not None and not values[1]:  # made elsewhere, news here
+            await self._tell(transition)
+            transition = None
+        return bool(values[0]), transition
+
+    async def _tell(self, transition: BreakerTransition) -> None:
+        for listener in self._listeners:
+            await listener(transition)
+
+    def _went_down(self) -> None:
+        if not self._redis_down:
+            log.warning("Redis does not answer: breakers are this process's own until it does")
+            self._redis_down = True
+
+    def _ensure_sync(self) -> None:
+        if (self._sync is None or self._sync.done()) and not self._closing.is_set():
+            # No loop yet (a synchronous caller): the first async call starts it.
+            with contextlib.suppress(RuntimeError):
+                self._sync = asyncio.get_running_loop().create_task(self._sync_forever())
+
+    async def _sync_forever(self) -> None:
+        while not self._closing.is_set():
+            try:
+                await self.sync()
+            except _DOWN:
+                self._went_down()
+            except Exception:  # a defect in one round must not end the mirror for good
+                log.exception("refreshing the breakers' mirror failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self._sync_s)
