@@ -182,7 +182,10 @@ def build_runtime(
             buffer=settings.server.event_buffer,
             prefix=prefix,
         )
-        limiter = RedisLimiter(redis, settings.tiers, prefix=prefix)
+        # A slot's lease outlives any request (its deadline, and a minute for the stream's
+        # last bytes): only a process that died leaves one to expire.
+        lease_s = settings.defaults.timeout_s + 60
+        limiter = RedisLimiter(redis, settings.tiers, prefix=prefix, lease_s=lease_s)
     contexts = ContextFactory(bus, settings.defaults.timeout_s)
     metrics = Metrics(cascade.breakers)
     recorder = MetricsRecorder(metrics)

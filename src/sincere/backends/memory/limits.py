@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from sincere.config import TierLimits
-from sincere.errors import ErrorContext, RateLimited, RetryAfterSource
+from sincere.errors import ErrorContext
+from sincere.tiers.limits import concurrency_reached, rate_reached
 
 WINDOW_S = 60.0
 
@@ -43,23 +44,10 @@ class InProcessLimiter:
             recent.popleft()
         if len(recent) >= limits.requests_per_minute:
             wait = recent[0] + WINDOW_S - now  # when the oldest request leaves the window
-            raise RateLimited(
-                f"sincere's {tier}-tier limit of {limits.requests_per_minute} requests per "
-                "minute is reached",
-                context=context,
-                retry_after=wait,
-                retry_after_source=RetryAfterSource.TIER_LIMIT,
-                suggestions=[f"Retry after {wait:.0f} s, when the window has room again."],
-            )
+            raise rate_reached(tier, limits, context, wait)
         active = self._active.get(user_id, 0)
         if active >= limits.concurrent_requests:
-            # How long the running requests will take is unknown: no Retry-After is given.
-            raise RateLimited(
-                f"sincere's {tier}-tier limit of {limits.concurrent_requests} concurrent "
-                "requests is reached",
-                context=context,
-                suggestions=["Retry when one of your running requests has finished."],
-            )
+            raise concurrency_reached(tier, limits, context)
         recent.append(now)
         self._active[user_id] = active + 1
 
