@@ -43,23 +43,10 @@ class InProcessLimiter:
             recent.popleft()
         if len(recent) >= limits.requests_per_minute:
             wait = recent[0] + WINDOW_S - now  # when the oldest request leaves the window
-            raise RateLimited(
-                f"sincere's {tier}-tier limit of {limits.requests_per_minute} requests per "
-                "minute is reached",
-                context=context,
-                retry_after=wait,
-                retry_after_source=RetryAfterSource.TIER_LIMIT,
-                suggestions=[f"Retry after {wait:.0f} s, when the window has room again."],
-            )
+            raise per_minute_refusal(tier, limits, wait, context)
         active = self._active.get(user_id, 0)
         if active >= limits.concurrent_requests:
-            # How long the running requests will take is unknown: no Retry-After is given.
-            raise RateLimited(
-                f"sincere's {tier}-tier limit of {limits.concurrent_requests} concurrent "
-                "requests is reached",
-                context=context,
-                suggestions=["Retry when one of your running requests has finished."],
-            )
+            raise concurrency_refusal(tier, limits, context)
         recent.append(now)
         self._active[user_id] = active + 1
 
@@ -69,3 +56,28 @@ class InProcessLimiter:
             self._active[user_id] = remaining
         else:
             del self._active[user_id]
+
+
+def per_minute_refusal(
+    tier: str, limits: TierLimits, wait: float, context: ErrorContext
+) -> RateLimited:
+    """The per-minute limit is reached; ``wait``: until the oldest request leaves the window."""
+    return RateLimited(
+        f"sincere's {tier}-tier limit of {limits.requests_per_minute} requests per "
+        "minute is reached",
+        context=context,
+        retry_after=wait,
+        retry_after_source=RetryAfterSource.TIER_LIMIT,
+        suggestions=[f"Retry after {wait:.0f} s, when the window has room again."],
+    )
+
+
+def concurrency_refusal(tier: str, limits: TierLimits, context: ErrorContext) -> RateLimited:
+    """The concurrency limit is reached."""
+    # How long the running requests will take is unknown: no Retry-After is given.
+    return RateLimited(
+        f"sincere's {tier}-tier limit of {limits.concurrent_requests} concurrent "
+        "requests is reached",
+        context=context,
+        suggestions=["Retry when one of your running requests has finished."],
+    )
