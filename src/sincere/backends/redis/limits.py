@@ -10,9 +10,10 @@ Times are the Redis server's (``TIME`` in the script): one clock for every proce
 host, where clients' clocks would skew and monotonic clocks are not comparable at all.
 
 While Redis cannot be reached, each process enforces its share of the limits (the limit
-divided by the processes last seen alive, at least 1) in memory; a Redis error never fails
-a request, and costs at most one ``COMMAND_TIMEOUT_S`` wait a second. Limits are exact
-again within ``RETRY_REDIS_S`` of Redis answering.
+divided by the processes last seen alive: each process renews a heartbeat with its slots;
+one that never reached Redis counts itself alone) in memory. A Redis error never fails a
+request: a request waits on Redis at most ``COMMAND_TIMEOUT_S``, and after a failure none
+asks it for ``RETRY_REDIS_S``; limits are exact again within that of Redis answering.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ return redis.call('ZCARD', KEYS[1])
 
 class RedisLimiter:
     """``ports.Limiter`` for a fleet. ``clock`` (unix seconds) replaces the server's time;
-    tests pass one to move time by hand, every process of a test the same one."""
+    tests pass one to move time by hand, every process of a test the same one. The first
+    ``admit`` (or ``start``) starts the heartbeat; ``aclose`` stops it."""
 
     def __init__(
         self,
