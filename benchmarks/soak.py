@@ -357,6 +357,8 @@ async def _one_request(
         tally.add(rid, "other", "no end within 40 s")
     except (aiohttp.ClientError, ValueError) as exc:
         tally.add(rid, "other", f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            await asyncio.sleep(0.1)  # a process that is down: as a client would, not in a spin
 
 
 async def client(
@@ -582,7 +584,14 @@ def violations(result: dict[str, Any]) -> list[str]:
         found.append("a stream ended in [DONE] without provenance")
     not_one = [rid for rid, n in terminal_counts(result).items() if n != 1]
     if not_one:
-        found.append(f"{len(not_one)} requests without exactly one terminal event")
+        window = result["window"]
+        detail = ", ".join(
+            f"{rid} (process {p}, {began - window.get('killed', began):+.1f} s from the kill, "
+            f"{tally.request_ids[rid]}, events {result['events'].types.get(rid, [])})"
+            for rid in not_one[:5]
+            for p, began, _ in [tally.spans[rid]]
+        )
+        found.append(f"{len(not_one)} requests without exactly one terminal event: {detail}")
     if events.foreign:
         found.append(f"{events.foreign} events delivered to another user")
     if events.gaps:

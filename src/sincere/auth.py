@@ -7,7 +7,7 @@ installation, who holds its configuration and so every deployment's key) the CLI
 from __future__ import annotations
 
 from sincere.context import Tier
-from sincere.errors import AuthenticationFailed, ErrorContext, PermissionDenied
+from sincere.errors import AuthenticationFailed, ErrorContext, PermissionDenied, ServiceError
 from sincere.identity import Caller, KeyRecord, KeyRole
 from sincere.ports import KeyStore
 
@@ -28,7 +28,10 @@ class Authenticator:
                 context=context,
                 suggestions=["Create one with: sincere keys create --user U --tier T"],
             )
-        record = await self._keys.verify(key)  # cached; a miss queries off the event loop
+        try:
+            record = await self._keys.verify(key)  # cached; a miss queries off the event loop
+        except ServiceError as exc:  # the store is unreachable: a 503 of this request
+            raise exc.with_context(context) from exc.__cause__
         if record is None:
             raise AuthenticationFailed(
                 "the API key is unknown or revoked",

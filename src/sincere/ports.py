@@ -86,6 +86,10 @@ class Limiter(Protocol):
         Leaving the block, however it is left, releases the slot."""
         ...
 
+    async def aclose(self) -> None:
+        """Stop what runs in the background (a fleet's heartbeat); held slots are not kept."""
+        ...
+
 
 # ─── breakers ────────────────────────────────────────────────────────────────────────
 

@@ -87,6 +87,7 @@ class Runtime:
         await self.cascade.aclose()
         await self.cascade.breakers.aclose()
         await self.history_writer.flush()
+        await self.limiter.aclose()
         await self.bus.aclose()
         if self.redis is not None:
             await self.redis.aclose()
@@ -182,10 +183,7 @@ def build_runtime(
             buffer=settings.server.event_buffer,
             prefix=prefix,
         )
-        # A slot's lease outlives any request (its deadline, and a minute for the stream's
-        # last bytes): only a process that died leaves one to expire.
-        lease_s = settings.defaults.timeout_s + 60
-        limiter = RedisLimiter(redis, settings.tiers, prefix=prefix, lease_s=lease_s)
+        limiter = RedisLimiter(redis, settings.tiers, prefix=prefix)
     contexts = ContextFactory(bus, settings.defaults.timeout_s)
     metrics = Metrics(cascade.breakers)
     recorder = MetricsRecorder(metrics)

@@ -1,15 +1,16 @@
-"""The most output tokens one request of a tier may ask for, and how a tier's limits refuse.
+"""The most output tokens one request of a tier may ask for.
 
 A tier's rate and concurrency limits are a port (``sincere.ports.Limiter``): in one
 process ``sincere.backends.memory.limits``, in a fleet ``sincere.backends.redis.limits``;
-both refuse with the errors made here, so a user reads the same words from either."""
+both refuse with the errors ``backends.memory.limits`` makes, so a user reads the same
+words from either."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 from sincere.config import TierLimits
-from sincere.errors import ErrorContext, MaxTokensExceeded, RateLimited, RetryAfterSource
+from sincere.errors import ErrorContext, MaxTokensExceeded
 from sincere.llm.request import ChatRequest
 
 
@@ -37,26 +38,3 @@ def cap_output(
             param=name,
         )
     return request, None
-
-
-def rate_reached(tier: str, limits: TierLimits, context: ErrorContext, wait: float) -> RateLimited:
-    """The per-minute limit's refusal; ``wait``: until the oldest request leaves the window."""
-    return RateLimited(
-        f"sincere's {tier}-tier limit of {limits.requests_per_minute} requests per "
-        "minute is reached",
-        context=context,
-        retry_after=wait,
-        retry_after_source=RetryAfterSource.TIER_LIMIT,
-        suggestions=[f"Retry after {wait:.0f} s, when the window has room again."],
-    )
-
-
-def concurrency_reached(tier: str, limits: TierLimits, context: ErrorContext) -> RateLimited:
-    """The concurrency limit's refusal: how long the running requests take is unknown, so
-    it gives no Retry-After."""
-    return RateLimited(
-        f"sincere's {tier}-tier limit of {limits.concurrent_requests} concurrent "
-        "requests is reached",
-        context=context,
-        suggestions=["Retry when one of your running requests has finished."],
-    )

@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from sincere.config import TierLimits
-from sincere.errors import ErrorContext
-from sincere.tiers.limits import concurrency_reached, rate_reached
+from sincere.errors import ErrorContext, RateLimited, RetryAfterSource
 
 WINDOW_S = 60.0
 
@@ -36,6 +35,9 @@ class InProcessLimiter:
         finally:
             self._release(user_id)  # synchronous: nothing can interrupt it
 
+    async def aclose(self) -> None:
+        """Nothing runs in the background here."""
+
     def _take(self, user_id: str, tier: str, context: ErrorContext) -> None:
         limits = self._limits[tier]
         now = self._clock()
@@ -44,10 +46,10 @@ class InProcessLimiter:
             recent.popleft()
         if len(recent) >= limits.requests_per_minute:
             wait = recent[0] + WINDOW_S - now  # when the oldest request leaves the window
-            raise rate_reached(tier, limits, context, wait)
+            raise per_minute_refusal(tier, limits, wait, context)
         active = self._active.get(user_id, 0)
         if active >= limits.concurrent_requests:
-            raise concurrency_reached(tier, limits, context)
+            raise concurrency_refusal(tier, limits, context)
         recent.append(now)
         self._active[user_id] = active + 1
 
@@ -57,3 +59,28 @@ class InProcessLimiter:
             self._active[user_id] = remaining
         else:
             del self._active[user_id]
+
+
+def per_minute_refusal(
+    tier: str, limits: TierLimits, wait: float, context: ErrorContext
+) -> RateLimited:
+    """The per-minute limit is reached; ``wait``: until the oldest request leaves the window."""
+    return RateLimited(
+        f"sincere's {tier}-tier limit of {limits.requests_per_minute} requests per "
+        "minute is reached",
+        context=context,
+        retry_after=wait,
+        retry_after_source=RetryAfterSource.TIER_LIMIT,
+        suggestions=[f"Retry after {wait:.0f} s, when the window has room again."],
+    )
+
+
+def concurrency_refusal(tier: str, limits: TierLimits, context: ErrorContext) -> RateLimited:
+    """The concurrency limit is reached."""
+    # How long the running requests will take is unknown: no Retry-After is given.
+    return RateLimited(
+        f"sincere's {tier}-tier limit of {limits.concurrent_requests} concurrent "
+        "requests is reached",
+        context=context,
+        suggestions=["Retry when one of your running requests has finished."],
+    )

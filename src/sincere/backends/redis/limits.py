@@ -1,70 +1,115 @@
-"""Per-user tier limits for a fleet, exact across processes: one Lua script in Redis.
+"""Per-user tier limits for a fleet: exact across processes, on Redis.
 
-A user's requests of the last minute are a sorted set scored by Redis's own clock (one
-clock for every host); their running requests are a sorted set of leases. One script
-drops what is out of the window and what has expired, checks both limits and takes a
-place in both, atomically: 30 requests of a 10-per-minute user, spread over any number of
-processes, admit exactly 10. A lease expires ``lease_s`` after it was taken, so the slots
-of a process killed mid-request come back by themselves.
+One Lua script checks and takes both limits atomically: the requests of the last minute
+are a sorted set of their times (a sliding window, as in one process), the running
+requests a sorted set of slots scored by when each expires. A slot's holder renews it
+while its request runs (every ``lease_s / 5``), so the slot of a process killed mid-request
+is free again within ``lease_s``, however long a stream lasts.
 
-Redis unreachable (or too slow: the client's 0.5 s timeout): each process admits alone,
-with the tier's limits divided by the number of live processes it last saw (a heartbeat
-every process leaves in Redis), and asks Redis again a second later. No request fails
-because Redis did; the fleet is exact again with the first script that runs.
+Times are the Redis server's (``TIME`` in the script): one clock for every process and
+host, where clients' clocks would skew and monotonic clocks are not comparable at all.
+
+While Redis cannot be reached, each process enforces its share of the limits (the limit
+divided by the processes last seen alive: each process renews a heartbeat with its slots;
+one that never reached Redis counts itself alone) in memory. A Redis error never fails a
+request: a request waits on Redis at most ``COMMAND_TIMEOUT_S``, and after a failure none
+asks it for ``RETRY_REDIS_S``; limits are exact again within that of Redis answering.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import os
+import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from sincere.backends.memory.limits import WINDOW_S, InProcessLimiter
-from sincere.backends.redis import DEFAULT_PREFIX
+from sincere.backends.memory.limits import (
+    WINDOW_S,
+    InProcessLimiter,
+    concurrency_refusal,
+    per_minute_refusal,
+)
+from sincere.backends.redis import COMMAND_TIMEOUT_S, DEFAULT_PREFIX
 from sincere.config import TierLimits
 from sincere.errors import ErrorContext
-from sincere.tiers.limits import concurrency_reached, rate_reached
 
-log = logging.getLogger("sincere.backends.redis")
+log = logging.getLogger(__name__)
 
-RETRY_AFTER_DOWN_S = 1.0  # how long a process admits alone before it asks Redis again
-HEARTBEAT_S = 15.0  # a process that took no slot for this long no longer counts as live
+LEASE_S = 10.0  # a slot (or a process's heartbeat) not renewed for this long is gone
+RETRY_REDIS_S = 1.0  # after a Redis error, requests are limited here for this long
 
-# KEYS: window, leases, processes. ARGV: window ms, per minute, concurrent, lease ms,
-# request id, process id, heartbeat ms. Returns {verdict, wait ms, live processes}:
-# 0 admitted, 1 the per-minute limit (wait: until the oldest leaves), 2 concurrency.
-_ADMIT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[7]), ARGV[6])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-local live = redis.call('ZCARD', KEYS[3])
-redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[7]))
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return {1, tonumber(oldest[2]) + window - now, live}
+# Every time is the server's unless the caller passes one (ARGV[1] empty: the server's).
+_NOW = """
+local now = tonumber(ARGV[1])
+if now == nil then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
-  return {2, 0, live}
-end
-redis.call('ZADD', KEYS[1], now, ARGV[5])
-redis.call('PEXPIRE', KEYS[1], window)
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[5])
-redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[4]))
-return {0, 0, live}
 """
+
+# KEYS: the user's window, the user's slots. ARGV: now, window, per minute, concurrent,
+# the new slot's id, lease. Returns {verdict, seconds until the window has room}.
+_TAKE = (
+    _NOW
+    + """
+local window, per_minute, concurrent = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local id, lease = ARGV[5], tonumber(ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now - window))
+if redis.call('ZCARD', KEYS[1]) >= per_minute then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {'per_minute', tostring(tonumber(oldest[2]) + window - now)}
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.6f', now))
+if redis.call('ZCARD', KEYS[2]) >= concurrent then
+  return {'concurrent', '0'}
+end
+redis.call('ZADD', KEYS[1], string.format('%.6f', now), id)
+redis.call('ZADD', KEYS[2], string.format('%.6f', now + lease), id)
+redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
+redis.call('PEXPIRE', KEYS[2], math.ceil(lease * 1000))
+return {'admitted', '0'}
+"""
+)
+
+# KEYS: the live processes, then the slots of each user with slots held here. ARGV: now,
+# lease, this process's id, then per user the number of its slots and their ids.
+# Renews them (XX: a slot released meanwhile stays released). Returns the live processes.
+_RENEW = (
+    _NOW
+    + """
+local lease = tonumber(ARGV[2])
+local expiry = string.format('%.6f', now + lease)
+local ttl = math.ceil(lease * 1000)
+redis.call('ZADD', KEYS[1], expiry, ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now))
+redis.call('PEXPIRE', KEYS[1], ttl)
+local i = 4
+for k = 2, #KEYS do
+  local n = tonumber(ARGV[i])
+  for j = i + 1, i + n do
+    redis.call('ZADD', KEYS[k], 'XX', expiry, ARGV[j])
+  end
+  redis.call('PEXPIRE', KEYS[k], ttl)
+  i = i + n + 1
+end
+return redis.call('ZCARD', KEYS[1])
+"""
+)
 
 
 class RedisLimiter:
-    """``ports.Limiter`` shared by every process on one Redis (and ``prefix``)."""
+    """``ports.Limiter`` for a fleet. ``clock`` (unix seconds) replaces the server's time;
+    tests pass one to move time by hand, every process of a test the same one. The first
+    ``admit`` (or ``start``) starts the heartbeat; ``aclose`` stops it."""
 
     def __init__(
         self,
@@ -72,89 +117,163 @@ class RedisLimiter:
         tiers: Mapping[str, TierLimits],
         *,
         prefix: str = DEFAULT_PREFIX,
-        lease_s: float = 120.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
+        lease_s: float = LEASE_S,
     ) -> None:
         self._redis = redis
         self._tiers = tiers
-        self._prefix = prefix
-        self._lease_ms = int(lease_s * 1000)
+        self._prefix = prefix + "limits:"
         self._clock = clock
-        self._script = redis.register_script(_ADMIT)
-        self._process = os.urandom(8).hex()
-        self.live_processes = 1  # as last seen in Redis
-        self._down_until = 0.0
-        self._alone: InProcessLimiter | None = None
-        self.last_error: str | None = None
+        self._local_clock = clock or time.monotonic
+        self._lease_s = lease_s
+        self._take_script = redis.register_script(_TAKE)
+        self._renew_script = redis.register_script(_RENEW)
+        self._process = uuid.uuid4().hex  # this process in the count of live ones
+        self._held: dict[str, set[str]] = {}  # user -> ids of the slots held here
+        self._live = 1  # processes alive when Redis last answered
+        self._redis_unused_until = -math.inf  # local clock: Redis failed, not retried before
+        self._fallback = InProcessLimiter(_Share(tiers, self), clock=self._local_clock)
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    @property
+    def live_processes(self) -> int:
+        """The processes sharing the limits, as last seen on Redis."""
+        return self._live
 
     @asynccontextmanager
     async def admit(self, user_id: str, tier: str, context: ErrorContext) -> AsyncIterator[None]:
-        """Hold one slot for the block, or raise RateLimited on entering; leaving the block
-        (however it is left) gives the slot back."""
-        if self._clock() >= self._down_until:
-            slot = os.urandom(12).hex()
-            if await self._take(user_id, tier, context, slot):
-                try:
-                    yield
-                finally:
-                    await self._give_back(user_id, slot)
-                return
-        async with self._alone_limiter().admit(user_id, tier, context):
+        """Hold one slot for the block, or raise RateLimited on entering; leaving the block,
+        however it is left, releases the slot (or, if Redis is gone, lets it expire)."""
+        self.start()
+        slot = await self._take(user_id, tier, context)
+        if slot is None:  # Redis is unreachable: this process's share, in memory
+            async with self._fallback.admit(user_id, tier, context):
+                yield
+            return
+        try:
             yield
+        finally:
+            await self._release(user_id, slot)
 
-    async def _take(self, user_id: str, tier: str, context: ErrorContext, slot: str) -> bool:
-        """True when Redis gave the slot; False when Redis could not be asked (admit alone)."""
+    def start(self) -> None:
+        """Start renewing this process's heartbeat and slots (done by the first ``admit``)."""
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def renew(self) -> None:
+        """Count this process as alive and keep its slots from expiring, once."""
+        keys = [self._prefix + "processes"]
+        args: list[str | float] = [self._now_arg(), self._lease_s, self._process]
+        for user, slots in list(self._held.items()):
+            keys.append(self._slots_key(user))
+            args += [len(slots), *slots]
+        try:
+            live = await self._ask(self._renew_script, keys, args)
+        except (RedisError, TimeoutError):
+            self._redis_failed("renewing the limiter's slots")
+            return
+        self._live = max(1, int(live))
+        self._redis_unused_until = -math.inf  # Redis answers: exact limits again
+
+    async def aclose(self) -> None:
+        """Stop the heartbeat; this process stops counting as alive."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                await self._redis.zrem(self._prefix + "processes", self._process)
+        except (RedisError, TimeoutError):
+            log.info("leaving the live processes failed: this one expires within the lease")
+
+    async def _beat(self) -> None:
+        while True:
+            await self.renew()
+            await asyncio.sleep(self._lease_s / 5)
+
+    async def _take(self, user_id: str, tier: str, context: ErrorContext) -> str | None:
+        """The new slot's id; None when Redis cannot be asked (then the fallback decides)."""
+        if self._local_clock() < self._redis_unused_until:
+            return None
         limits = self._tiers[tier]
-        keys = [f"{self._prefix}limits:{user_id}:{part}" for part in ("window", "leases")]
-        keys.append(f"{self._prefix}limits:processes")
-        args: list[str | int] = [
-            int(WINDOW_S * 1000),
-            limits.requests_per_minute,
-            limits.concurrent_requests,
-            self._lease_ms,
-            slot,
-            self._process,
-            int(HEARTBEAT_S * 1000),
-        ]
+        slot = uuid.uuid4().hex
         try:
-            verdict, wait_ms, live = await self._script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            self._went_down(exc)
-            return False
-        if self._alone is not None or live != self.live_processes:
-            self._alone = None  # Redis is back, or the fleet changed: a new share next time
-        self.live_processes = max(1, int(live))
-        if verdict == 1:
-            raise rate_reached(tier, limits, context, int(wait_ms) / 1000)
-        if verdict == 2:
-            raise concurrency_reached(tier, limits, context)
-        return True
+            verdict, value = await self._ask(
+                self._take_script,
+                [self._prefix + f"window:{user_id}", self._slots_key(user_id)],
+                [
+                    self._now_arg(),
+                    WINDOW_S,
+                    limits.requests_per_minute,
+                    limits.concurrent_requests,
+                    slot,
+                    self._lease_s,
+                ],
+            )
+        except (RedisError, TimeoutError):
+            self._redis_failed("taking a tier limit slot")
+            return None
+        if verdict == b"per_minute":
+            raise per_minute_refusal(tier, limits, float(value), context)
+        if verdict == b"concurrent":
+            raise concurrency_refusal(tier, limits, context)
+        self._held.setdefault(user_id, set()).add(slot)
+        return slot
 
-    async def _give_back(self, user_id: str, slot: str) -> None:
+    async def _release(self, user_id: str, slot: str) -> None:
+        held = self._held.get(user_id, set())
+        held.discard(slot)  # no longer renewed: it expires within the lease whatever happens
+        if not held:
+            self._held.pop(user_id, None)
         try:
-            await self._redis.zrem(f"{self._prefix}limits:{user_id}:leases", slot)
-        except (RedisError, OSError) as exc:
-            # The lease expires by itself (lease_s): the slot is back then at the latest.
-            self._went_down(exc)
+            async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                await self._redis.zrem(self._slots_key(user_id), slot)
+        except (RedisError, TimeoutError):
+            log.info("releasing a tier limit slot failed: it expires within the lease")
 
-    def _went_down(self, exc: BaseException) -> None:
-        self.last_error = type(exc).__name__
-        if self._clock() >= self._down_until:
-            log.warning("Redis is unreachable for limits (%s): admitting alone", type(exc).__name__)
-        self._down_until = self._clock() + RETRY_AFTER_DOWN_S
+    @staticmethod
+    async def _ask(script: AsyncScript, keys: list[str], args: list[str | float]) -> Any:
+        """Run ``script``, waiting at most ``COMMAND_TIMEOUT_S`` in all."""
+        async with asyncio.timeout(COMMAND_TIMEOUT_S):
+            try:
+                return await script(keys=keys, args=args)
+            except RedisConnectionError:
+                # A pooled connection that Redis closed (it restarted): the client does not
+                # retry that; once more, on a new connection.
+                return await script(keys=keys, args=args)
 
-    def _alone_limiter(self) -> InProcessLimiter:
-        """This process's share of each tier's limits while Redis cannot be asked."""
-        if self._alone is None:
-            n = self.live_processes
-            share = {
-                name: limits.model_copy(
-                    update={
-                        "requests_per_minute": max(1, limits.requests_per_minute // n),
-                        "concurrent_requests": max(1, limits.concurrent_requests // n),
-                    }
-                )
-                for name, limits in self._tiers.items()
+    def _redis_failed(self, doing: str) -> None:
+        log.warning(
+            "Redis did not answer %s: limits are this process's share of them for now", doing
+        )
+        self._redis_unused_until = self._local_clock() + RETRY_REDIS_S
+
+    def _now_arg(self) -> str | float:
+        return "" if self._clock is None else self._clock()
+
+    def _slots_key(self, user_id: str) -> str:
+        return self._prefix + f"slots:{user_id}"
+
+
+class _Share(Mapping[str, TierLimits]):
+    """Each tier's limits divided among the live processes: the fleet's total while Redis
+    is gone stays within the limit (unless a limit is smaller than the count of processes)."""
+
+    def __init__(self, tiers: Mapping[str, TierLimits], limiter: RedisLimiter) -> None:
+        self._tiers = tiers
+        self._limiter = limiter
+
+    def __getitem__(self, tier: str) -> TierLimits:
+        limits, live = self._tiers[tier], self._limiter.live_processes
+        return limits.model_copy(
+            update={
+                "requests_per_minute": max(1, limits.requests_per_minute // live),
+                "concurrent_requests": max(1, limits.concurrent_requests // live),
             }
-            self._alone = InProcessLimiter(share, self._clock)
-        return self._alone
+        )
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tiers)
+
+    def __len__(self) -> int:
+        return len(self._tiers)

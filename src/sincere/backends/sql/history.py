@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from sqlalchemy import insert, select
 
 from sincere.backends.sql.database import Database
@@ -18,11 +16,11 @@ class SqlServiceHistory:
         self._db = db
 
     async def record(self, service: str, state: str, message: str, at: float) -> None:
-        await asyncio.to_thread(self._insert, service, state, message, at)
+        await self._db.run(self._insert, service, state, message, at)
 
     async def recent(self, service: str, limit: int = 20) -> list[RecordedTransition]:
         """The newest transitions of one service, newest first."""
-        return await asyncio.to_thread(self._select, service, limit)
+        return await self._db.run(self._select, service, limit)
 
     def _insert(self, service: str, state: str, message: str, at: float) -> None:
         with self._db.engine.begin() as conn:

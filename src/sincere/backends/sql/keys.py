@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import hashlib
 import secrets
@@ -56,7 +55,7 @@ class SqlKeyStore:
         if cached is not None and cached[1] > self._clock():
             return cached[0]
         revocations, until = self._revocations, self._clock() + self._ttl
-        record = await asyncio.to_thread(self._select, digest)
+        record = await self._db.run(self._select, digest)
         if record is None or not record.active:
             self._cache.pop(digest, None)
             return None
@@ -80,15 +79,15 @@ class SqlKeyStore:
             created_at=time.time(),
             revoked_at=None,
         )
-        await asyncio.to_thread(self._insert, record, _hash(key))
+        await self._db.run(self._insert, record, _hash(key))
         return key, record
 
     async def list(self) -> list[KeyRecord]:
-        return await asyncio.to_thread(self._select_all)
+        return await self._db.run(self._select_all)
 
     async def revoke(self, key_id: str) -> bool:
         """Revoke by public id; False when no active key has that id."""
-        revoked = await asyncio.to_thread(self._update_revoked, key_id, time.time())
+        revoked = await self._db.run(self._update_revoked, key_id, time.time())
         self._revocations += 1
         self._cache = {h: v for h, v in self._cache.items() if v[0].id != key_id}
         return revoked

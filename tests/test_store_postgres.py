@@ -1,0 +1,152 @@
+"""The store on PostgreSQL as a fleet uses it: migrations run once however many processes
+start together, and an unreachable server fails a key lookup cleanly, never by hanging."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from sincere.auth import Authenticator
+from sincere.backends.sql import Database, SqlKeyStore, open_database
+from sincere.backends.sql.keys import KEY_PREFIX
+from sincere.errors import ServiceUnavailable
+
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+STARTING_TOGETHER = 6
+
+
+@pytest.fixture
+def fresh_schema() -> Iterator[str]:
+    """A PostgreSQL URL whose tables live in a schema of their own, dropped afterwards."""
+    schema = f"sincere_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+# Each "process" imports everything, says so, then opens the database when told to.
+_PROCESS = """
+import sys
+from sincere.backends.sql import open_database
+print("ready", flush=True)
+sys.stdin.readline()
+open_database(sys.argv[1]).engine.dispose()
+"""
+
+
+def test_processes_starting_together_migrate_the_schema_once(fresh_schema: str) -> None:
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PROCESS, fresh_schema],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(STARTING_TOGETHER)
+    ]
+    for p in processes:
+        assert p.stdout is not None
+        assert p.stdout.readline() == "ready\n"
+    for p in processes:  # as close to the same moment as the machine allows
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    failures = [p.communicate()[1] for p in processes if p.wait() != 0]
+    assert failures == []
+    db = open_database(fresh_schema)
+    with db.engine.connect() as conn:
+        versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        tables = conn.execute(
+            text(
+                "SELECT count(*) FROM information_schema.tables "
+                "WHERE table_schema = current_schema()"
+            )
+        ).scalar_one()
+    assert versions == ["0002"]
+    assert tables == 4  # api_keys, service_transitions, event_streams, alembic_version
+    db.engine.dispose()
+
+
+def _unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP server that accepts connections and never says a word: a hung PostgreSQL."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
+def _unmigrated(url: str) -> Database:
+    """The store's engine for ``url`` without connecting (the server is gone after start)."""
+    from sincere.backends.sql.database import create_store_engine
+
+    return Database(create_store_engine(url), url)
+
+
+async def _verify_fails_with_503(port: int) -> ServiceUnavailable:
+    db = _unmigrated(f"postgresql+psycopg://postgres@127.0.0.1:{port}/test")
+    keys = SqlKeyStore(db)
+    with pytest.raises(ServiceUnavailable) as info:
+        await Authenticator(keys).key(KEY_PREFIX + "a" * 43, "req_1")
+    db.engine.dispose()
+    return info.value
+
+
+async def test_a_key_lookup_with_postgresql_down_is_a_503_from_the_store() -> None:
+    error = await _verify_fails_with_503(_unused_port())
+    assert error.status == 503
+    assert error.context.service == "store"
+    assert error.context.request_id == "req_1"
+    assert error.retry_after is None  # when the database is back is not known
+    assert error.retry_after_header() is None
+    assert "127.0.0.1" not in error.message  # the message names no address or credential
+    assert error.message == "the store (the database) is unreachable"
+
+
+async def test_a_key_lookup_with_a_postgresql_that_never_answers_is_a_503_not_a_hang(
+    silent_server: int,
+) -> None:
+    # psycopg's connect_timeout bounds the wait for the server's greeting: the lookup ends.
+    error = await _verify_fails_with_503(silent_server)
+    assert error.context.service == "store"
+    assert error.retry_after is None
