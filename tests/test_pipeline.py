@@ -8,6 +8,7 @@ The pipeline is driven directly (no HTTP), against real upstreams: two fault ser
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import pytest
 
 from sincere.answer import Answer
 from sincere.auth import Authenticator
+from sincere.backends.redis import connect
+from sincere.backends.redis.events import RedisEventBus
 from sincere.config import Settings, load_settings
 from sincere.errors import InternalError, RateLimited, ServiceError
 from sincere.identity import Caller
@@ -26,6 +29,7 @@ from sincere.stop import StopReason
 from tests.doubles import DEFECT, defective
 from tests.faults import Fault, FaultServer
 from tests.live import fallback_config
+from tests.redis_cut import RedisCut
 from tests.test_request_end import until
 
 KINDS = {"defective": defective()}
@@ -293,3 +297,52 @@ def test_an_unknown_provider_kind_is_a_configuration_error(tmp_path: Path) -> No
 
 def test_the_operator_is_a_caller_of_the_standard_tier() -> None:
     assert Authenticator.operator("ann").tier == "standard"
+
+
+async def test_a_request_stopped_while_its_start_is_published_still_ends_once(
+    tmp_path: Path, fault_server: FaultServer
+) -> None:
+    # A bus that waits on the network (Redis) can be interrupted while it publishes
+    # request_started, by a client that left at once: the request must still end, once.
+    cut = await RedisCut().start()
+    prefix = f"test-pipeline-{os.urandom(6).hex()}:"
+    cluster = f'\n[cluster]\nredis_url = "{cut.url}"\nkey_prefix = "{prefix}"\n'
+    rt = build_runtime(
+        load_settings(
+            fallback_config(tmp_path, fault_server.base_url, None, cluster),
+            env={"SINCERE_DATA_DIR": str(tmp_path / "data")},
+        ),
+        env={},
+    )
+    reader = connect("redis://127.0.0.1:6379/0")
+    bus = RedisEventBus(reader, prefix=prefix)
+    try:
+        cut.silence()  # Redis stops answering: the start event waits for it
+        task = asyncio.create_task(
+            rt.pipeline.complete(
+                ALICE, ChatRequest.of("gpt", "Hi"), request_id="r-cut", surface="test"
+            )
+        )
+        await asyncio.sleep(0.1)
+        task.cancel(StopReason.CLIENT_GONE)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        cut.restore()  # what was kept for Redis is written now
+
+        async def ends() -> list[str]:
+            return [
+                str(e.type)
+                for e in (await bus.replay("alice")).events
+                if e.request_id == "r-cut" and e.type in TERMINAL
+            ]
+
+        deadline = asyncio.get_running_loop().time() + 20
+        while not await ends():
+            assert asyncio.get_running_loop().time() < deadline, "the request never ended"
+            await asyncio.sleep(0.1)
+        assert await ends() == ["request_failed"]
+    finally:
+        await bus.aclose()
+        await reader.aclose()
+        await rt.aclose()
+        await cut.aclose()

@@ -103,15 +103,17 @@ class _Run:
 
     async def __aenter__(self) -> _Run:
         ctx, chat = self.ctx, self.chat
-        await ctx.emit(
-            EventType.REQUEST_STARTED,
-            f"Request for {chat.model} started",
-            service="model_cascade",
-            model=chat.model,
-            routes=self.pipeline.cascade.route_names(chat.model),
-        )
         slot = self.pipeline._limiter.admit(ctx.user_id, str(ctx.tier), ctx.error_context("limits"))
         try:
+            # Inside the try: a bus that waits on the network (Redis) can be interrupted
+            # here, by a client that left at once, and the request must still end.
+            await ctx.emit(
+                EventType.REQUEST_STARTED,
+                f"Request for {chat.model} started",
+                service="model_cascade",
+                model=chat.model,
+                routes=self.pipeline.cascade.route_names(chat.model),
+            )
             await slot.__aenter__()
         except BaseException as exc:
             await self.failed(exc)
