@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +18,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import create_engine
 
 from sincere.backends.memory.breakers import InProcessBreakers
-from sincere.backends.redis import connect
 from sincere.backends.sql import Database, SqlServiceHistory
 from sincere.llm.breaker import BreakerPolicy, BreakerState
 from sincere.runtime import Runtime, build_runtime
@@ -431,9 +430,8 @@ def test_status_shows_states_and_times_to_all_and_reasons_to_an_admin(
 
 
 # ─── the fleet's Redis ───────────────────────────────────────────────────────────────
-# The probe alone: a gateway with a Redis client beside its in-memory backends. (The
-# composition root chooses the Redis backends from the same URL; /health and /status only
-# PING the client.)
+# A gateway built from a [cluster] redis_url: its events, limits and breakers on Redis,
+# and /health and /status telling how that Redis is.
 
 
 @pytest.fixture
@@ -442,8 +440,10 @@ def with_redis(tmp_path: Path, fault_server: FaultServer) -> Iterator[Callable[[
     running: list[LiveServer] = []
 
     def start(url: str) -> LiveGateway:
-        built = build_runtime(settings_for(tmp_path, fault_server.base_url), env={})
-        server = LiveServer(dataclasses.replace(built, redis=connect(url)))
+        prefix = f"test-ops-{os.urandom(6).hex()}:"
+        cluster = f'\n[cluster]\nredis_url = "{url}"\nkey_prefix = "{prefix}"\n'
+        built = build_runtime(settings_for(tmp_path, fault_server.base_url, cluster), env={})
+        server = LiveServer(built)
         running.append(server)
         live = server.__enter__()
         live.keys["admin"], _ = run(live.gateway.keys.create("admin", "enterprise", "admin"))
