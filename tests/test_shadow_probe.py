@@ -13,14 +13,20 @@ import itertools
 import time
 from pathlib import Path
 
+import pytest
+
+from sincere.backends.memory.breakers import InProcessBreakers
 from sincere.backends.memory.events import InProcessEventBus
 from sincere.config import load_settings
 from sincere.context import ContextFactory
+from sincere.errors import ServiceUnavailable
 from sincere.events import EventType
+from sincere.llm.breaker import BreakerPolicy, BreakerState
 from sincere.llm.cascade import ModelCascade
 from sincere.llm.prober import PROBE_TICK_S, probe_open_deployments
 from sincere.llm.request import ChatRequest
 from sincere.runtime import build_cascade
+from tests.clocks import ManualClock
 from tests.conftest import closing
 from tests.faults import Fault, FaultServer, RecordedRequest
 
@@ -108,3 +114,39 @@ async def test_a_primary_down_for_10_s_is_probed_in_the_shadow_and_serves_within
         if e.service == "a" and e.type is EventType.SERVICE_UNAVAILABLE
     ]
     assert "5 calls in a row failed" in opened[0].message  # to the request that opened it
+
+
+async def test_with_every_circuit_open_a_due_one_takes_the_request_as_its_probe(
+    tmp_path: Path, contexts: ContextFactory
+) -> None:
+    # A shadow probe spares users a wait when another route can answer. When none can
+    # (every circuit open), the due circuit takes the user's request as its probe rather
+    # than hand out a certain error.
+    clock = ManualClock()
+    with FaultServer(Fault.status(503)) as a:
+        text = "[defaults]\nmax_retries = 0\nbreaker_consecutive_failures = 1\n"
+        text += '\n[[models]]\nname = "gpt"\ndeployments = ["a"]\n'
+        text += f'\n[[deployments]]\nname = "a"\nprovider = "openai"\nbase_url = "{a.base_url}"\n'
+        text += 'model = "a-upstream"\n'
+        path = tmp_path / "sincere.toml"
+        path.write_text(text)
+        settings = load_settings(path, env={"SINCERE_DATA_DIR": str(tmp_path)})
+        breakers = InProcessBreakers(
+            ["a", "embedded"],
+            BreakerPolicy.of(settings.defaults),
+            clock=clock.monotonic,
+            wall_clock=clock.time,
+        )
+        cascade = closing(build_cascade(settings, env={}, breakers=breakers))
+        with pytest.raises(ServiceUnavailable):  # the failure that opens the circuit
+            await cascade.complete(contexts.create("alice"), ChatRequest.of("gpt", "Hi"))
+        assert breakers["a"].state is BreakerState.OPEN
+        a.default = Fault.ok(text="back again")
+        with pytest.raises(ServiceUnavailable):  # not due yet: refused, upstream untouched
+            await cascade.complete(contexts.create("alice"), ChatRequest.of("gpt", "Hi"))
+        assert len(a.completions) == 1
+        clock.advance(settings.defaults.breaker_open_s)  # the probe is due; no prober runs
+        answer = await cascade.complete(contexts.create("alice"), ChatRequest.of("gpt", "Hi"))
+    assert answer.text == "back again"
+    assert [x.outcome for x in answer.provenance.attempts] == ["circuit_open", "ok"]
+    assert breakers["a"].state is BreakerState.CLOSED  # the request was the probe

@@ -172,6 +172,14 @@ class ModelCascade:
                 if answer is not None:
                     yield answer
                     return
+            if not log.stop and ctx.remaining() > 0 and _nobody_asked(log):
+                # Every route's circuit is open: a shadow probe spares users a wait only
+                # when another route can answer. With none left, a due circuit takes this
+                # request as its probe rather than hand the user a certain error.
+                async for item in self._last_resort(ctx, routes, log, started):
+                    yield item
+                    if isinstance(item, Answer):
+                        return
             raise self._final_error(ctx, request, log, routes)
         finally:
             for name in names:
@@ -197,6 +205,42 @@ class ModelCascade:
             if wait is None:
                 return
             await asyncio.sleep(wait)
+
+    async def _last_resort(
+        self, ctx: RequestContext, routes: list[Route], log: AttemptLog, started: float
+    ) -> AsyncIterator[Delta | Answer]:
+        """The first route whose probe is due, with this request as the probe: its answer
+        closes the circuit, its failure re-opens it for the schedule's next step."""
+        for route in routes:
+            if log.skip_reason(route) is not None or not self.breakers.view(route.name).probe_due():
+                continue
+            claimed, transition = await self.breakers.claim_probe(
+                route.name, lease_s=max(0.0, ctx.remaining()) + 1.0
+            )
+            if not claimed:
+                continue  # the prober (or another process) is probing it now
+            await self._announce(transition)
+            run = _Try(time.monotonic())
+            try:
+                async with aclosing(self._attempt(ctx, route, log, run, False, started)) as deltas:
+                    async for delta in deltas:
+                        yield delta
+            finally:
+                if run.answer is None and run.error is None:
+                    await self.breakers.release(route.name)  # no verdict: it stays due
+            if run.answer is not None:
+                verdict = await self.breakers.probe_succeeded(
+                    route.name, "a request it served as the probe succeeded"
+                )
+                await self._announce(verdict)
+                yield run.answer
+                return
+            if run.error is not None:
+                self._record_failure(route, log, run)
+                reason, open_for = self._failure_reason(run.error, retried=False)
+                failed = await self.breakers.probe_failed(route.name, reason, open_for)
+                await self._opened(failed, run.error)
+            return  # one probe per request
 
     async def _after_failure(
         self,
@@ -534,6 +578,11 @@ class ModelCascade:
         record = ProbeRecord(attempt, usage, at)
         for observer in self._probe_observers:
             await observer.probed(record)
+
+
+def _nobody_asked(log: AttemptLog) -> bool:
+    """No attempt reached a provider: every route was refused by its circuit (or ruled out)."""
+    return all(a.outcome in ("circuit_open", "skipped") for a in log.attempts)
 
 
 def _seconds(value: float) -> str:
