@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -28,18 +28,30 @@ from sincere.redact import redact
 
 
 class Subscription:
-    """One consumer of one user's events: first the replay, then live events, in id order."""
+    """One consumer of one user's events: first the replay, then live events, in id order.
 
-    def __init__(self, replay: Replay, buffer: int, seen_id: int) -> None:
-        self.gap = replay.gap
-        self.gap_reason = replay.reason
+    Every bus hands these out: ``begin`` with the replay, then ``offer`` each live event;
+    a bus that keeps track of its subscribers is told of a ``close`` by ``on_close``.
+    """
+
+    def __init__(self, buffer: int, on_close: Callable[[Subscription], None] | None = None) -> None:
+        self.gap = False
+        self.gap_reason: str | None = None
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=buffer)
-        self._backlog = deque(replay.events)
+        self._backlog: deque[Event] = deque()
         self._overflowed = False
         self._closed = False
-        self._last_id = seen_id
+        self._last_id = 0
+        self._on_close = on_close
 
-    def _offer(self, event: Event) -> bool:
+    def begin(self, replay: Replay, seen_id: int) -> Subscription:
+        """Start with ``replay`` (its events first), having seen up to ``seen_id``."""
+        self.gap, self.gap_reason = replay.gap, replay.reason
+        self._backlog.extend(replay.events)
+        self._last_id = seen_id
+        return self
+
+    def offer(self, event: Event) -> bool:
         """Queue a live event; False (and the subscription is dead) when the buffer is full."""
         try:
             self._queue.put_nowait(event)
@@ -48,6 +60,17 @@ class Subscription:
             return False
         return True
 
+    def end(self) -> None:
+        """End it as a slow consumer's: the client reconnects with its last id and is told
+        (by the replay) what cannot be served."""
+        self._overflowed = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     @property
     def last_id(self) -> int:
         """The id of the last event handed to the consumer: where a reconnect resumes."""
@@ -55,7 +78,10 @@ class Subscription:
 
     def close(self) -> None:
         """End the subscription; a consumer waiting for the next event stops at once."""
-        self._closed = True
+        if not self._closed:
+            self._closed = True
+            if self._on_close is not None:
+                self._on_close(self)
         with contextlib.suppress(asyncio.QueueFull):  # a full queue has nobody waiting
             self._queue.put_nowait(None)
 
@@ -72,7 +98,7 @@ class Subscription:
                 raise SlowConsumer("the event buffer overflowed; reconnect with last_event_id")
             else:
                 queued = await self._queue.get()
-                if queued is None:  # close() woke us
+                if queued is None:  # close() or end() woke us
                     continue
                 event = queued
             if event.id > self._last_id:  # live events may repeat the tail of the backlog
@@ -129,7 +155,7 @@ class InProcessEventBus:
         )
         log.history.append(event)
         for sub in list(log.subscribers):
-            if sub._closed or not sub._offer(event):
+            if sub.closed or not sub.offer(event):
                 log.subscribers.discard(sub)
         return event
 
@@ -145,11 +171,11 @@ class InProcessEventBus:
         """Live events from now on; with ``after_id``, the retained ones after it first."""
         log = self._log(user_id)
         if after_id is None:
-            sub = Subscription(Replay((), False), self._buffer, seen_id=log.last_id)
+            sub = Subscription(self._buffer).begin(Replay((), False), log.last_id)
         else:
             replay = self._replay(log, after_id)
             seen = after_id if self._start < after_id <= log.last_id else self._start
-            sub = Subscription(replay, self._buffer, seen_id=seen)
+            sub = Subscription(self._buffer).begin(replay, seen)
         log.subscribers.add(sub)
         return sub
 

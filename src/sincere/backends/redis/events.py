@@ -48,7 +48,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -57,6 +57,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
+from sincere.backends.memory.events import Subscription
 from sincere.backends.redis import COMMAND_TIMEOUT_S, DEFAULT_PREFIX
 from sincere.events import (
     GAP_BEFORE,
@@ -65,7 +66,6 @@ from sincere.events import (
     Event,
     EventType,
     Replay,
-    SlowConsumer,
 )
 from sincere.redact import redact
 
@@ -114,81 +114,13 @@ return id
 Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry: its id and fields
 
 
-class RedisSubscription:
-    """One consumer of one user's events: first the replay, then live events, in id order."""
-
-    def __init__(self, buffer: int, on_close: Callable[[RedisSubscription], None]) -> None:
-        self.gap = False
-        self.gap_reason: str | None = None
-        self._queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=buffer)
-        self._backlog: deque[Event] = deque()
-        self._overflowed = False
-        self._closed = False
-        self._last_id = 0
-        self._on_close = on_close
-
-    def _begin(self, replay: Replay, seen_id: int) -> None:
-        self.gap, self.gap_reason = replay.gap, replay.reason
-        self._backlog.extend(replay.events)
-        self._last_id = seen_id
-
-    def _offer(self, event: Event) -> bool:
-        """Queue a live event; False (and the subscription is dead) when the buffer is full."""
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self._overflowed = True
-            return False
-        return True
-
-    def _end(self) -> None:
-        """End it as a slow consumer's: the client reconnects with its last id and is told
-        (by the replay) what cannot be served."""
-        self._overflowed = True
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)
-
-    @property
-    def last_id(self) -> int:
-        """The id of the last event handed to the consumer: where a reconnect resumes."""
-        return self._last_id
-
-    def close(self) -> None:
-        """End the subscription; a consumer waiting for the next event stops at once."""
-        if not self._closed:
-            self._closed = True
-            self._on_close(self)
-        with contextlib.suppress(asyncio.QueueFull):  # a full queue has nobody waiting
-            self._queue.put_nowait(None)
-
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self
-
-    async def __anext__(self) -> Event:
-        while True:
-            if self._closed:
-                raise StopAsyncIteration
-            if self._backlog:
-                event = self._backlog.popleft()
-            elif self._overflowed and self._queue.empty():
-                raise SlowConsumer("the event buffer overflowed; reconnect with last_event_id")
-            else:
-                queued = await self._queue.get()
-                if queued is None:  # close() or _end() woke us
-                    continue
-                event = queued
-            if event.id > self._last_id:  # live events may repeat the tail of the backlog
-                self._last_id = event.id
-                return event
-
-
 class _Watch:
     """This process's subscribers of one user, and the last id handed to them."""
 
     __slots__ = ("cursor", "start", "subscribers")
 
     def __init__(self) -> None:
-        self.subscribers: set[RedisSubscription] = set()
+        self.subscribers: set[Subscription] = set()
         self.cursor: int | None = None  # the last id delivered (or replayed); None: unknown
         self.start: int | None = None  # the start of the stream the cursor is in
 
@@ -360,12 +292,12 @@ class RedisEventBus:
         gap = seen + 1 < oldest
         return Replay(events, gap=gap, reason=GAP_DROPPED if gap else None), last, seen
 
-    async def subscribe(self, user_id: str, after_id: int | None = None) -> RedisSubscription:
+    async def subscribe(self, user_id: str, after_id: int | None = None) -> Subscription:
         """Live events from now on; with ``after_id``, the retained ones after it first."""
         watch = self._watches.get(user_id)
         if watch is None:
             watch = self._watches[user_id] = _Watch()
-        sub = RedisSubscription(self._buffer, lambda s: self._forget(user_id, s))
+        sub = Subscription(self._buffer, lambda s: self._forget(user_id, s))
         watch.subscribers.add(sub)  # before the replay: what the reader reads from now on
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT_S):
@@ -380,7 +312,7 @@ class RedisEventBus:
             self._failed(exc)
             # Live events from ``after_id`` (or from the stream's end) once Redis is back.
             gap = after_id is not None and after_id > 0
-            sub._begin(Replay((), gap=gap, reason=GAP_UNREADABLE if gap else None), after_id or 0)
+            sub.begin(Replay((), gap=gap, reason=GAP_UNREADABLE if gap else None), after_id or 0)
             if after_id is not None:
                 _lower(watch, after_id, None)
             self._catch_up_due = True
@@ -388,13 +320,13 @@ class RedisEventBus:
             sub.close()
             raise
         else:
-            sub._begin(replay, seen)
+            sub.begin(replay, seen)
             _lower(watch, _entry_id(last) if last else 0, _entry_start(last) if last else None)
         if self._reader is None or self._reader.done():
             self._reader = asyncio.create_task(self._read(), name="sincere-events-reader")
         return sub
 
-    def _forget(self, user_id: str, sub: RedisSubscription) -> None:
+    def _forget(self, user_id: str, sub: Subscription) -> None:
         watch = self._watches.get(user_id)
         if watch is not None:
             watch.subscribers.discard(sub)
@@ -545,7 +477,7 @@ def _deliver(user_id: str, watch: _Watch, entries: list[Entry]) -> None:
             # Redis lost the stream (and with it, perhaps, events not read yet): the
             # subscribers reconnect, and the replay tells them what cannot be served.
             for sub in list(watch.subscribers):
-                sub._end()
+                sub.end()
             watch.subscribers.clear()
         watch.start, watch.cursor = start, event_id
         event = _decode(entry)
@@ -553,7 +485,7 @@ def _deliver(user_id: str, watch: _Watch, entries: list[Entry]) -> None:
             log.error("an event of another user was in a user's stream; not delivered")
             continue
         for sub in list(watch.subscribers):
-            if not sub._offer(event):
+            if not sub.offer(event):
                 watch.subscribers.discard(sub)
 
 
