@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import anyio
 import pytest
 from redis.asyncio import Redis
 
@@ -349,6 +350,8 @@ async def test_while_redis_is_cut_events_wait_and_arrive_in_order_when_it_is_bac
         ids = _ids(received)
         assert ids == list(range(before[0].id, before[0].id + 6))
     assert after[0].id in (0, before[0].id + 5)  # queued behind the outbox, or written
+    async with asyncio.timeout(HANG_GUARD_S):
+        await emitting.written()  # delivered elsewhere can come before the writer's reply
     assert emitting.pending == 0
     assert await emitting.healthy() is True
     assert emitting.last_error is None
@@ -372,6 +375,46 @@ async def test_a_silent_redis_costs_a_publish_a_bounded_wait_and_the_next_ones_n
     sub = await bus.subscribe("alice", after_id=0)  # replayed, or live as they are written
     messages = [e.message for e in await _take(sub, 52)]
     assert messages == ["event 0", "event 0", *(f"queued {i}" for i in range(50))]
+
+
+async def test_a_publisher_cancelled_again_and_again_loses_no_event(
+    redis_bus: Callable[..., Awaitable[RedisEventBus]], cut: RedisCut
+) -> None:
+    # A request stopped by its client runs its cleanup in a cancel scope that cancels every
+    # await (anyio, under Starlette): its terminal event must be written all the same.
+    bus = await redis_bus(cut.url)
+    watcher = await (await redis_bus()).subscribe("alice")
+    await _publish(bus, "alice", 1, label="before")
+    cut.silence()  # the next write waits on Redis: the publisher is cancelled meanwhile
+
+    async def request() -> None:
+        with anyio.CancelScope() as scope:
+            scopes.append(scope)
+            try:
+                await bus.publish("alice", EventType.REQUEST_STARTED, "started")
+            finally:
+                await bus.publish("alice", EventType.REQUEST_FAILED, "client gone")
+
+    scopes: list[anyio.CancelScope] = []
+    task = asyncio.create_task(request())
+    await asyncio.sleep(0.05)
+    scopes[0].cancel()
+    await task  # the scope absorbs its cancellation
+    cut.restore()
+    received = [e.message for e in await _take(watcher, 3)]
+    assert received == ["before 0", "started", "client gone"]
+
+
+async def test_posted_events_are_written_in_order_with_published_ones(
+    redis_bus: Callable[..., Awaitable[RedisEventBus]],
+) -> None:
+    bus = await redis_bus()
+    watcher = await (await redis_bus()).subscribe("alice")
+    posted = bus.post("alice", EventType.REQUEST_STARTED, "posted")
+    assert posted.id == 0  # not numbered: nothing was waited for
+    published = await bus.publish("alice", EventType.REQUEST_COMPLETED, "published")
+    assert [e.message for e in await _take(watcher, 2)] == ["posted", "published"]
+    assert published.id > 0
 
 
 async def test_a_full_outbox_drops_the_oldest_and_counts_them(

@@ -48,6 +48,11 @@ class RequestContext:
     ) -> Event:
         return await self.emitter.emit(type, message, service=service, **data)
 
+    def post(
+        self, type: EventType, message: str, *, service: str | None = None, **data: Any
+    ) -> Event:
+        return self.emitter.post(type, message, service=service, **data)
+
 
 def new_request_id() -> str:
     """A fresh request id: 128 random bits."""

@@ -101,3 +101,21 @@ class EventEmitter:
             service=service,
             data=data,
         )
+
+    def post(
+        self,
+        type: EventType,
+        message: str,
+        *,
+        service: str | None = None,
+        **data: Any,
+    ) -> Event:
+        """``emit`` without waiting for the bus: in order with every other event."""
+        return self.bus.post(
+            self.user_id,
+            type,
+            message,
+            request_id=self.request_id,
+            service=service,
+            data=data,
+        )

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
 from types import TracebackType
+from typing import Any
 
 from sincere.answer import Answer
 from sincere.context import ContextFactory, RequestContext
@@ -104,16 +105,16 @@ class _Run:
     async def __aenter__(self) -> _Run:
         ctx, chat = self.ctx, self.chat
         slot = self.pipeline._limiter.admit(ctx.user_id, str(ctx.tier), ctx.error_context("limits"))
+        # Not waited for: the bus writes it in order, before this request's end, and
+        # nothing a stopped request does can take it back.
+        ctx.post(
+            EventType.REQUEST_STARTED,
+            f"Request for {chat.model} started",
+            service="model_cascade",
+            model=chat.model,
+            routes=self.pipeline.cascade.route_names(chat.model),
+        )
         try:
-            # Inside the try: a bus that waits on the network (Redis) can be interrupted
-            # here, by a client that left at once, and the request must still end.
-            await ctx.emit(
-                EventType.REQUEST_STARTED,
-                f"Request for {chat.model} started",
-                service="model_cascade",
-                model=chat.model,
-                routes=self.pipeline.cascade.route_names(chat.model),
-            )
             await slot.__aenter__()
         except BaseException as exc:
             await self.failed(exc)
@@ -138,13 +139,12 @@ class _Run:
 
     async def answered(self, answer: Answer) -> None:
         """The answer passed every check: record it, then say so."""
-        await self._end(answer=answer)
-        await self.ctx.emit(
+        provenance = answer.provenance
+        await self._end(
             EventType.REQUEST_COMPLETED,
-            f"Answered by {answer.provenance.deployment}",
-            service="model_cascade",
-            deployment=answer.provenance.deployment,
-            model=answer.provenance.model,
+            f"Answered by {provenance.deployment}",
+            {"deployment": provenance.deployment, "model": provenance.model},
+            answer=answer,
         )
 
     async def failed(self, exc: BaseException) -> None:
@@ -152,13 +152,12 @@ class _Run:
         if self.ended:
             return
         if isinstance(exc, ServiceError):
-            await self._end(error=exc)
-            await self.ctx.emit(
+            await self._end(
                 EventType.REQUEST_FAILED,
                 exc.message,
+                {"error_type": exc.error_type, "attempts": len(exc.attempts)},
                 service=exc.context.service or "model_cascade",
-                error_type=exc.error_type,
-                attempts=len(exc.attempts),
+                error=exc,
             )
             return
         if isinstance(exc, asyncio.CancelledError | GeneratorExit):
@@ -166,33 +165,38 @@ class _Run:
             # cancelled. An edge that stops reading (closes the stream) has lost its client.
             reason = stop_reason(exc) if isinstance(exc, asyncio.CancelledError) else None
             reason = reason or StopReason.CLIENT_GONE
-            await self._end(stop=reason)
-            await self.ctx.emit(
+            await self._end(
                 EventType.REQUEST_FAILED,
                 reason.message,
-                service="model_cascade",
-                error_type="cancelled",
-                reason=str(reason),
+                {"error_type": "cancelled", "reason": str(reason)},
+                stop=reason,
             )
             return
         # A defect, not a provider's failure: the user's events still end, and the details
         # stay in the operator's log (the edge logs the exception).
         defect = InternalError.of(self.ctx.error_context("pipeline"))
-        await self._end(error=defect)
-        await self.ctx.emit(
+        await self._end(
             EventType.REQUEST_FAILED,
             defect.message,
-            service="model_cascade",
-            error_type=defect.error_type,
+            {"error_type": defect.error_type},
+            error=defect,
         )
 
     async def _end(
         self,
+        type: EventType,
+        message: str,
+        data: dict[str, Any],
         *,
+        service: str = "model_cascade",
         answer: Answer | None = None,
         error: ServiceError | None = None,
         stop: StopReason | None = None,
     ) -> None:
+        """Record the request with every observer, then post its one terminal event (even
+        if the recording is interrupted: a cancelled request may be cancelled again at
+        every await). Posted, not waited for: the bus writes it in order, within a round
+        trip, while the admission slot is released."""
         self.ended = True
         attempts = answer.provenance.attempts if answer else error.attempts if error else ()
         record = RequestRecord(
@@ -208,8 +212,11 @@ class _Run:
             error=error,
             stop_reason=None if stop is None else str(stop),
         )
-        for observer in self.pipeline._observers:
-            try:
-                await observer.finished(record)
-            except Exception:  # an observer's failure must not change the user's answer
-                log.exception("request observer %r failed", observer)
+        try:
+            for observer in self.pipeline._observers:
+                try:
+                    await observer.finished(record)
+                except Exception:  # an observer's failure must not change the user's answer
+                    log.exception("request observer %r failed", observer)
+        finally:
+            self.ctx.post(type, message, service=service, **data)

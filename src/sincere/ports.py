@@ -55,7 +55,25 @@ class EventBus(Protocol):
         request_id: str | None = None,
         service: str | None = None,
         data: Mapping[str, Any] | None = None,
-    ) -> Event: ...
+    ) -> Event:
+        """Append an event to the user's stream and return it numbered (a bus on the
+        network waits a bounded time for that; past it, the event is returned with id 0
+        and written later, in order). Cancelling the call never takes the event back."""
+        ...
+
+    def post(
+        self,
+        user_id: str,
+        type: EventType,
+        message: str,
+        *,
+        request_id: str | None = None,
+        service: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Event:
+        """``publish`` without waiting: the event is appended in order with every other
+        one of this process, at once or within a round trip (a bus on the network)."""
+        ...
 
     async def replay(self, user_id: str, after_id: int = 0) -> Replay:
         """The retained events after ``after_id`` (0: all retained), with a gap if any is lost."""

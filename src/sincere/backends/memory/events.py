@@ -51,6 +51,13 @@ class Subscription:
         self._last_id = seen_id
         return self
 
+    def discard_live(self) -> None:
+        """Forget the live events queued so far: the bus hands them out again, in order."""
+        while not self._queue.empty():
+            if self._queue.get_nowait() is None:  # closed or ended meanwhile: keep saying so
+                self._queue.put_nowait(None)
+                return
+
     def offer(self, event: Event) -> bool:
         """Queue a live event; False (and the subscription is dead) when the buffer is full."""
         try:
@@ -132,6 +139,18 @@ class InProcessEventBus:
         return log
 
     async def publish(
+        self,
+        user_id: str,
+        type: EventType,
+        message: str,
+        *,
+        request_id: str | None = None,
+        service: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Event:
+        return self.post(user_id, type, message, request_id=request_id, service=service, data=data)
+
+    def post(
         self,
         user_id: str,
         type: EventType,

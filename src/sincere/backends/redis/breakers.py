@@ -7,8 +7,10 @@ much, nothing more).
 
 User requests are admitted from a local mirror of the hashes, refreshed every
 ``SYNC_S`` (a change made elsewhere is seen here within that, plus one round trip), so
-admission costs no round trip; a success is recorded in the background. Failures, probe
-claims and verdicts wait for Redis (at most its 0.5 s command timeout).
+admission costs no round trip. Successes are counted in the process and written with its
+next call about the deployment or the mirror's next refresh (one script call for many
+answers). Failures, probe claims and verdicts wait for Redis (at most its 0.5 s command
+timeout).
 
 Redis down: each process falls back to its own in-process breakers (the single-process
 behaviour), and no Redis error reaches a request. When Redis answers again, the fleet's
@@ -90,9 +92,9 @@ local function open(why, forced)
   move('open', why)
 end
 
-if op == 'success' then
+if op == 'success' then  -- arg: how many (counted by a process since its last write)
   if state == 'closed' then
-    outcomes = string.sub(outcomes .. '1', -window)
+    outcomes = string.sub(outcomes .. string.rep('1', math.min(arg or 1, window)), -window)
     streak = 0
   end
 elseif op == 'failure' then
@@ -212,7 +214,7 @@ class RedisBreakers:
         self._script = redis.register_script(_SCRIPT)
         self._sync: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
-        self._background: set[asyncio.Task[Any]] = set()
+        self._successes: dict[str, int] = {}  # successes not written to Redis yet
 
     @property
     def redis_down(self) -> bool:
@@ -245,10 +247,10 @@ class RedisBreakers:
         if self._redis_down:
             await self._local.record_success(deployment)
             return
-        # Off the answer's path: a success in a closed circuit changes no state.
-        task = asyncio.create_task(self._run(deployment, "success"))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        # Counted here, written before this process's next call about the deployment or
+        # with the mirror's next refresh: a success in a closed circuit changes no state,
+        # and a round trip per answer would cost Redis more than all the rest.
+        self._successes[deployment] = self._successes.get(deployment, 0) + 1
 
     async def record_failure(
         self, deployment: str, reason: str, open_for_s: float | None = None
@@ -290,17 +292,20 @@ class RedisBreakers:
         """Stop the mirror after its current round: cancelling redis-py in the middle of a
         command can leave its connection hanging, and each round is bounded anyway."""
         self._closing.set()
-        tasks = [t for t in (self._sync, *self._background) if t is not None]
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._sync is not None:
+            await asyncio.gather(self._sync, return_exceptions=True)
         self._sync = None
 
     async def sync(self) -> None:
         """Read every deployment's hash into the mirror; tell the listeners what changed
         elsewhere. Raises when Redis does not answer."""
+        successes, self._successes = self._successes, {}
         async with self._redis.pipeline(transaction=False) as pipe:
+            for name, count in successes.items():
+                await self._script(self._keys(name), self._args("success", "", count), pipe)
             for name in self._mirrors:
                 pipe.hmget(self._key(name), *_FIELDS)
-            rows = await pipe.execute()
+            rows = (await pipe.execute())[len(successes) :]
         news: list[BreakerTransition] = []
         for name, row in zip(self._mirrors, rows, strict=True):
             if row[0] is None:
@@ -320,18 +325,12 @@ class RedisBreakers:
     def _key(self, deployment: str) -> str:
         return f"{self._prefix}breaker:{deployment}"
 
-    def _fresh_local(self) -> InProcessBreakers:
-        return InProcessBreakers(self._mirrors, self._policy, wall_clock=self._wall_clock)
+    def _keys(self, deployment: str) -> list[str]:
+        return [self._key(deployment)]
 
-    async def _run(
-        self, deployment: str, op: str, reason: str = "", arg: float | None = None
-    ) -> tuple[bool, BreakerTransition | None] | None:
-        """One script call: (claimed, the transition it made); None when Redis is down."""
-        self._ensure_sync()
-        if self._redis_down:
-            return None
+    def _args(self, op: str, reason: str, arg: float | None) -> list[str | int]:
         p = self._policy
-        args: list[str | int] = [
+        return [
             op,
             f"{self._wall_clock():.6f}",
             p.window,
@@ -344,8 +343,28 @@ class RedisBreakers:
             reason,
             "" if arg is None else repr(arg),
         ]
+
+    def _fresh_local(self) -> InProcessBreakers:
+        return InProcessBreakers(self._mirrors, self._policy, wall_clock=self._wall_clock)
+
+    async def _run(
+        self, deployment: str, op: str, reason: str = "", arg: float | None = None
+    ) -> tuple[bool, BreakerTransition | None] | None:
+        """One script call: (claimed, the transition it made); None when Redis is down."""
+        self._ensure_sync()
+        if self._redis_down:
+            return None
+        args = self._args(op, reason, arg)
+        successes = self._successes.pop(deployment, 0)
         try:
-            values = await self._script(keys=[self._key(deployment)], args=args)
+            if not successes:
+                values = await self._script(self._keys(deployment), args)
+            else:  # this process's successes first, in the same round trip
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    counted = self._args("success", "", successes)
+                    await self._script(self._keys(deployment), counted, pipe)
+                    await self._script(self._keys(deployment), args, pipe)
+                    values = (await pipe.execute())[-1]
         except _DOWN:
             self._went_down()
             return None

@@ -26,25 +26,32 @@ are dropped by id. When the sequence jumps (the reader fell a whole feed behind,
 restarted), the reader reads each watched user's own stream from the last id it
 delivered, so nothing is skipped either.
 
-``publish`` returns once Redis has the event: an event emitted is in Redis, and a
-process killed right after loses none (a write that timed out may have been applied and
-is written again: at least once). The bus, like its client, belongs to one event loop.
+Writing. Every event goes through one ordered outbox per process, written by one writer
+task: the events waiting when it is free, up to ``WRITE_BATCH``, in one script call (a
+round trip per batch, not per event). ``publish`` waits until Redis has its event (at
+most ``COMMAND_TIMEOUT_S``); ``post`` does not wait. Either way an event queued is never
+taken back: a publisher cancelled while it waits (a client that left, in a cancel scope
+that cancels every later await too) loses nothing, and its event is written in order. A
+process killed with ``kill -9`` loses what it had not written yet: at most one round trip
+of events when Redis answers. A write that timed out may have been applied and is written
+again: at least once. The bus, like its client, belongs to one event loop.
 
-Redis unreachable: ``publish`` never raises and waits at most ``COMMAND_TIMEOUT_S`` (and
-only the first one after Redis was last seen: later ones do not wait at all). Its events
-wait in a bounded outbox (``outbox`` events per process; beyond that the oldest are
-dropped and counted in ``dropped``) and are written in publish order when Redis is back
-(tried every ``RETRY_S``); they are numbered then and only then delivered, to sockets on
-every process, this one included: a socket never sees one event under two ids. A
-``publish`` that could not reach Redis returns its event with id 0 (not yet numbered).
-A subscription made meanwhile starts with a gap (``GAP_UNREADABLE``) and its live events
-begin when Redis is back. ``healthy()`` and ``last_error`` are for /health.
+Redis unreachable: a publish waits at most ``COMMAND_TIMEOUT_S`` (and only while Redis
+was last seen: later ones do not wait at all). Events wait in the outbox (``outbox``
+events per process; beyond that the oldest are dropped and counted in ``dropped``) and
+are written in publish order when Redis is back (tried every ``RETRY_S``); they are
+numbered then and only then delivered, to sockets on every process, this one included: a
+socket never sees one event under two ids. A ``publish`` that could not reach Redis
+returns its event with id 0 (not yet numbered). A subscription made meanwhile starts with
+a gap (``GAP_UNREADABLE``) and its live events begin when Redis is back. ``healthy()``
+and ``last_error`` are for /health.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
@@ -78,40 +85,64 @@ CLOCK_BASE_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 FEED_LENGTH = 10_000  # the fleet's newest events kept in the feed (about: MAXLEN ~)
 BLOCK_S = 2.0  # how long one read of the feed waits for new entries before asking again
 READ_COUNT = 1024  # entries per read: a burst is read in a few round trips
+WRITE_BATCH = 256  # events per round trip at most, when many are waiting
 RETRY_S = 0.5  # how often an unreachable Redis is tried again (outbox, reader)
 GAP_UNREADABLE = "the event history could not be read (Redis unreachable); events may be missing"
 
 # Failures of Redis that the bus rides out (unreachable, timed out, refused, restarting).
 _REDIS_DOWN = (RedisError, OSError, TimeoutError)
 
-# KEYS: the user's stream, the feed, the feed's sequence. ARGV: history, ttl in ms, clock
-# base in ms, ids per ms, feed length, the user, the event (JSON). Appends the event to
-# the user's stream with the next id (a new stream starts at a value from Redis's clock)
-# and to the feed (a header "<sequence> <id> <start> <user>", then the event: the fewer
-# fields, the less every process parses); returns the id. Lua numbers are doubles: "%.0f"
-# keeps ids exact.
+# KEYS: the feed, the feed's sequence, then each event's user stream. ARGV: history, ttl
+# in ms, clock base in ms, ids per ms, feed length, then per event the user and the event
+# (JSON). Appends each event, in order, to its user's stream with the next id (a new
+# stream starts at a value from Redis's clock) and to the feed (a header "<sequence> <id>
+# <start> <user>", then the event: the fewer fields, the less every process parses);
+# returns the ids. Lua numbers are doubles: "%.0f" keeps ids exact.
 _PUBLISH = """
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local n, start
-if last[1] then
-  n = tonumber(string.sub(last[1][1], 3)) + 1
-  start = last[1][2][2]
-else
-  local t = redis.call('TIME')
-  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  start = string.format('%.0f', (ms - tonumber(ARGV[3])) * tonumber(ARGV[4]))
-  n = tonumber(start) + 1
+local history, ttl, base, per_ms, feed_length = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local ids = {}
+for i = 3, #KEYS do
+  local key, user, body = KEYS[i], ARGV[2 * i], ARGV[2 * i + 1]
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  local n, start
+  if last[1] then
+    n = tonumber(string.sub(last[1][1], 3)) + 1
+    start = last[1][2][2]
+  else
+    local t = redis.call('TIME')
+    local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    start = string.format('%.0f', (ms - tonumber(base)) * tonumber(per_ms))
+    n = tonumber(start) + 1
+  end
+  local id = string.format('%.0f', n)
+  redis.call('XADD', key, 'MAXLEN', history, '0-' .. id, 's', start, 'e', body)
+  redis.call('PEXPIRE', key, ttl)
+  local seq = redis.call('INCR', KEYS[2])
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', feed_length, '*',
+    'h', seq .. ' ' .. id .. ' ' .. start .. ' ' .. user, 'e', body)
+  ids[#ids + 1] = id
 end
-local id = string.format('%.0f', n)
-redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '0-' .. id, 's', start, 'e', ARGV[7])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local seq = redis.call('INCR', KEYS[3])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
-  'h', seq .. ' ' .. id .. ' ' .. start .. ' ' .. ARGV[6], 'e', ARGV[7])
-return id
+return ids
 """
 
 Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry: its id and fields
+
+
+class _Outgoing:
+    """An event waiting for the writer, and what its publisher learns: its id once Redis
+    has it, 0 when Redis could not be reached (it stays queued) or a full outbox dropped it."""
+
+    __slots__ = ("body", "user_id", "written")
+
+    def __init__(self, user_id: str, body: bytes, written: asyncio.Future[int]) -> None:
+        self.user_id = user_id
+        self.body = body
+        self.written = written
+
+
+def _settle(written: asyncio.Future[int], event_id: int) -> None:
+    if not written.done():
+        written.set_result(event_id)
 
 
 class _Watch:
@@ -147,9 +178,9 @@ class RedisEventBus:
         self._ttl_ms = int(ttl_s * 1000)
         self._publish = redis.register_script(_PUBLISH)
         self._watches: dict[str, _Watch] = {}
-        self._outbox: deque[tuple[str, bytes]] = deque(maxlen=outbox)
-        self._down = False  # the last write failed: publish queues without trying
-        self._flusher: asyncio.Task[None] | None = None
+        self._outbox: deque[_Outgoing] = deque(maxlen=outbox)  # in publish order
+        self._down = False  # the last write failed: publishers do not wait
+        self._writer: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._stopped: set[asyncio.Task[None]] = set()  # readers ending (cancelled)
         self._feed_id: bytes | None = None  # where the reader is in the feed
@@ -163,6 +194,22 @@ class RedisEventBus:
 
     # ─── publishing ──────────────────────────────────────────────────────────────────
 
+    def post(
+        self,
+        user_id: str,
+        type: EventType,
+        message: str,
+        *,
+        request_id: str | None = None,
+        service: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Event:
+        """Queue an event for the writer without waiting: it is written in publish order
+        within a round trip (or when Redis is back). Returned unnumbered (id 0)."""
+        event = _event(user_id, type, message, request_id, service, data)
+        self._enqueue(user_id, _encode(event))
+        return event
+
     async def publish(
         self,
         user_id: str,
@@ -173,57 +220,70 @@ class RedisEventBus:
         service: str | None = None,
         data: Mapping[str, Any] | None = None,
     ) -> Event:
-        event = Event(
-            id=0,
-            type=type,
-            user_id=user_id,
-            request_id=request_id,
-            service=service,
-            timestamp=time.time(),
-            message=redact(message),
-            data=MappingProxyType(dict(data or {})),
-        )
-        body = _encode(event)
-        if not self._down and not self._outbox:
-            try:
-                async with asyncio.timeout(COMMAND_TIMEOUT_S):
-                    event_id = await self._append(user_id, body)
-            except _REDIS_DOWN as exc:
-                self._failed(exc)
-            else:
-                return _numbered(event, event_id)
-        self._queue(user_id, body)
-        return event
+        """Queue an event and wait (at most ``COMMAND_TIMEOUT_S``) until Redis has it.
+        Cancelling the wait never takes the event back."""
+        event = _event(user_id, type, message, request_id, service, data)
+        written = self._enqueue(user_id, _encode(event))
+        if self._down:  # known unreachable: queued, numbered when Redis is back
+            return event
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                event_id = await asyncio.shield(written)
+        except TimeoutError:
+            self._down = True  # the next publishers do not wait (until a write succeeds)
+            return event
+        return _numbered(event, event_id) if event_id else event
 
-    async def _append(self, user_id: str, body: bytes) -> int:
-        keys = [self._key(user_id), self._feed, self._feed_seq]
-        args = (self._history, self._ttl_ms, CLOCK_BASE_MS, IDS_PER_MS, FEED_LENGTH, user_id, body)
-        event_id = await self._publish(keys=keys, args=args)
-        self.last_error = None
-        return int(event_id)
-
-    def _queue(self, user_id: str, body: bytes) -> None:
+    def _enqueue(self, user_id: str, body: bytes) -> asyncio.Future[int]:
+        written = asyncio.get_running_loop().create_future()
         if len(self._outbox) == self._outbox.maxlen:
             self.dropped += 1
-        self._outbox.append((user_id, body))
-        self._down = True
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="sincere-events-flush")
+            _settle(self._outbox[0].written, 0)
+        self._outbox.append(_Outgoing(user_id, body, written))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="sincere-events-writer")
+        return written
 
-    async def _flush(self) -> None:
-        """Write the outbox, oldest first, once Redis answers again."""
+    async def _write(self) -> None:
+        """Write the outbox oldest first, as many events per round trip as are waiting;
+        while Redis cannot be reached, try again every ``RETRY_S``."""
         while self._outbox:
-            item = self._outbox[0]
+            batch = list(itertools.islice(self._outbox, WRITE_BATCH))
             try:
                 async with asyncio.timeout(COMMAND_TIMEOUT_S):
-                    await self._append(*item)
+                    ids = await self._append(batch)
             except _REDIS_DOWN as exc:
                 self._failed(exc)
+                self._down = True
+                for item in self._outbox:  # their publishers stop waiting: queued
+                    _settle(item.written, 0)
                 await asyncio.sleep(RETRY_S)
                 continue
-            if self._outbox and self._outbox[0] is item:  # else a full outbox dropped it
-                self._outbox.popleft()
-        self._down = False
+            self._down = False
+            for item, event_id in zip(batch, ids, strict=True):
+                if self._outbox and self._outbox[0] is item:  # else a full outbox dropped it
+                    self._outbox.popleft()
+                _settle(item.written, int(event_id))
+
+    async def _append(self, batch: list[_Outgoing]) -> list[int]:
+        keys = [self._feed, self._feed_seq, *(self._key(item.user_id) for item in batch)]
+        args: list[str | int | bytes] = [
+            self._history,
+            self._ttl_ms,
+            CLOCK_BASE_MS,
+            IDS_PER_MS,
+            FEED_LENGTH,
+        ]
+        for item in batch:
+            args += (item.user_id, item.body)
+        ids = await self._publish(keys=keys, args=args)
+        self.last_error = None
+        return [int(i) for i in ids]
+
+    async def written(self) -> None:
+        """Wait until every event queued so far is in Redis (however long Redis is away)."""
+        if self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
 
     def _failed(self, exc: BaseException) -> None:
         if self.last_error is None:
@@ -314,6 +374,9 @@ class RedisEventBus:
             gap = after_id is not None and after_id > 0
             sub.begin(Replay((), gap=gap, reason=GAP_UNREADABLE if gap else None), after_id or 0)
             if after_id is not None:
+                # The reader may have handed it later events meanwhile: the catch-up hands
+                # them out again after the earlier ones, in order.
+                sub.discard_live()
                 _lower(watch, after_id, None)
             self._catch_up_due = True
         except BaseException:
@@ -445,17 +508,18 @@ class RedisEventBus:
             for sub in list(watch.subscribers):
                 sub.close()  # the last one stops the reader
         self._watches.clear()
-        for task in (self._reader, self._flusher, *self._stopped):
+        for task in (self._reader, *self._stopped):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._outbox:
-            with contextlib.suppress(*_REDIS_DOWN):
+        if self._writer is not None:  # one last bounded try to write the outbox
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(COMMAND_TIMEOUT_S):
-                    while self._outbox:
-                        await self._append(*self._outbox[0])
-                        self._outbox.popleft()
+                    await self.written()
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
         if self._outbox:
             log.warning("%d events could not be written to Redis", len(self._outbox))
 
@@ -487,6 +551,26 @@ def _deliver(user_id: str, watch: _Watch, entries: list[Entry]) -> None:
         for sub in list(watch.subscribers):
             if not sub.offer(event):
                 watch.subscribers.discard(sub)
+
+
+def _event(
+    user_id: str,
+    type: EventType,
+    message: str,
+    request_id: str | None,
+    service: str | None,
+    data: Mapping[str, Any] | None,
+) -> Event:
+    return Event(
+        id=0,
+        type=type,
+        user_id=user_id,
+        request_id=request_id,
+        service=service,
+        timestamp=time.time(),
+        message=redact(message),
+        data=MappingProxyType(dict(data or {})),
+    )
 
 
 def _encode(event: Event) -> bytes:

@@ -14,6 +14,11 @@ divided by the processes last seen alive: each process renews a heartbeat with i
 one that never reached Redis counts itself alone) in memory. A Redis error never fails a
 request: a request waits on Redis at most ``COMMAND_TIMEOUT_S``, and after a failure none
 asks it for ``RETRY_REDIS_S``; limits are exact again within that of Redis answering.
+
+Releases are grouped: the slots freed while one release is on its way are removed in the
+next round trip together, and a request waits for its own. A request stopped while it
+waits cannot take its release back, and this process's next admission of the same user
+waits for it.
 """
 
 from __future__ import annotations
@@ -134,6 +139,10 @@ class RedisLimiter:
         self._redis_unused_until = -math.inf  # local clock: Redis failed, not retried before
         self._fallback = InProcessLimiter(_Share(tiers, self), clock=self._local_clock)
         self._heartbeat: asyncio.Task[None] | None = None
+        self._unreleased: dict[str, list[str]] = {}  # user -> slots freed, not yet in Redis
+        self._unreleased_done: asyncio.Future[None] | None = None  # set when they are
+        self._releasing: set[str] = set()  # the users of the slots being freed now
+        self._releaser: asyncio.Task[None] | None = None
 
     @property
     def live_processes(self) -> int:
@@ -145,6 +154,8 @@ class RedisLimiter:
         """Hold one slot for the block, or raise RateLimited on entering; leaving the block,
         however it is left, releases the slot (or, if Redis is gone, lets it expire)."""
         self.start()
+        if user_id in self._unreleased or user_id in self._releasing:  # its releases first
+            await self.released()
         slot = await self._take(user_id, tier, context)
         if slot is None:  # Redis is unreachable: this process's share, in memory
             async with self._fallback.admit(user_id, tier, context):
@@ -180,6 +191,7 @@ class RedisLimiter:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
+        await self.released()  # bounded: each round trip is
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT_S):
                 await self._redis.zrem(self._prefix + "processes", self._process)
@@ -221,15 +233,45 @@ class RedisLimiter:
         return slot
 
     async def _release(self, user_id: str, slot: str) -> None:
+        """Free a slot. The slots freed while a release is on its way go in the next round
+        trip together; a request stopped while it waits (even at every await) does not
+        take its release back. One that fails expires within the lease."""
         held = self._held.get(user_id, set())
         held.discard(slot)  # no longer renewed: it expires within the lease whatever happens
         if not held:
             self._held.pop(user_id, None)
+        if self._unreleased_done is None:
+            self._unreleased_done = asyncio.get_running_loop().create_future()
+        done = self._unreleased_done
+        self._unreleased.setdefault(user_id, []).append(slot)
+        if self._releaser is None or self._releaser.done():
+            self._releaser = asyncio.create_task(self._release_all(), name="sincere-release")
+        await asyncio.shield(done)
+
+    async def released(self) -> None:
+        """Wait until every slot released so far is free in Redis (or given up on)."""
+        if self._releaser is not None and not self._releaser.done():
+            await asyncio.shield(self._releaser)
+
+    async def _release_all(self) -> None:
         try:
-            async with asyncio.timeout(COMMAND_TIMEOUT_S):
-                await self._redis.zrem(self._slots_key(user_id), slot)
-        except (RedisError, TimeoutError):
-            log.info("releasing a tier limit slot failed: it expires within the lease")
+            while self._unreleased:
+                batch, self._unreleased = self._unreleased, {}
+                done, self._unreleased_done = self._unreleased_done, None
+                self._releasing = set(batch)
+                try:
+                    async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                        async with self._redis.pipeline(transaction=False) as pipe:
+                            for user_id, slots in batch.items():
+                                pipe.zrem(self._slots_key(user_id), *slots)
+                            await pipe.execute()
+                except (RedisError, TimeoutError):
+                    log.info("releasing tier limit slots failed: they expire within the lease")
+                finally:
+                    if done is not None and not done.done():
+                        done.set_result(None)
+        finally:
+            self._releasing = set()
 
     @staticmethod
     async def _ask(script: AsyncScript, keys: list[str], args: list[str | float]) -> Any:
