@@ -175,15 +175,20 @@ def build_runtime(
     else:  # imported here: a single process never loads the fleet's backends
         from sincere.backends.redis.events import RedisEventBus
         from sincere.backends.redis.limits import RedisLimiter
+        from sincere.backends.redis.trips import RoundTrips
 
         prefix = settings.cluster.key_prefix
+        # One pipeline per round trip for both: a request's start (its event, its
+        # admission) is one round trip, its end (its event, its release) another.
+        trips = RoundTrips(redis)
+        limiter = RedisLimiter(redis, settings.tiers, prefix=prefix, trips=trips)
         bus = RedisEventBus(
             redis,
             history=settings.server.event_history,
             buffer=settings.server.event_buffer,
             prefix=prefix,
+            trips=trips,
         )
-        limiter = RedisLimiter(redis, settings.tiers, prefix=prefix)
     contexts = ContextFactory(bus, settings.defaults.timeout_s)
     metrics = Metrics(cascade.breakers)
     recorder = MetricsRecorder(metrics)

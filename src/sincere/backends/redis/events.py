@@ -53,19 +53,22 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError
 
 from sincere.backends.memory.events import Subscription
 from sincere.backends.redis import COMMAND_TIMEOUT_S, DEFAULT_PREFIX
+from sincere.backends.redis.trips import DOWN, RoundTrips, Staged
 from sincere.events import (
     GAP_BEFORE,
     GAP_BEYOND,
@@ -90,7 +93,7 @@ RETRY_S = 0.5  # how often an unreachable Redis is tried again (outbox, reader)
 GAP_UNREADABLE = "the event history could not be read (Redis unreachable); events may be missing"
 
 # Failures of Redis that the bus rides out (unreachable, timed out, refused, restarting).
-_REDIS_DOWN = (RedisError, OSError, TimeoutError)
+_REDIS_DOWN = DOWN
 
 # KEYS: the feed, the feed's sequence, then each event's user stream. ARGV: history, ttl
 # in ms, clock base in ms, ids per ms, feed length, then per event the user and the event
@@ -168,6 +171,7 @@ class RedisEventBus:
         prefix: str = DEFAULT_PREFIX,
         ttl_s: float = 24 * 3600,
         outbox: int = 10_000,
+        trips: RoundTrips | None = None,
     ) -> None:
         self._redis = redis
         self._history = history
@@ -176,11 +180,16 @@ class RedisEventBus:
         self._feed = f"{prefix}events-feed"  # not a user's stream, whatever the user's name
         self._feed_seq = f"{prefix}events-feed-seq"
         self._ttl_ms = int(ttl_s * 1000)
-        self._publish = redis.register_script(_PUBLISH)
+        # Written in the process's shared round trips (a bus alone makes its own).
+        self._owns_trips = trips is None
+        self._trips = RoundTrips(redis) if trips is None else trips
+        self._publish_sha = self._trips.script(_PUBLISH)
+        self._trips.join(self)
+        self._retry_at = -math.inf  # monotonic: Redis failed, the outbox waits until then
+        self._emptied: asyncio.Event | None = None  # set when the outbox is written
         self._watches: dict[str, _Watch] = {}
         self._outbox: deque[_Outgoing] = deque(maxlen=outbox)  # in publish order
         self._down = False  # the last write failed: publishers do not wait
-        self._writer: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._stopped: set[asyncio.Task[None]] = set()  # readers ending (cancelled)
         self._feed_id: bytes | None = None  # where the reader is in the feed
@@ -240,32 +249,15 @@ class RedisEventBus:
             self.dropped += 1
             _settle(self._outbox[0].written, 0)
         self._outbox.append(_Outgoing(user_id, body, written))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write(), name="sincere-events-writer")
+        if time.monotonic() >= self._retry_at:
+            self._trips.wake()
         return written
 
-    async def _write(self) -> None:
-        """Write the outbox oldest first, as many events per round trip as are waiting;
-        while Redis cannot be reached, try again every ``RETRY_S``."""
-        while self._outbox:
-            batch = list(itertools.islice(self._outbox, WRITE_BATCH))
-            try:
-                async with asyncio.timeout(COMMAND_TIMEOUT_S):
-                    ids = await self._append(batch)
-            except _REDIS_DOWN as exc:
-                self._failed(exc)
-                self._down = True
-                for item in self._outbox:  # their publishers stop waiting: queued
-                    _settle(item.written, 0)
-                await asyncio.sleep(RETRY_S)
-                continue
-            self._down = False
-            for item, event_id in zip(batch, ids, strict=True):
-                if self._outbox and self._outbox[0] is item:  # else a full outbox dropped it
-                    self._outbox.popleft()
-                _settle(item.written, int(event_id))
-
-    async def _append(self, batch: list[_Outgoing]) -> list[int]:
+    def stage(self, pipe: Pipeline) -> Staged | None:
+        """The oldest events of the outbox, in one script call (a part of ``RoundTrips``)."""
+        if not self._outbox or time.monotonic() < self._retry_at:
+            return None
+        batch = list(itertools.islice(self._outbox, WRITE_BATCH))
         keys = [self._feed, self._feed_seq, *(self._key(item.user_id) for item in batch)]
         args: list[str | int | bytes] = [
             self._history,
@@ -276,14 +268,37 @@ class RedisEventBus:
         ]
         for item in batch:
             args += (item.user_id, item.body)
-        ids = await self._publish(keys=keys, args=args)
+        pipe.evalsha(self._publish_sha, len(keys), *keys, *args)
+        return lambda replies: self._written(batch, replies)
+
+    def _written(self, batch: list[_Outgoing], replies: Sequence[Any] | BaseException) -> None:
+        reply = replies if isinstance(replies, BaseException) else replies[0]
+        if isinstance(reply, NoScriptError):
+            return  # Redis forgot the script: the next trip loads it and writes these
+        if isinstance(reply, BaseException):
+            self._failed(reply)
+            self._down = True
+            for item in self._outbox:  # their publishers stop waiting: queued
+                _settle(item.written, 0)
+            self._retry_at = time.monotonic() + RETRY_S
+            asyncio.get_running_loop().call_later(RETRY_S, self._trips.wake)
+            return
+        self._down = False
         self.last_error = None
-        return [int(i) for i in ids]
+        for item, event_id in zip(batch, reply, strict=True):
+            if self._outbox and self._outbox[0] is item:  # else a full outbox dropped it
+                self._outbox.popleft()
+            _settle(item.written, int(event_id))
+        if not self._outbox and self._emptied is not None:
+            self._emptied.set()
+            self._emptied = None
 
     async def written(self) -> None:
         """Wait until every event queued so far is in Redis (however long Redis is away)."""
-        if self._writer is not None and not self._writer.done():
-            await asyncio.shield(self._writer)
+        if self._outbox:
+            if self._emptied is None:
+                self._emptied = asyncio.Event()
+            await self._emptied.wait()
 
     def _failed(self, exc: BaseException) -> None:
         if self.last_error is None:
@@ -513,13 +528,11 @@ class RedisEventBus:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._writer is not None:  # one last bounded try to write the outbox
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(COMMAND_TIMEOUT_S):
-                    await self.written()
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        with contextlib.suppress(TimeoutError):  # one last bounded try to write the outbox
+            async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                await self.written()
+        if self._owns_trips:
+            await self._trips.aclose()
         if self._outbox:
             log.warning("%d events could not be written to Redis", len(self._outbox))
 

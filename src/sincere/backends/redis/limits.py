@@ -24,18 +24,21 @@ waits for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from sincere.backends.memory.limits import (
     WINDOW_S,
@@ -44,6 +47,7 @@ from sincere.backends.memory.limits import (
     per_minute_refusal,
 )
 from sincere.backends.redis import COMMAND_TIMEOUT_S, DEFAULT_PREFIX
+from sincere.backends.redis.trips import RoundTrips, Staged
 from sincere.config import TierLimits
 from sincere.errors import ErrorContext
 
@@ -61,27 +65,40 @@ if now == nil then
 end
 """
 
-# KEYS: the user's window, the user's slots. ARGV: now, window, per minute, concurrent,
-# the new slot's id, lease. Returns {verdict, seconds until the window has room}.
+# KEYS: per admission, the user's window and the user's slots. ARGV: now, window, lease,
+# then per admission: per minute, concurrent, the new slot's id. Decides each admission in
+# order; returns per admission {verdict, seconds until the window has room}.
 _TAKE = (
     _NOW
     + """
-local window, per_minute, concurrent = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local id, lease = ARGV[5], tonumber(ARGV[6])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now - window))
-if redis.call('ZCARD', KEYS[1]) >= per_minute then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return {'per_minute', tostring(tonumber(oldest[2]) + window - now)}
+local window, lease = tonumber(ARGV[2]), tonumber(ARGV[3])
+local stamp, expiry = string.format('%.6f', now), string.format('%.6f', now + lease)
+local past = string.format('%.6f', now - window)
+local out = {}
+for i = 1, #KEYS, 2 do
+  local w, slots, a = KEYS[i], KEYS[i + 1], 4 + (i - 1) / 2 * 3
+  local per_minute, concurrent, id = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2]
+  redis.call('ZREMRANGEBYSCORE', w, '-inf', past)
+  if redis.call('ZCARD', w) >= per_minute then
+    local oldest = redis.call('ZRANGE', w, 0, 0, 'WITHSCORES')
+    out[#out + 1] = 'per_minute'
+    out[#out + 1] = tostring(tonumber(oldest[2]) + window - now)
+  else
+    redis.call('ZREMRANGEBYSCORE', slots, '-inf', stamp)
+    if redis.call('ZCARD', slots) >= concurrent then
+      out[#out + 1] = 'concurrent'
+      out[#out + 1] = '0'
+    else
+      redis.call('ZADD', w, stamp, id)
+      redis.call('ZADD', slots, expiry, id)
+      redis.call('PEXPIRE', w, math.ceil(window * 1000))
+      redis.call('PEXPIRE', slots, math.ceil(lease * 1000))
+      out[#out + 1] = 'admitted'
+      out[#out + 1] = '0'
+    end
+  end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.6f', now))
-if redis.call('ZCARD', KEYS[2]) >= concurrent then
-  return {'concurrent', '0'}
-end
-redis.call('ZADD', KEYS[1], string.format('%.6f', now), id)
-redis.call('ZADD', KEYS[2], string.format('%.6f', now + lease), id)
-redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
-redis.call('PEXPIRE', KEYS[2], math.ceil(lease * 1000))
-return {'admitted', '0'}
+return out
 """
 )
 
@@ -124,6 +141,7 @@ class RedisLimiter:
         prefix: str = DEFAULT_PREFIX,
         clock: Callable[[], float] | None = None,
         lease_s: float = LEASE_S,
+        trips: RoundTrips | None = None,
     ) -> None:
         self._redis = redis
         self._tiers = tiers
@@ -131,7 +149,12 @@ class RedisLimiter:
         self._clock = clock
         self._local_clock = clock or time.monotonic
         self._lease_s = lease_s
-        self._take_script = redis.register_script(_TAKE)
+        # Admissions and releases go in the process's shared round trips (a limiter alone
+        # makes its own).
+        self._owns_trips = trips is None
+        self._trips = RoundTrips(redis) if trips is None else trips
+        self._take_sha = self._trips.script(_TAKE)
+        self._trips.join(self)
         self._renew_script = redis.register_script(_RENEW)
         self._process = uuid.uuid4().hex  # this process in the count of live ones
         self._held: dict[str, set[str]] = {}  # user -> ids of the slots held here
@@ -141,8 +164,8 @@ class RedisLimiter:
         self._heartbeat: asyncio.Task[None] | None = None
         self._unreleased: dict[str, list[str]] = {}  # user -> slots freed, not yet in Redis
         self._unreleased_done: asyncio.Future[None] | None = None  # set when they are
-        self._releasing: set[str] = set()  # the users of the slots being freed now
-        self._releaser: asyncio.Task[None] | None = None
+        self._asked: list[_Admission] = []  # admissions waiting for the next round trip
+        self._releasing: asyncio.Future[None] | None = None  # the releases on their way
 
     @property
     def live_processes(self) -> int:
@@ -154,8 +177,6 @@ class RedisLimiter:
         """Hold one slot for the block, or raise RateLimited on entering; leaving the block,
         however it is left, releases the slot (or, if Redis is gone, lets it expire)."""
         self.start()
-        if user_id in self._unreleased or user_id in self._releasing:  # its releases first
-            await self.released()
         slot = await self._take(user_id, tier, context)
         if slot is None:  # Redis is unreachable: this process's share, in memory
             async with self._fallback.admit(user_id, tier, context):
@@ -192,6 +213,8 @@ class RedisLimiter:
             self._heartbeat.cancel()
             self._heartbeat = None
         await self.released()  # bounded: each round trip is
+        if self._owns_trips:
+            await self._trips.aclose()
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT_S):
                 await self._redis.zrem(self._prefix + "processes", self._process)
@@ -209,22 +232,20 @@ class RedisLimiter:
             return None
         limits = self._tiers[tier]
         slot = uuid.uuid4().hex
+        asked = _Admission(user_id, limits, slot, asyncio.get_running_loop().create_future())
+        self._asked.append(asked)
+        self._trips.wake()
         try:
-            verdict, value = await self._ask(
-                self._take_script,
-                [self._prefix + f"window:{user_id}", self._slots_key(user_id)],
-                [
-                    self._now_arg(),
-                    WINDOW_S,
-                    limits.requests_per_minute,
-                    limits.concurrent_requests,
-                    slot,
-                    self._lease_s,
-                ],
-            )
-        except (RedisError, TimeoutError):
+            async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                verdict, value = await asyncio.shield(asked.decided)
+        except (RedisError, OSError, TimeoutError):
+            # A slot Redis gives it later anyway is freed at once.
+            asked.decided.add_done_callback(lambda _: self._free_if_taken(asked))
             self._redis_failed("taking a tier limit slot")
             return None
+        except asyncio.CancelledError:  # stopped while it waited: the same
+            asked.decided.add_done_callback(lambda _: self._free_if_taken(asked))
+            raise
         if verdict == b"per_minute":
             raise per_minute_refusal(tier, limits, float(value), context)
         if verdict == b"concurrent":
@@ -233,45 +254,83 @@ class RedisLimiter:
         return slot
 
     async def _release(self, user_id: str, slot: str) -> None:
-        """Free a slot. The slots freed while a release is on its way go in the next round
-        trip together; a request stopped while it waits (even at every await) does not
-        take its release back. One that fails expires within the lease."""
+        """Free a slot, in the next round trip (with every other slot freed meanwhile). A
+        request stopped while it waits (even at every await) does not take its release
+        back; a release that fails expires within the lease."""
         held = self._held.get(user_id, set())
         held.discard(slot)  # no longer renewed: it expires within the lease whatever happens
         if not held:
             self._held.pop(user_id, None)
+        with contextlib.suppress(TimeoutError):  # still queued: written when Redis answers
+            async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                await asyncio.shield(self._queue_release(user_id, slot))
+
+    def _queue_release(self, user_id: str, slot: str) -> asyncio.Future[None]:
+        """Queue a slot's release; the future is done once its round trip is."""
         if self._unreleased_done is None:
             self._unreleased_done = asyncio.get_running_loop().create_future()
-        done = self._unreleased_done
         self._unreleased.setdefault(user_id, []).append(slot)
-        if self._releaser is None or self._releaser.done():
-            self._releaser = asyncio.create_task(self._release_all(), name="sincere-release")
-        await asyncio.shield(done)
+        self._trips.wake()
+        return self._unreleased_done
+
+    def stage(self, pipe: Pipeline) -> Staged | None:
+        """The releases waiting, then the admissions (a part of ``RoundTrips``): a slot
+        freed here is free for every admission after it, here or in another process."""
+        released, self._unreleased = self._unreleased, {}
+        done, self._unreleased_done = self._unreleased_done, None
+        self._releasing = done
+        for user_id, slots in released.items():
+            pipe.zrem(self._slots_key(user_id), *slots)
+        asked, self._asked = self._asked, []
+        if asked:
+            keys: list[str] = []
+            args: list[str | float] = [self._now_arg(), WINDOW_S, self._lease_s]
+            for one in asked:
+                keys += (self._prefix + f"window:{one.user_id}", self._slots_key(one.user_id))
+                limits = one.limits
+                args += (limits.requests_per_minute, limits.concurrent_requests, one.slot)
+            pipe.evalsha(self._take_sha, len(keys), *keys, *args)
+        if not released and not asked:
+            return None
+        return lambda replies: self._decided(done, asked, replies)
+
+    def _decided(
+        self,
+        released: asyncio.Future[None] | None,
+        asked: list[_Admission],
+        replies: Sequence[Any] | BaseException,
+    ) -> None:
+        if released is not None and not released.done():
+            if isinstance(replies, BaseException):
+                log.info("releasing tier limit slots failed: they expire within the lease")
+            released.set_result(None)
+        if not asked:
+            return
+        reply = replies if isinstance(replies, BaseException) else replies[-1]
+        if isinstance(reply, NoScriptError):  # Redis forgot the script: the next trip has it
+            self._asked[:0] = asked
+            self._trips.wake()
+            return
+        for i, one in enumerate(asked):
+            if one.decided.done():
+                continue
+            if isinstance(reply, BaseException):
+                one.decided.set_exception(reply)
+            else:
+                one.decided.set_result((reply[2 * i], reply[2 * i + 1]))
+
+    def _free_if_taken(self, asked: _Admission) -> None:
+        decided = asked.decided
+        if decided.cancelled() or decided.exception() is not None:
+            return
+        if decided.result()[0] == b"admitted":
+            self._queue_release(asked.user_id, asked.slot)
 
     async def released(self) -> None:
         """Wait until every slot released so far is free in Redis (or given up on)."""
-        if self._releaser is not None and not self._releaser.done():
-            await asyncio.shield(self._releaser)
-
-    async def _release_all(self) -> None:
-        try:
-            while self._unreleased:
-                batch, self._unreleased = self._unreleased, {}
-                done, self._unreleased_done = self._unreleased_done, None
-                self._releasing = set(batch)
-                try:
-                    async with asyncio.timeout(COMMAND_TIMEOUT_S):
-                        async with self._redis.pipeline(transaction=False) as pipe:
-                            for user_id, slots in batch.items():
-                                pipe.zrem(self._slots_key(user_id), *slots)
-                            await pipe.execute()
-                except (RedisError, TimeoutError):
-                    log.info("releasing tier limit slots failed: they expire within the lease")
-                finally:
-                    if done is not None and not done.done():
-                        done.set_result(None)
-        finally:
-            self._releasing = set()
+        for done in (self._releasing, self._unreleased_done):
+            if done is not None:
+                await asyncio.shield(done)
 
     @staticmethod
     async def _ask(script: AsyncScript, keys: list[str], args: list[str | float]) -> Any:
@@ -295,6 +354,16 @@ class RedisLimiter:
 
     def _slots_key(self, user_id: str) -> str:
         return self._prefix + f"slots:{user_id}"
+
+
+@dataclass(slots=True)
+class _Admission:
+    """One request's ask for a slot, and Redis's verdict on it."""
+
+    user_id: str
+    limits: TierLimits
+    slot: str
+    decided: asyncio.Future[tuple[bytes, bytes]]
 
 
 class _Share(Mapping[str, TierLimits]):
