@@ -62,13 +62,12 @@ from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError
 
 from sincere.backends.memory.events import Subscription
 from sincere.backends.redis import COMMAND_TIMEOUT_S, DEFAULT_PREFIX
-from sincere.backends.redis.trips import DOWN, RoundTrips, Staged
+from sincere.backends.redis.trips import DOWN, Command, RoundTrips, Staged
 from sincere.events import (
     GAP_BEFORE,
     GAP_BEYOND,
@@ -253,7 +252,7 @@ class RedisEventBus:
             self._trips.wake()
         return written
 
-    def stage(self, pipe: Pipeline) -> Staged | None:
+    def stage(self, commands: list[Command]) -> Staged | None:
         """The oldest events of the outbox, in one script call (a part of ``RoundTrips``)."""
         if not self._outbox or time.monotonic() < self._retry_at:
             return None
@@ -268,7 +267,7 @@ class RedisEventBus:
         ]
         for item in batch:
             args += (item.user_id, item.body)
-        pipe.evalsha(self._publish_sha, len(keys), *keys, *args)
+        commands.append(("EVALSHA", self._publish_sha, len(keys), *keys, *args))
         return lambda replies: self._written(batch, replies)
 
     def _written(self, batch: list[_Outgoing], replies: Sequence[Any] | BaseException) -> None:

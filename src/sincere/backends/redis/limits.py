@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
@@ -47,7 +46,7 @@ from sincere.backends.memory.limits import (
     per_minute_refusal,
 )
 from sincere.backends.redis import COMMAND_TIMEOUT_S, DEFAULT_PREFIX
-from sincere.backends.redis.trips import RoundTrips, Staged
+from sincere.backends.redis.trips import Command, RoundTrips, Staged
 from sincere.config import TierLimits
 from sincere.errors import ErrorContext
 
@@ -273,14 +272,14 @@ class RedisLimiter:
         self._trips.wake()
         return self._unreleased_done
 
-    def stage(self, pipe: Pipeline) -> Staged | None:
+    def stage(self, commands: list[Command]) -> Staged | None:
         """The releases waiting, then the admissions (a part of ``RoundTrips``): a slot
         freed here is free for every admission after it, here or in another process."""
         released, self._unreleased = self._unreleased, {}
         done, self._unreleased_done = self._unreleased_done, None
         self._releasing = done
         for user_id, slots in released.items():
-            pipe.zrem(self._slots_key(user_id), *slots)
+            commands.append(("ZREM", self._slots_key(user_id), *slots))
         asked, self._asked = self._asked, []
         if asked:
             keys: list[str] = []
@@ -289,7 +288,7 @@ class RedisLimiter:
                 keys += (self._prefix + f"window:{one.user_id}", self._slots_key(one.user_id))
                 limits = one.limits
                 args += (limits.requests_per_minute, limits.concurrent_requests, one.slot)
-            pipe.evalsha(self._take_sha, len(keys), *keys, *args)
+            commands.append(("EVALSHA", self._take_sha, len(keys), *keys, *args))
         if not released and not asked:
             return None
         return lambda replies: self._decided(done, asked, replies)

@@ -21,9 +21,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from sincere.backends.redis import COMMAND_TIMEOUT_S
 
@@ -33,24 +32,30 @@ DOWN = (RedisError, OSError, TimeoutError)  # Redis unreachable, timed out, refu
 Staged = Callable[[Sequence[Any] | BaseException], None]
 
 
+Command = tuple[Any, ...]  # a command and its arguments, as redis-py packs them
+
+
 class Part(Protocol):
-    def stage(self, pipe: Pipeline) -> Staged | None:
-        """Add the commands waiting to ``pipe``; None when nothing waits."""
+    def stage(self, commands: list[Command]) -> Staged | None:
+        """Append the commands waiting to ``commands``; None when nothing waits."""
         ...
 
 
 class RoundTrips:
-    """The pipelines of one Redis client, shared by the parts that join it."""
+    """The round trips of one Redis client, shared by the parts that join it, on a
+    connection of their own (no pool, no per-command bookkeeping: one write, one read)."""
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        pool = redis.connection_pool
+        self._conn = pool.connection_class(**pool.connection_kwargs)
         self._parts: list[Part] = []
         self._scripts: dict[str, str] = {}  # SHA1 -> source
         self._loaded = False
         self._task: asyncio.Task[None] | None = None
 
     def script(self, source: str) -> str:
-        """Register a script; its SHA1, for ``pipe.evalsha``."""
+        """Register a script; its SHA1, for ``EVALSHA``."""
         sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         self._scripts[sha] = source
         self._loaded = False
@@ -68,37 +73,49 @@ class RoundTrips:
 
     async def _run(self) -> None:
         while True:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                staged: list[tuple[Staged, int, int]] = []
-                for part in self._parts:
-                    start = len(pipe)
-                    done = part.stage(pipe)
-                    if done is not None:
-                        staged.append((done, start, len(pipe)))
-                if not staged:
-                    return
-                commands = list(pipe.command_stack)
-                try:
-                    async with asyncio.timeout(COMMAND_TIMEOUT_S):
-                        if not self._loaded:
-                            await self._load()
-                        try:
-                            replies = await pipe.execute(raise_on_error=False)
-                        except RedisConnectionError:
-                            # A pooled connection that Redis closed (it restarted, or a
-                            # proxy dropped it): once more, on a new one. Every command
-                            # staged is safe to repeat (see the parts).
-                            for args, options in commands:
-                                pipe.execute_command(*args, **options)
-                            replies = await pipe.execute(raise_on_error=False)
-                except DOWN as exc:
-                    for done, _, _ in staged:
-                        done(exc)
-                    continue
+            commands: list[Command] = []
+            staged: list[tuple[Staged, int, int]] = []
+            for part in self._parts:
+                start = len(commands)
+                done = part.stage(commands)
+                if done is not None:
+                    staged.append((done, start, len(commands)))
+            if not staged:
+                return
+            try:
+                async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                    if not self._loaded:
+                        await self._load()
+                    try:
+                        replies = await self._execute(commands)
+                    except RedisConnectionError:
+                        # A connection that Redis closed while idle (it restarted, or a
+                        # proxy dropped it): once more, on a new one. Every command staged
+                        # is safe to repeat (see the parts).
+                        replies = await self._execute(commands)
+            except DOWN as exc:
+                for done, _, _ in staged:
+                    done(exc)
+                continue
             if any(isinstance(reply, NoScriptError) for reply in replies):
                 self._loaded = False
             for done, start, end in staged:
                 done(replies[start:end])
+
+    async def _execute(self, commands: list[Command]) -> list[Any]:
+        conn = self._conn
+        try:
+            await conn.send_packed_command(conn.pack_commands(commands))  # connects if needed
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as error:  # that command's reply: the others stand
+                    replies.append(error)
+            return replies
+        except BaseException:
+            await conn.disconnect()  # part of a reply may still be on its way
+            raise
 
     async def _load(self) -> None:
         for source in self._scripts.values():
@@ -114,3 +131,4 @@ class RoundTrips:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._conn.disconnect()
