@@ -205,3 +205,24 @@ async def test_with_redis_down_each_process_runs_its_own_breakers_then_rejoins_t
         assert (await cut_off.admit("a")).allowed
     # Only the first call waited for Redis (the client's timeouts); the next one did not.
     assert waited < 2.0
+
+
+async def test_successes_counted_in_a_process_reach_the_fleet_before_its_next_failure(
+    prefix: str,
+) -> None:
+    # Successes are written in bulk, not one round trip per answer: a failure after them
+    # must still count as the first of a new streak, here and across processes.
+    async with _process(prefix) as a, _process(prefix) as b:
+        await a.record_failure("a", "boom")  # a streak of one (two open it)
+        for _ in range(3):
+            await a.record_success("a")
+        assert await a.record_failure("a", "boom") is None  # the successes ended the streak
+        for _ in range(5):
+            await b.record_success("a")
+        await b.sync()  # B's refresh writes what B counted
+        redis = connect(REDIS_URL)
+        outcomes = await redis.hget(f"{prefix}breaker:a", "outcomes")
+        await redis.aclose()
+        assert outcomes == b"0111011111"
+        assert await a.record_failure("a", "boom") is None  # B's successes count too
+        assert (await a.record_failure("a", "boom")) is not None  # two in a row: open

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from sincere.backends.memory.events import InProcessEventBus
 from sincere.backends.redis import connect
 from sincere.backends.redis.events import GAP_UNREADABLE, RedisEventBus
+from sincere.backends.redis.trips import RoundTrips
 from sincere.events import GAP_BEFORE, GAP_BEYOND, GAP_DROPPED, Event, EventType, SlowConsumer
 from sincere.ports import EventBus, Subscription
 from tests.redis_cut import RedisCut
@@ -567,3 +568,35 @@ async def test_every_event_a_process_published_before_it_was_killed_is_kept(
     kept = await _take(sub, last - published[9])
     assert _ids(kept[: len(published) - 10]) == published[10:]  # each one returned is in Redis
     assert _ids(kept) == list(range(published[10], last + 1))  # and nothing half-written
+
+
+async def test_after_redis_forgets_the_scripts_events_and_admissions_go_on(
+    redis_bus: Callable[..., Awaitable[RedisEventBus]], prefix: str
+) -> None:
+    from sincere.backends.redis.limits import RedisLimiter
+    from sincere.config import TierLimits
+    from sincere.errors import ErrorContext
+
+    client = connect(REDIS_URL)
+    trips = RoundTrips(client)
+    bus = RedisEventBus(client, prefix=prefix, trips=trips)
+    limiter = RedisLimiter(
+        client,
+        {"free": TierLimits(requests_per_minute=10, concurrent_requests=1)},
+        prefix=prefix,
+        trips=trips,
+    )
+    try:
+        watcher = await (await redis_bus()).subscribe("alice")
+        await _publish(bus, "alice", 1, label="before")
+        await client.script_flush()  # as after a restart without persistence
+        after = await _publish(bus, "alice", 1, label="after")
+        assert after[0].id > 0  # written (the script loaded again), not left queued
+        async with limiter.admit("alice", "free", ErrorContext()):
+            pass
+        assert [e.message for e in await _take(watcher, 2)] == ["before 0", "after 0"]
+    finally:
+        await bus.aclose()
+        await limiter.aclose()
+        await trips.aclose()
+        await client.aclose()

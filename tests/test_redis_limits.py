@@ -307,3 +307,60 @@ async def test_redis_unreachable_divides_the_limit_and_exactness_returns_with_it
     clock.now += RETRY_REDIS_S  # Redis is asked again: the fleet's window, exact
     outcomes = await asyncio.gather(*(_outcome((one, two)[i % 2]) for i in range(20)))
     assert outcomes.count(None) == 8  # ten per minute, two of them taken before the outage
+
+
+async def test_a_slot_granted_to_a_request_that_stopped_waiting_is_freed_at_once() -> None:
+    # The client left while its admission was on its way: Redis grants the slot all the
+    # same, and it must not stay taken until its lease runs out.
+    prefix = _prefix()
+    limiter = _process(concurrent=1, prefix=prefix)
+    entered = asyncio.Event()
+
+    async def request() -> None:
+        async with limiter.admit("alice", "free", ErrorContext()):
+            entered.set()
+
+    task = asyncio.create_task(request())
+    await asyncio.sleep(0)  # its admission is queued for the next round trip
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not entered.is_set()
+    redis = closing(connect(REDIS))
+    slots = f"{prefix}limits:slots:alice"
+    for _ in range(200):  # granted, then freed in the round trip after
+        if await redis.exists(f"{prefix}limits:window:alice") and not await redis.zcard(slots):
+            break
+        await asyncio.sleep(0.01)
+    assert await redis.zcard(slots) == 0
+    assert await _outcome(_process(concurrent=1, prefix=prefix)) is None  # free elsewhere
+
+
+async def test_a_release_survives_a_request_cancelled_at_every_await() -> None:
+    # Under Starlette a request stopped by its client runs its cleanup in a cancel scope
+    # that cancels every await: its slot must be released all the same.
+    import anyio
+
+    prefix = _prefix()
+    limiter = _process(concurrent=1, prefix=prefix)
+    scopes: list[anyio.CancelScope] = []
+    admitted = asyncio.Event()
+
+    async def request() -> None:
+        with anyio.CancelScope() as scope:
+            scopes.append(scope)
+            async with limiter.admit("alice", "free", ErrorContext()):
+                admitted.set()
+                await asyncio.Event().wait()  # the answer never comes: the client leaves
+
+    task = asyncio.create_task(request())
+    await admitted.wait()
+    scopes[0].cancel()
+    await task
+    other = _process(concurrent=1, prefix=prefix)
+    for _ in range(200):
+        if await _outcome(other) is None:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the slot of the cancelled request was never released")

@@ -23,9 +23,9 @@ def test_a_fleet_with_a_process_killed_keeps_every_promise() -> None:
     assert tally.outcomes["answer"] > 0, text
     assert tally.outcomes["clean_error"] > 0, text
     assert {process for process, _, _ in tally.spans.values()} == {0, 1}
-    assert "killed" in result["window"] and "back" in result["window"]
+    assert set(result["window"]) >= {"killed", "back"}
     # Each request that did not die with the process has exactly one terminal event.
     counts = terminal_counts(result)
-    assert counts and set(counts.values()) == {1}, text
+    assert set(counts.values()) == {1}, text
     survivor = result["memory"][1]  # the process that was not killed
     assert survivor[-1] - survivor[0] < MEMORY_GROWTH_MB, text
