@@ -8,14 +8,23 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
 from sincere.backends.redis import connect
 from sincere.backends.redis.breakers import SYNC_S, RedisBreakers
+from sincere.config import load_settings
+from sincere.errors import ServiceError
+from sincere.health import HealthState
+from sincere.identity import Caller
 from sincere.llm.breaker import BreakerPolicy, BreakerState, BreakerTransition
+from sincere.llm.request import ChatRequest
+from sincere.runtime import build_runtime
 from tests.clocks import ManualClock
+from tests.faults import Fault, FaultServer
+from tests.live import fallback_config
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 POLICY = BreakerPolicy(consecutive_failures=2, open_s=10)
@@ -226,3 +235,30 @@ async def test_successes_counted_in_a_process_reach_the_fleet_before_its_next_fa
         assert outcomes == b"0111011111"
         assert await a.record_failure("a", "boom") is None  # B's successes count too
         assert (await a.record_failure("a", "boom")) is not None  # two in a row: open
+
+
+async def test_a_transition_is_recorded_once_in_the_fleets_history(
+    prefix: str, tmp_path: Path, fault_server: FaultServer
+) -> None:
+    # Every process follows the fleet's breakers; only the one that moved a circuit
+    # writes the transition to the shared history (else one row per process).
+    extra = f'breaker_consecutive_failures = 1\n[cluster]\nredis_url = "{REDIS_URL}"\n'
+    extra += f'key_prefix = "{prefix}"\n'
+    env = {"SINCERE_DATA_DIR": str(tmp_path / "data")}  # one store for both
+    settings = load_settings(fallback_config(tmp_path, fault_server.base_url, None, extra), env=env)
+    here, there = build_runtime(settings, env={}), build_runtime(settings, env={})
+    try:
+        there.cascade.breakers.view("up")  # its mirror of the fleet's breakers runs
+        fault_server.script(Fault.status(500))
+        caller = Caller("alice", "free", "user", None)  # type: ignore[arg-type]
+        with pytest.raises(ServiceError):
+            await here.pipeline.complete(caller, ChatRequest.of("gpt", "Hi"), surface="test")
+        record = there.cascade.registry.record("up")
+        await _until(lambda: record.state is HealthState.UNAVAILABLE, "the other process sees it")
+        await here.history_writer.flush()
+        await there.history_writer.flush()
+        rows = await here.history.recent("up")
+        assert [r.state for r in rows] == ["unavailable"]
+    finally:
+        await here.aclose()
+        await there.aclose()

@@ -21,7 +21,15 @@ from sincere.backends.memory.events import InProcessEventBus
 from sincere.backends.redis import connect
 from sincere.backends.redis.events import GAP_UNREADABLE, RedisEventBus
 from sincere.backends.redis.trips import RoundTrips
-from sincere.events import GAP_BEFORE, GAP_BEYOND, GAP_DROPPED, Event, EventType, SlowConsumer
+from sincere.events import (
+    GAP_BEFORE,
+    GAP_BEYOND,
+    GAP_DROPPED,
+    STREAM_LOST,
+    Event,
+    EventType,
+    SlowConsumer,
+)
 from sincere.ports import EventBus, Subscription
 from tests.redis_cut import RedisCut
 
@@ -473,8 +481,9 @@ async def test_when_redis_loses_everything_the_fleet_goes_on_with_new_ids(
     await redis.aclose()
     after = await _publish(a, "alice", 2)
     assert after[0].id > before[-1].id
-    with pytest.raises(SlowConsumer):  # told to reconnect: events may have been lost
+    with pytest.raises(SlowConsumer) as ended:  # told to reconnect: events may be lost
         await _next(sub)
+    assert str(ended.value) == STREAM_LOST  # the socket's 1013 says so, not "overflow"
     again = await b.subscribe("alice", after_id=sub.last_id)
     assert (again.gap, again.gap_reason) == (True, GAP_BEFORE)
     more = await _publish(a, "alice", 1)

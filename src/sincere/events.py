@@ -74,7 +74,12 @@ class Replay:
 
 
 class SlowConsumer(Exception):
-    """A subscriber fell further behind than its buffer allows and was dropped."""
+    """A subscription the bus ended: its subscriber fell further behind than its buffer
+    allows, or the stream it read was lost (the message says which)."""
+
+
+OVERFLOWED = "event buffer overflow"
+STREAM_LOST = "event stream lost by Redis"
 
 
 @dataclass(frozen=True, slots=True)

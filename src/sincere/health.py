@@ -97,10 +97,12 @@ class ServiceRegistry:
         """Call ``listener(service, transition)`` on every recorded state change."""
         self._listeners.append(listener)
 
-    def report(self, name: str, report: HealthReport) -> None:
-        """Record a service's state as observed now (by a check, a breaker, a request)."""
+    def report(self, name: str, report: HealthReport, *, recorded: bool = False) -> None:
+        """Record a service's state as observed now (by a check, a breaker, a request).
+        ``recorded``: another process made this change and told its listeners (the
+        history): this registry follows it without telling its own a second time."""
         transition = self._services[name].record(report)
-        if transition is not None:
+        if transition is not None and not recorded:
             for listener in self._listeners:
                 listener(name, transition)
 

@@ -188,7 +188,8 @@ async def _watch_key(gw: Runtime, key: str, rid: str) -> Close:
 
 
 async def _pump(websocket: WebSocket, sub: Subscription, gw: Runtime) -> Close | None:
-    """Send events as they come, a heartbeat when idle; 1013 when the buffer overflowed."""
+    """Send events as they come, a heartbeat when idle; 1013 when the bus ended the
+    subscription (the buffer overflowed, or Redis lost the stream)."""
     idle_s = gw.settings.server.heartbeat_s
     try:
         while True:
@@ -202,9 +203,8 @@ async def _pump(websocket: WebSocket, sub: Subscription, gw: Runtime) -> Close |
                 continue
             await websocket.send_json({"type": "event", "event": event.to_dict()})
             gw.metrics.event_deliveries.inc()
-    except SlowConsumer:
-        reason = f"event buffer overflow; reconnect with last_event_id={sub.last_id}"
-        return CLOSE_TRY_AGAIN_LATER, reason
+    except SlowConsumer as ended:
+        return CLOSE_TRY_AGAIN_LATER, f"{ended}; reconnect with last_event_id={sub.last_id}"
     except (StopAsyncIteration, WebSocketDisconnect):
         return None
 

@@ -19,6 +19,7 @@ from sincere.events import (
     GAP_BEFORE,
     GAP_BEYOND,
     GAP_DROPPED,
+    OVERFLOWED,
     Event,
     EventType,
     Replay,
@@ -40,6 +41,7 @@ class Subscription:
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=buffer)
         self._backlog: deque[Event] = deque()
         self._overflowed = False
+        self._ended_because = OVERFLOWED
         self._closed = False
         self._last_id = 0
         self._on_close = on_close
@@ -67,10 +69,11 @@ class Subscription:
             return False
         return True
 
-    def end(self) -> None:
-        """End it as a slow consumer's: the client reconnects with its last id and is told
-        (by the replay) what cannot be served."""
+    def end(self, because: str = OVERFLOWED) -> None:
+        """End it early: the client reconnects with its last id and is told (by the
+        replay) what cannot be served."""
         self._overflowed = True
+        self._ended_because = because
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(None)
 
@@ -102,7 +105,7 @@ class Subscription:
             if self._backlog:
                 event = self._backlog.popleft()
             elif self._overflowed and self._queue.empty():
-                raise SlowConsumer("the event buffer overflowed; reconnect with last_event_id")
+                raise SlowConsumer(self._ended_because)
             else:
                 queued = await self._queue.get()
                 if queued is None:  # close() or end() woke us

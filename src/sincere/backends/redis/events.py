@@ -72,6 +72,7 @@ from sincere.events import (
     GAP_BEFORE,
     GAP_BEYOND,
     GAP_DROPPED,
+    STREAM_LOST,
     Event,
     EventType,
     Replay,
@@ -553,7 +554,7 @@ def _deliver(user_id: str, watch: _Watch, entries: list[Entry]) -> None:
             # Redis lost the stream (and with it, perhaps, events not read yet): the
             # subscribers reconnect, and the replay tells them what cannot be served.
             for sub in list(watch.subscribers):
-                sub.end()
+                sub.end(STREAM_LOST)
             watch.subscribers.clear()
         watch.start, watch.cursor = start, event_id
         event = _decode(entry)
