@@ -3,20 +3,28 @@ start together, and an unreachable server fails a key lookup cleanly, never by h
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from sincere.auth import Authenticator
 from sincere.backends.sql import Database, SqlKeyStore, open_database
 from sincere.backends.sql.keys import KEY_PREFIX
 from sincere.errors import ServiceUnavailable
+from sincere.runtime import build_runtime
+from tests.faults import FaultServer
+from tests.live import LiveServer, settings_for
+from tests.redis_cut import RedisCut
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 STARTING_TOGETHER = 6
@@ -150,3 +158,28 @@ async def test_a_key_lookup_with_a_postgresql_that_never_answers_is_a_503_not_a_
     error = await _verify_fails_with_503(silent_server)
     assert error.context.service == "store"
     assert error.retry_after is None
+
+
+async def test_an_event_socket_whose_key_the_store_cannot_check_is_told_to_come_back(
+    tmp_path: Path, fresh_schema: str, fault_server: FaultServer
+) -> None:
+    # The store is no verdict on the key: the socket closes with 1013 (try again later),
+    # not 4401 (a bad key) nor an internal error.
+    proxy = await RedisCut(port=5432).start()  # a TCP proxy to PostgreSQL, cut at will
+    url = fresh_schema.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    settings = settings_for(tmp_path, fault_server.base_url, f'\n[store]\nurl = "{url}"\n')
+    # Synchronous (it migrates): off this loop, which carries the proxy's traffic.
+    runtime = await asyncio.to_thread(build_runtime, settings, env={})
+    try:
+        key, _ = await runtime.keys.create("alice", "free")
+        with LiveServer(runtime) as live:
+            proxy.cut()
+            headers = {"Authorization": f"Bearer {key}"}
+            async with connect(live.ws, additional_headers=headers) as ws:
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 1013
+            assert ws.close_reason == "the store (the database) is unreachable; reconnect later"
+    finally:
+        await asyncio.to_thread(runtime.database.engine.dispose)
+        await proxy.aclose()

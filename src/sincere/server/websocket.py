@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from sincere.errors import AuthenticationFailed
+from sincere.errors import AuthenticationFailed, ServiceError
 from sincere.events import SlowConsumer
 from sincere.ports import Subscription
 from sincere.runtime import Runtime
@@ -68,6 +68,9 @@ async def events(websocket: WebSocket) -> None:
         record = await gw.auth.key(key, request_id(websocket))
     except AuthenticationFailed as exc:
         await websocket.close(CLOSE_UNAUTHORIZED, f"{exc.message}; check the key or create one")
+        return
+    except ServiceError as exc:  # the store could not say: no verdict on the key
+        await websocket.close(CLOSE_TRY_AGAIN_LATER, f"{exc.message}; reconnect later"[:123])
         return
 
     sockets: SocketLimit = websocket.app.state.event_sockets
