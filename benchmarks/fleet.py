@@ -30,10 +30,8 @@ import asyncio
 import contextlib
 import importlib.util
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +55,7 @@ from benchmarks.overhead import (
     Target,
     build_request,
     console,
+    create_key,
     free_port,
     measure,
     paused,
@@ -69,7 +68,6 @@ from benchmarks.overhead import (
 from benchmarks.upstream import MODEL
 
 REDIS_BACKENDS = ("events", "limits", "breakers")
-BENCH_USER = ("--user", "bench", "--tier", "enterprise")
 
 
 def missing_backends() -> list[str]:
@@ -120,17 +118,7 @@ def start_fleet_member(
     }
     command = [str(VENV_BIN / "sincere")]
     if key is None:
-        created = subprocess.run(
-            [*command, "keys", "create", "--config", str(config), *BENCH_USER],
-            capture_output=True,
-            text=True,
-            env={**os.environ, **env},
-            timeout=120,
-            check=False,
-        )
-        if created.returncode != 0:
-            raise RuntimeError(f"sincere keys create failed:\n{created.stderr}")
-        key = created.stdout.strip().splitlines()[-1]
+        key = create_key(command, config, env)
     port = free_port()
     args = [*command, "serve", "--config", str(config), "--port", str(port)]
     server = servers.start(name, port, [*args, "--workers", str(workers)], env)

@@ -216,6 +216,25 @@ api_key_env = "BENCH_UPSTREAM_KEY"
 """
 
 
+def create_key(command: list[str], config: Path, env: dict[str, str]) -> str:
+    """A key for the benchmark's user (enterprise tier), made with ``sincere keys create``."""
+    created = subprocess.run(
+        [
+            *command,
+            *("keys", "create", "--config", str(config)),
+            *("--user", "bench", "--tier", "enterprise"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+        check=False,
+    )
+    if created.returncode != 0:
+        raise RuntimeError(f"sincere keys create failed:\n{created.stderr}")
+    return created.stdout.strip().splitlines()[-1]
+
+
 def start_sincere(
     servers: Servers, upstream: Server, name: str = "sincere", source: Path | None = None
 ) -> tuple[Server, str]:
@@ -233,21 +252,7 @@ def start_sincere(
     if source is not None:
         command = [sys.executable, "-m", "sincere.cli"]
         env["PYTHONPATH"] = str(source / "src")
-    created = subprocess.run(
-        [
-            *command,
-            *("keys", "create", "--config", str(config)),
-            *("--user", "bench", "--tier", "enterprise"),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=120,
-        check=False,
-    )
-    if created.returncode != 0:
-        raise RuntimeError(f"sincere keys create failed:\n{created.stderr}")
-    key = created.stdout.strip().splitlines()[-1]
+    key = create_key(command, config, env)
     port = free_port()
     server = servers.start(
         name, port, [*command, "serve", "--config", str(config), "--port", str(port)], env
