@@ -14,6 +14,9 @@ paused with SIGSTOP):
   (target at concurrency 64: at least 1.6 times one process on 2 cores);
 - the latency `--workers 2` adds at p50 over calling the upstream directly at
   concurrency 1 (target: at most 1 ms);
+- the CPU time each request cost the gateway (all its processes), the Redis server (when
+  it runs on this host), the upstream and the client, and from them the ceiling the host's
+  cores put on any fleet: one process's work spread on every core, with nothing for Redis;
 - the event delay across processes: a user's /v1/events socket on one process, the
   user's requests sent to the other, one at a time; the delay of each event is the time
   the socket received it minus its `timestamp` (set by the emitting process, on the same
@@ -30,6 +33,7 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -38,6 +42,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -47,6 +52,7 @@ from websockets.asyncio.client import connect
 from benchmarks.overhead import (
     HOST,
     SINCERE_CONFIG,
+    TICKS,
     VENV_BIN,
     Connection,
     Phase,
@@ -68,6 +74,7 @@ from benchmarks.overhead import (
 from benchmarks.upstream import MODEL
 
 REDIS_BACKENDS = ("events", "limits", "breakers")
+CORES = os.cpu_count() or 1
 
 
 def missing_backends() -> list[str]:
@@ -149,28 +156,59 @@ async def event_delays(emitter: Server, listener: Server, key: str, count: int) 
     return delays
 
 
+def _local_redis_pid(url: str) -> int | None:
+    """The pid of the redis-server this host runs for ``url`` (None: not local, or unseen)."""
+    if urlsplit(url).hostname not in ("127.0.0.1", "localhost"):
+        return None
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if comm.read_text().strip() == "redis-server":
+                return int(comm.parent.name)
+    return None
+
+
+def _cpu_s(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def report(phases: list[Phase], delays: list[float], args: argparse.Namespace) -> str:
+def report(
+    phases: list[Phase],
+    delays: list[float],
+    redis_ms: dict[int, str],
+    args: argparse.Namespace,
+) -> str:
     by_key = {(p.target.name, p.concurrency): p for p in phases}
     lines = [
         versions(),
         f"{args.requests} measured requests per target and concurrency, in {args.rounds} "
         "interleaved rounds (the gateways not measured paused)",
         "",
-        "| target | concurrency | requests/s | p50 ms | p99 ms | added p50 ms |",
-        "|---|---|---|---|---|---|",
+        "| target | concurrency | requests/s | p50 ms | p99 ms | added p50 ms "
+        "| CPU ms/request: gateway | Redis | upstream | client |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in args.concurrency:
         direct = by_key[("direct", c)]
         for name in ("direct", "one process", "--workers 2 (Redis)"):
             p = by_key[(name, c)]
             added = "" if p is direct else f"{p.p(0.5) - direct.p(0.5):+.2f}"
+            gateway = "" if p is direct else p.per_request_ms(p.cpu_s)
+            in_redis = redis_ms.get(c, "n/a") if name.endswith("(Redis)") else ""
             lines.append(
-                f"| {name} | {c} | {p.rps:,.0f} | {p.p(0.5):.2f} | {p.p(0.99):.2f} | {added} |"
+                f"| {name} | {c} | {p.rps:,.0f} | {p.p(0.5):.2f} | {p.p(0.99):.2f} | {added} "
+                f"| {gateway} | {in_redis} | {p.per_request_ms(p.upstream_cpu_s)} "
+                f"| {p.per_request_ms(p.client_cpu_s)} |"
             )
     lines.append("")
     high, low = max(args.concurrency), min(args.concurrency)
@@ -179,6 +217,17 @@ def report(phases: list[Phase], delays: list[float], args: argparse.Namespace) -
         f"concurrency {high}: --workers 2 serves {two.rps / one.rps:.2f}× one process "
         "(target ≥ 1.6×)"
     )
+    if one.cpu_s and one.upstream_cpu_s is not None:
+        # The gateway, the upstream and the client share the host's cores: even a fleet
+        # whose coordination cost nothing could not serve more than the cores allow.
+        n = len(one.latencies)
+        rest = (one.upstream_cpu_s + one.client_cpu_s) / n
+        free = CORES / (one.cpu_s / n + rest)  # one process's work, spread on every core
+        lines.append(
+            f"  the ceiling on {CORES} cores shared with the upstream and the client, from "
+            f"the CPU each request cost them: {free:,.0f} requests/s, "
+            f"{free / one.rps:.2f}× one process, for a fleet whose Redis cost nothing"
+        )
     added = by_key[("--workers 2 (Redis)", low)].p(0.5) - by_key[("direct", low)].p(0.5)
     lines.append(
         f"concurrency {low}: --workers 2 with Redis adds {added:.2f} ms at p50 (target ≤ 1 ms)"
@@ -211,12 +260,21 @@ async def bench(args: argparse.Namespace, servers: Servers, shared: Shared) -> s
         console=console,
     )
     phases: list[Phase] = []
+    redis_ms: dict[int, str] = {}  # the Redis server's CPU per request of the fleet
+    redis_pid = _local_redis_pid(args.redis)
     with progress, paused([a, b]):
         for concurrency in args.concurrency:
-            phases += await measure(targets, upstream, concurrency, args, progress)
+            before = _cpu_s(redis_pid)
+            measured = await measure(targets, upstream, concurrency, args, progress)
+            after = _cpu_s(redis_pid)
+            phases += measured
+            if before is not None and after is not None:
+                # Only the fleet's requests reach Redis: its warm-up and measured ones.
+                warmup = args.warmup if args.warmup is not None else max(50, args.requests // 10)
+                redis_ms[concurrency] = f"{(after - before) * 1000 / (warmup + args.requests):.3f}"
     with console.status("measuring the event delay across processes…"), paused([one, workers]):
         delays = await event_delays(a, b, key, args.events)
-    return report(phases, delays, args)
+    return report(phases, delays, redis_ms, args)
 
 
 def main() -> None:

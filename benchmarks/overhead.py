@@ -86,12 +86,13 @@ class Server:
     log: Path
 
     def cpu_s(self) -> float | None:
-        """User + system CPU seconds of the process so far (Linux /proc), else None."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+        """User + system CPU seconds so far of the process and every process of its group
+        (``--workers N``: the workers do the work), from Linux /proc; else None."""
+        if not Path(f"/proc/{self.proc.pid}/stat").exists():
             return None
-        return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+        return sum(
+            cpu for pgrp, cpu in map(_stat, Path("/proc").glob("[0-9]*")) if pgrp == self.proc.pid
+        )
 
     def tail(self, lines: int = 15) -> str:
         try:
@@ -116,6 +117,15 @@ class Server:
         # Whatever the leader left in its group (workers, helpers) goes too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def _stat(process: Path) -> tuple[int | None, float]:
+    """A process's group and its CPU seconds so far (user + system); (None, 0) if gone."""
+    try:
+        fields = (process / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None, 0.0
+    return int(fields[2]), (int(fields[11]) + int(fields[12])) / TICKS  # pgrp, utime, stime
 
 
 class Servers:
