@@ -104,28 +104,34 @@ _REDIS_DOWN = DOWN
 # returns the ids. Lua numbers are doubles: "%.0f" keeps ids exact.
 _PUBLISH = """
 local history, ttl, base, per_ms, feed_length = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local count = #KEYS - 2
+local seq = redis.call('INCRBY', KEYS[2], count) - count
+local tails = {}  -- per stream in this batch: {its last id, its start}
 local ids = {}
 for i = 3, #KEYS do
   local key, user, body = KEYS[i], ARGV[2 * i], ARGV[2 * i + 1]
-  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
-  local n, start
-  if last[1] then
-    n = tonumber(string.sub(last[1][1], 3)) + 1
-    start = last[1][2][2]
-  else
-    local t = redis.call('TIME')
-    local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    start = string.format('%.0f', (ms - tonumber(base)) * tonumber(per_ms))
-    n = tonumber(start) + 1
+  local tail = tails[key]
+  if not tail then
+    local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+    if last[1] then
+      tail = {tonumber(string.sub(last[1][1], 3)), last[1][2][2]}
+    else
+      local t = redis.call('TIME')
+      local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+      local start = string.format('%.0f', (ms - tonumber(base)) * tonumber(per_ms))
+      tail = {tonumber(start), start}
+    end
+    tails[key] = tail
   end
-  local id = string.format('%.0f', n)
-  redis.call('XADD', key, 'MAXLEN', history, '0-' .. id, 's', start, 'e', body)
-  redis.call('PEXPIRE', key, ttl)
-  local seq = redis.call('INCR', KEYS[2])
+  tail[1] = tail[1] + 1
+  local id = string.format('%.0f', tail[1])
+  redis.call('XADD', key, 'MAXLEN', history, '0-' .. id, 's', tail[2], 'e', body)
+  seq = seq + 1
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', feed_length, '*',
-    'h', seq .. ' ' .. id .. ' ' .. start .. ' ' .. user, 'e', body)
+    'h', seq .. ' ' .. id .. ' ' .. tail[2] .. ' ' .. user, 'e', body)
   ids[#ids + 1] = id
 end
+for key in pairs(tails) do redis.call('PEXPIRE', key, ttl) end
 return ids
 """
 

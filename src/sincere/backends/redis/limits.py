@@ -73,28 +73,37 @@ _TAKE = (
 local window, lease = tonumber(ARGV[2]), tonumber(ARGV[3])
 local stamp, expiry = string.format('%.6f', now), string.format('%.6f', now + lease)
 local past = string.format('%.6f', now - window)
+local users = {}  -- per user in this batch: {requests in the window, slots, slots key, taken}
 local out = {}
 for i = 1, #KEYS, 2 do
   local w, slots, a = KEYS[i], KEYS[i + 1], 4 + (i - 1) / 2 * 3
   local per_minute, concurrent, id = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2]
-  redis.call('ZREMRANGEBYSCORE', w, '-inf', past)
-  if redis.call('ZCARD', w) >= per_minute then
+  local u = users[w]
+  if not u then
+    redis.call('ZREMRANGEBYSCORE', w, '-inf', past)
+    redis.call('ZREMRANGEBYSCORE', slots, '-inf', stamp)
+    u = {redis.call('ZCARD', w), redis.call('ZCARD', slots), slots, false}
+    users[w] = u
+  end
+  if u[1] >= per_minute then
     local oldest = redis.call('ZRANGE', w, 0, 0, 'WITHSCORES')
     out[#out + 1] = 'per_minute'
     out[#out + 1] = tostring(tonumber(oldest[2]) + window - now)
+  elseif u[2] >= concurrent then
+    out[#out + 1] = 'concurrent'
+    out[#out + 1] = '0'
   else
-    redis.call('ZREMRANGEBYSCORE', slots, '-inf', stamp)
-    if redis.call('ZCARD', slots) >= concurrent then
-      out[#out + 1] = 'concurrent'
-      out[#out + 1] = '0'
-    else
-      redis.call('ZADD', w, stamp, id)
-      redis.call('ZADD', slots, expiry, id)
-      redis.call('PEXPIRE', w, math.ceil(window * 1000))
-      redis.call('PEXPIRE', slots, math.ceil(lease * 1000))
-      out[#out + 1] = 'admitted'
-      out[#out + 1] = '0'
-    end
+    redis.call('ZADD', w, stamp, id)
+    redis.call('ZADD', slots, expiry, id)
+    u[1], u[2], u[4] = u[1] + 1, u[2] + 1, true
+    out[#out + 1] = 'admitted'
+    out[#out + 1] = '0'
+  end
+end
+for w, u in pairs(users) do
+  if u[4] then
+    redis.call('PEXPIRE', w, math.ceil(window * 1000))
+    redis.call('PEXPIRE', u[3], math.ceil(lease * 1000))
   end
 end
 return out
