@@ -262,3 +262,29 @@ async def test_a_transition_is_recorded_once_in_the_fleets_history(
     finally:
         await here.aclose()
         await there.aclose()
+
+
+async def test_with_the_processes_round_trips_a_success_is_written_in_the_next_one(
+    prefix: str,
+) -> None:
+    from sincere.backends.redis.trips import RoundTrips
+
+    client = connect(REDIS_URL)
+    trips = RoundTrips(client)
+    # A mirror refreshed once a minute: only the round trips can write the success.
+    breakers = RedisBreakers(client, ["a"], POLICY, prefix=prefix, sync_s=60, trips=trips)
+    try:
+        breakers.view("a")  # its mirror's first refresh, now
+        await asyncio.sleep(0.1)
+        await breakers.record_success("a")
+        outcomes = None
+        for _ in range(100):
+            outcomes = await client.hget(f"{prefix}breaker:a", "outcomes")
+            if outcomes is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert outcomes == b"1"
+    finally:
+        await breakers.aclose()
+        await trips.aclose()
+        await client.aclose()

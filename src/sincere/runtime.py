@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
@@ -42,6 +43,9 @@ from sincere.ports import (
 )
 from sincere.redact import forget_secret, remember_secret
 from sincere.server.metrics import Metrics, MetricsRecorder
+
+if TYPE_CHECKING:  # a single process never loads the fleet's backends
+    from sincere.backends.redis.trips import RoundTrips
 
 ProviderFactory = Callable[[DeploymentConfig, Mapping[str, str]], Provider]
 """Makes the provider of one deployment, given the environment (for its API key)."""
@@ -80,6 +84,7 @@ class Runtime:
     metrics: Metrics
     # The client of the fleet's shared state ([cluster] redis_url); None: one process.
     redis: Redis | None = None
+    trips: RoundTrips | None = None  # its round trips, shared by the Redis backends
     # When this process was built: the start of every state it has not seen change.
     started_at: float = field(default_factory=time.time)
 
@@ -89,6 +94,8 @@ class Runtime:
         await self.history_writer.flush()
         await self.limiter.aclose()
         await self.bus.aclose()
+        if self.trips is not None:
+            await self.trips.aclose()
         if self.redis is not None:
             await self.redis.aclose()
             forget_secret(_password(self.settings.cluster.redis_url))
@@ -102,6 +109,7 @@ def build_cascade(
     provider_kinds: Mapping[str, ProviderFactory] | None = None,
     breakers: Breakers | None = None,
     redis: Redis | None = None,
+    trips: RoundTrips | None = None,
 ) -> ModelCascade:
     """The domain alone: each deployment's provider (made by its kind), the registry of
     their health, and a breaker per deployment (``breakers``: one on a test's clock; else
@@ -127,7 +135,7 @@ def build_cascade(
             from sincere.backends.redis.breakers import RedisBreakers
 
             prefix = settings.cluster.key_prefix
-            breakers = RedisBreakers(redis, list(providers), policy, prefix=prefix)
+            breakers = RedisBreakers(redis, list(providers), policy, prefix=prefix, trips=trips)
     return ModelCascade(settings, providers, registry, breakers)
 
 
@@ -149,12 +157,18 @@ def build_runtime(
     without it they live in this process.
     """
     url = settings.cluster.redis_url
-    redis = None
+    redis: Redis | None = None
+    trips: RoundTrips | None = None
     if url is not None:
+        from sincere.backends.redis.trips import RoundTrips
+
         redis = connect(url)
         remember_secret(_password(url))  # no error, event or status page may show it
+        # One pipeline per round trip for the events, the limits and the breakers'
+        # successes: a request's start is one round trip, its end another.
+        trips = RoundTrips(redis)
     cascade = build_cascade(
-        settings, env, provider_kinds=provider_kinds, breakers=breakers, redis=redis
+        settings, env, provider_kinds=provider_kinds, breakers=breakers, redis=redis, trips=trips
     )
     database = open_database(settings.database_url())  # startup: migrations, synchronously
     history = SqlServiceHistory(database)
@@ -175,12 +189,9 @@ def build_runtime(
     else:  # imported here: a single process never loads the fleet's backends
         from sincere.backends.redis.events import RedisEventBus
         from sincere.backends.redis.limits import RedisLimiter
-        from sincere.backends.redis.trips import RoundTrips
 
+        assert trips is not None
         prefix = settings.cluster.key_prefix
-        # One pipeline per round trip for both: a request's start (its event, its
-        # admission) is one round trip, its end (its event, its release) another.
-        trips = RoundTrips(redis)
         limiter = RedisLimiter(redis, settings.tiers, prefix=prefix, trips=trips)
         bus = RedisEventBus(
             redis,
@@ -208,6 +219,7 @@ def build_runtime(
         auth=Authenticator(keys),
         metrics=metrics,
         redis=redis,
+        trips=trips,
     )
 
 

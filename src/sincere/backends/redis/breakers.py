@@ -8,9 +8,9 @@ much, nothing more).
 User requests are admitted from a local mirror of the hashes, refreshed every
 ``SYNC_S`` (a change made elsewhere is seen here within that, plus one round trip), so
 admission costs no round trip. Successes are counted in the process and written with its
-next call about the deployment or the mirror's next refresh (one script call for many
-answers). Failures, probe claims and verdicts wait for Redis (at most its 0.5 s command
-timeout).
+next round trip to Redis (shared with the events and the limiter), its next call about
+the deployment, or the mirror's next refresh: one script call for many answers.
+Failures, probe claims and verdicts wait for Redis (at most its 0.5 s command timeout).
 
 Redis down: each process falls back to its own in-process breakers (the single-process
 behaviour), and no Redis error reaches a request. When Redis answers again, the fleet's
@@ -29,10 +29,11 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from sincere.backends.memory.breakers import InProcessBreakers
 from sincere.backends.redis import DEFAULT_PREFIX
+from sincere.backends.redis.trips import Command, RoundTrips, Staged
 from sincere.llm.breaker import (
     BreakerAdmission,
     BreakerPolicy,
@@ -201,6 +202,7 @@ class RedisBreakers:
         prefix: str = DEFAULT_PREFIX,
         wall_clock: Callable[[], float] = time.time,
         sync_s: float = SYNC_S,
+        trips: RoundTrips | None = None,
     ) -> None:
         self._redis = redis
         self._policy = policy
@@ -215,6 +217,13 @@ class RedisBreakers:
         self._sync: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._successes: dict[str, int] = {}  # successes not written to Redis yet
+        # With the process's round trips, successes go with the next one (a request's
+        # admission or release), else with the mirror's refresh.
+        self._trips = trips
+        self._written: asyncio.Future[None] | None = None  # successes on their way
+        if trips is not None:
+            self._success_sha = trips.script(_SCRIPT)
+            trips.join(self)
 
     @property
     def redis_down(self) -> bool:
@@ -251,6 +260,29 @@ class RedisBreakers:
         # with the mirror's next refresh: a success in a closed circuit changes no state,
         # and a round trip per answer would cost Redis more than all the rest.
         self._successes[deployment] = self._successes.get(deployment, 0) + 1
+        if self._trips is not None:
+            self._trips.wake()
+
+    def stage(self, commands: list[Command]) -> Staged | None:
+        """The successes counted since the last write, one script call per deployment
+        (a part of ``RoundTrips``)."""
+        if not self._successes or self._redis_down:
+            return None
+        counted, self._successes = self._successes, {}
+        for name, count in counted.items():
+            args = self._args("success", "", count)
+            commands.append(("EVALSHA", self._success_sha, 1, self._key(name), *args))
+        written = self._written = asyncio.get_running_loop().create_future()
+
+        def done(replies: Sequence[Any] | BaseException) -> None:
+            written.set_result(None)
+            if isinstance(replies, BaseException):
+                return  # Redis is down: those successes are not needed any more
+            for (name, count), reply in zip(counted.items(), replies, strict=True):
+                if isinstance(reply, NoScriptError):  # loaded again for the next trip
+                    self._successes[name] = self._successes.get(name, 0) + count
+
+        return done
 
     async def record_failure(
         self, deployment: str, reason: str, open_for_s: float | None = None
@@ -355,6 +387,8 @@ class RedisBreakers:
         if self._redis_down:
             return None
         args = self._args(op, reason, arg)
+        if self._written is not None and not self._written.done():
+            await asyncio.shield(self._written)  # successes on their way land first
         successes = self._successes.pop(deployment, 0)
         try:
             if not successes:
