@@ -49,7 +49,8 @@ _DOWN = (RedisError, OSError, TimeoutError)
 
 # KEYS[1]: the hash. ARGV: op, now, window, consecutive, ratio, min_calls, open_s,
 # fast_probe_for_s, max_open_s, reason, arg (open_for_s or lease_s; "" for none).
-# Returns {claimed, moved, state, due, lease, seq, before, after, at, reason, next}.
+# Returns {claimed, moved, state, due, lease, seq, before, after, at, reason, next}; for
+# "success", nothing.
 _SCRIPT = """
 local k = KEYS[1]
 local op, now = ARGV[1], tonumber(ARGV[2])
@@ -57,6 +58,15 @@ local window, need, ratio = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[
 local min_calls, open_s = tonumber(ARGV[6]), tonumber(ARGV[7])
 local fast_for, max_open = tonumber(ARGV[8]), tonumber(ARGV[9])
 local reason, arg = ARGV[10], tonumber(ARGV[11])
+if op == 'success' then  -- arg: how many (counted by a process since its last write)
+  -- The most frequent call, and it never moves a circuit: two fields, nothing returned.
+  local state, outcomes = unpack(redis.call('HMGET', k, 'state', 'outcomes'))
+  if (state or 'closed') == 'closed' then
+    outcomes = (outcomes or '') .. string.rep('1', math.min(arg or 1, window))
+    redis.call('HSET', k, 'outcomes', string.sub(outcomes, -window), 'streak', 0)
+  end
+  return {}
+end
 local h = {}
 local raw = redis.call('HGETALL', k)
 for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
@@ -93,12 +103,7 @@ local function open(why, forced)
   move('open', why)
 end
 
-if op == 'success' then  -- arg: how many (counted by a process since its last write)
-  if state == 'closed' then
-    outcomes = string.sub(outcomes .. string.rep('1', math.min(arg or 1, window)), -window)
-    streak = 0
-  end
-elseif op == 'failure' then
+if op == 'failure' then
   if state == 'closed' then
     outcomes = string.sub(outcomes .. '0', -window)
     streak = streak + 1
@@ -217,8 +222,8 @@ class RedisBreakers:
         self._sync: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._successes: dict[str, int] = {}  # successes not written to Redis yet
-        # With the process's round trips, successes go with the next one (a request's
-        # admission or release), else with the mirror's refresh.
+        # With the process's round trips, successes ride with the next one (a request's
+        # admission or release: never one of their own), else with the mirror's refresh.
         self._trips = trips
         self._written: asyncio.Future[None] | None = None  # successes on their way
         if trips is not None:
@@ -260,8 +265,6 @@ class RedisBreakers:
         # with the mirror's next refresh: a success in a closed circuit changes no state,
         # and a round trip per answer would cost Redis more than all the rest.
         self._successes[deployment] = self._successes.get(deployment, 0) + 1
-        if self._trips is not None:
-            self._trips.wake()
 
     def stage(self, commands: list[Command]) -> Staged | None:
         """The successes counted since the last write, one script call per deployment
