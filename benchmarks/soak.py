@@ -63,7 +63,7 @@ HOST = "127.0.0.1"
 VENV_BIN = Path(sys.executable).parent
 USERS = 20
 TERMINAL = {"request_completed", "request_failed"}
-ABANDON_LAG_S = 0.1  # an abandoned request's end on the server trails its client's by less
+KILL_MARGIN_S = 1.0  # a request's end on the server trails its client's view by less
 console = Console(highlight=False)
 
 # The upstream's behaviour: (weight, fault). The text is long enough for ~30 chunks.
@@ -521,16 +521,17 @@ async def soak(args: argparse.Namespace, fleet: Fleet, keys: list[str]) -> dict[
     ran_s = time.monotonic() - started
     # The requests that were on the killed process while it died or was down: their
     # clients see a broken connection, and their events may end with the process.
-    # A request its client abandoned ends on the server a moment after the client left
-    # (when the server notices): one abandoned just before the kill may have died with it.
+    # A request ends on the server a moment after its client saw it end (an abandoned one
+    # when the server notices the client left; any one when its terminal event, posted,
+    # is written in the process's next round trip to Redis): one that ended just before
+    # the kill may have died with the process.
     killed = {
         rid
         for rid, (process, began, ended) in tally.spans.items()
         if window
         and process == 0
         and began < window["back"]
-        and ended + (ABANDON_LAG_S if tally.request_ids[rid] == "abandoned" else 0)
-        >= window["killed"]
+        and ended + KILL_MARGIN_S >= window["killed"]
     }
     # Terminal events may trail the client's view (an abandoned request ends on the server
     # after the client left): wait until every request has one, or 15 s.
