@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sincere.backends.memory.breakers import InProcessBreakers
-from sincere.llm.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from sincere.llm.breaker import SERVED_REASON, BreakerPolicy, BreakerState, CircuitBreaker
 from tests.clocks import ManualClock
 
 
@@ -68,12 +68,39 @@ def test_an_open_circuit_refuses_every_user_request_and_one_probe_decides() -> N
     assert transition.after is BreakerState.HALF_OPEN
     assert breaker.claim_probe(5) == (False, None)  # one probe at a time
     assert not breaker.admit().allowed  # nor a user request while it runs
-    breaker.record_success()  # a request admitted before the opening decides nothing
-    assert breaker.state is BreakerState.HALF_OPEN
     closed = breaker.probe_succeeded()
     assert closed is not None
     assert closed.after is BreakerState.CLOSED
     assert breaker.admit().allowed
+
+
+def test_a_request_admitted_before_the_opening_and_answered_since_closes_it() -> None:
+    # Failures come back fast (a 500 in a millisecond), answers slowly (a stream): many
+    # requests in flight, a few fast failures open the circuit while the deployment is
+    # answering the rest. Such an answer is better evidence than a probe's one token.
+    breaker, _ = _breaker(consecutive_failures=2, open_s=10)
+    breaker.record_failure("x")
+    breaker.record_failure("x")
+    assert breaker.state is BreakerState.OPEN
+    closed = breaker.record_success()
+    assert closed is not None
+    assert (closed.before, closed.after) == (BreakerState.OPEN, BreakerState.CLOSED)
+    assert closed.reason == SERVED_REASON
+    assert breaker.admit().allowed
+    assert breaker.record_failure("x") is None  # a fresh streak: one failure is not two
+
+
+def test_a_circuit_open_for_a_time_it_was_given_keeps_it_whatever_succeeds() -> None:
+    # A provider's Retry-After (or a rejected key) set the time: nobody asks before it.
+    breaker, clock = _breaker(consecutive_failures=5, open_s=10)
+    breaker.record_failure("429", open_for_s=30)
+    assert breaker.record_success() is None
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.admit().retry_after_s == 30
+    clock.advance(30)
+    claimed, _ = breaker.claim_probe(5)
+    assert claimed
+    assert breaker.record_success() is not None  # its time is over: evidence counts again
 
 
 def test_failures_of_requests_admitted_before_the_opening_do_not_reopen_it() -> None:

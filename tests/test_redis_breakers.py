@@ -19,7 +19,7 @@ from sincere.config import load_settings
 from sincere.errors import ServiceError
 from sincere.health import HealthState
 from sincere.identity import Caller
-from sincere.llm.breaker import BreakerPolicy, BreakerState, BreakerTransition
+from sincere.llm.breaker import SERVED_REASON, BreakerPolicy, BreakerState, BreakerTransition
 from sincere.llm.request import ChatRequest
 from sincere.runtime import build_runtime
 from tests.clocks import ManualClock
@@ -289,3 +289,22 @@ async def test_a_success_rides_with_the_processes_next_round_trip(
         await breakers.aclose()
         await trips.aclose()
         await client.aclose()
+
+
+async def test_an_answer_after_an_opening_closes_it_for_the_fleet_unless_its_time_was_given(
+    prefix: str,
+) -> None:
+    async with _process(prefix) as a, _process(prefix) as b:
+        await a.record_failure("a", "boom")
+        assert await a.record_failure("a", "boom") is not None  # open (two in a row)
+        await _until(lambda: b.view("a").state is BreakerState.OPEN, "B sees it")
+        closed = await b.record_success("a")  # a request B admitted before, answered now
+        assert closed is not None
+        assert closed.after is BreakerState.CLOSED
+        assert closed.reason == SERVED_REASON
+        await _until(lambda: a.view("a").state is BreakerState.CLOSED, "A sees it closed")
+        # A provider's Retry-After: the circuit stays open for that time, whatever answers.
+        assert await a.record_failure("a", "429", open_for_s=30) is not None
+        await _until(lambda: b.view("a").state is BreakerState.OPEN, "B sees it")
+        assert await b.record_success("a") is None
+        assert not (await b.admit("a")).allowed

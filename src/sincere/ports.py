@@ -155,7 +155,10 @@ class Breakers(Protocol):
 
     async def admit(self, deployment: str) -> BreakerAdmission: ...
 
-    async def record_success(self, deployment: str) -> None: ...
+    async def record_success(self, deployment: str) -> BreakerTransition | None:
+        """A user request's success: counted while closed; closes a circuit opened by the
+        failure rules (not one open for a time it was given), returning that move."""
+        ...
 
     async def record_failure(
         self, deployment: str, reason: str, open_for_s: float | None = None

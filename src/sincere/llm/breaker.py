@@ -20,6 +20,9 @@ from enum import StrEnum
 
 from sincere.config import Defaults
 
+# Why a circuit closed on a user request's success (one admitted before it opened).
+SERVED_REASON = "a request it was already serving succeeded"
+
 
 class BreakerState(StrEnum):
     CLOSED = "closed"
@@ -97,6 +100,7 @@ class CircuitBreaker:
         self._slow_opens = 0
         self._probe_due = 0.0
         self._lease_until = 0.0  # half-open: when an unfinished probe's claim lapses
+        self._forced = False  # open for a time it was given (Retry-After, a rejected key)
         self.transitions: deque[BreakerTransition] = deque(maxlen=100)
 
     def seconds_until_probe(self) -> float | None:
@@ -133,11 +137,18 @@ class CircuitBreaker:
         """A claimed probe ended without a verdict (cancelled): the next one may go now."""
         self._lease_until = 0.0
 
-    def record_success(self) -> None:
-        """A user request's success; it counts only while closed (a probe decides otherwise)."""
+    def record_success(self) -> BreakerTransition | None:
+        """A user request's success. While closed it counts; after an opening (a request
+        admitted before it, answered since) it is better evidence than a probe's one
+        token and closes the circuit, unless the circuit is open for a time it was given
+        (a provider's Retry-After, a rejected key) that has not run out: that time is kept."""
         if self.state is BreakerState.CLOSED:
             self._outcomes.append(True)
             self._consecutive = 0
+            return None
+        if self._forced and self._clock() < self._probe_due:
+            return None
+        return self.probe_succeeded(SERVED_REASON)
 
     def record_failure(
         self, reason: str, open_for_s: float | None = None
@@ -189,6 +200,7 @@ class CircuitBreaker:
             self._slow_opens += 1
         period = self.policy.open_period(now - self._outage_since, self._slow_opens)
         self._probe_due = now + (period if open_for_s is None else open_for_s)
+        self._forced = open_for_s is not None
         return self._move(BreakerState.OPEN, reason)
 
     def _move(self, after: BreakerState, reason: str) -> BreakerTransition:

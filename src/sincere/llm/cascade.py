@@ -198,7 +198,7 @@ class ModelCascade:
                 async for delta in deltas:
                     yield delta
             if run.answer is not None:
-                await self.breakers.record_success(route.name)
+                await self._announce(await self.breakers.record_success(route.name))
                 yield run.answer
                 return
             wait, loop_retry = await self._after_failure(ctx, route, log, run, retry, loop_retry)

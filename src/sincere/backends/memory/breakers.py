@@ -49,8 +49,8 @@ class InProcessBreakers:
     async def admit(self, deployment: str) -> BreakerAdmission:
         return self._breakers[deployment].admit()
 
-    async def record_success(self, deployment: str) -> None:
-        self._breakers[deployment].record_success()
+    async def record_success(self, deployment: str) -> BreakerTransition | None:
+        return self._breakers[deployment].record_success()
 
     async def record_failure(
         self, deployment: str, reason: str, open_for_s: float | None = None

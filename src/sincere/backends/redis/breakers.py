@@ -35,6 +35,7 @@ from sincere.backends.memory.breakers import InProcessBreakers
 from sincere.backends.redis import DEFAULT_PREFIX
 from sincere.backends.redis.trips import Command, RoundTrips, Staged
 from sincere.llm.breaker import (
+    SERVED_REASON,
     BreakerAdmission,
     BreakerPolicy,
     BreakerState,
@@ -50,7 +51,7 @@ _DOWN = (RedisError, OSError, TimeoutError)
 # KEYS[1]: the hash. ARGV: op, now, window, consecutive, ratio, min_calls, open_s,
 # fast_probe_for_s, max_open_s, reason, arg (open_for_s or lease_s; "" for none).
 # Returns {claimed, moved, state, due, lease, seq, before, after, at, reason, next}; for
-# "success", nothing.
+# "count" (successes while closed), nothing.
 _SCRIPT = """
 local k = KEYS[1]
 local op, now = ARGV[1], tonumber(ARGV[2])
@@ -58,7 +59,7 @@ local window, need, ratio = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[
 local min_calls, open_s = tonumber(ARGV[6]), tonumber(ARGV[7])
 local fast_for, max_open = tonumber(ARGV[8]), tonumber(ARGV[9])
 local reason, arg = ARGV[10], tonumber(ARGV[11])
-if op == 'success' then  -- arg: how many (counted by a process since its last write)
+if op == 'count' then  -- successes; arg: how many (counted by a process since its last write)
   -- The most frequent call, and it never moves a circuit: two fields, nothing returned.
   local state, outcomes = unpack(redis.call('HMGET', k, 'state', 'outcomes'))
   if (state or 'closed') == 'closed' then
@@ -75,6 +76,7 @@ local outcomes = h.outcomes or ''
 local streak, since = tonumber(h.streak or '0'), tonumber(h.since or '0')
 local slow, due = tonumber(h.slow or '0'), tonumber(h.due or '0')
 local lease, seq = tonumber(h.lease or '0'), tonumber(h.seq or '0')
+local forced = h.forced or '0'  -- '1': open for a time it was given (Retry-After, a key)
 local t = {h.before or '', h.after or '', h.at or '', h.reason or '', h.next or ''}
 local claimed, moved = 0, 0
 local function f(x) return string.format('%.6f', x) end  -- tostring keeps 14 digits only
@@ -88,7 +90,7 @@ local function move(after, why)
   moved = 1
 end
 
-local function open(why, forced)
+local function open(why, given)  -- given: a time the circuit must stay open
   if state == 'closed' then
     since, slow = now, 0
   elseif now - since >= fast_for then
@@ -98,8 +100,9 @@ local function open(why, forced)
   if now - since >= fast_for and slow > 0 then
     period = math.min(max_open, open_s * 2 ^ slow)
   end
-  if forced then period = forced end
+  if given then period = given end
   due = now + period
+  forced = given and '1' or '0'
   move('open', why)
 end
 
@@ -123,6 +126,11 @@ elseif op == 'claim' then
     lease = now + arg
     if state == 'open' then move('half_open', 'its next probe is due') else seq = seq + 1 end
   end
+elseif op == 'success' then  -- a request admitted before the opening was answered since
+  if state ~= 'closed' and (forced == '0' or now >= due - 1e-6) then
+    outcomes, streak = '', 0
+    move('closed', reason)
+  end
 elseif op == 'succeeded' then
   if state ~= 'closed' then
     outcomes, streak = '', 0
@@ -136,7 +144,8 @@ end
 
 redis.call('HSET', k, 'state', state, 'outcomes', outcomes, 'streak', streak,
   'since', f(since), 'slow', slow, 'due', f(due), 'lease', f(lease),
-  'seq', seq, 'before', t[1], 'after', t[2], 'at', t[3], 'reason', t[4], 'next', t[5])
+  'seq', seq, 'before', t[1], 'after', t[2], 'at', t[3], 'reason', t[4], 'next', t[5],
+  'forced', forced)
 return {claimed, moved, state, f(due), f(lease), seq, t[1], t[2], t[3], t[4], t[5]}
 """
 
@@ -256,15 +265,21 @@ class RedisBreakers:
             return BreakerAdmission(True)
         return BreakerAdmission(False, retry_after_s=view.seconds_until_probe())
 
-    async def record_success(self, deployment: str) -> None:
+    async def record_success(self, deployment: str) -> BreakerTransition | None:
         self._ensure_sync()
         if self._redis_down:
-            await self._local.record_success(deployment)
-            return
-        # Counted here, written before this process's next call about the deployment or
-        # with the mirror's next refresh: a success in a closed circuit changes no state,
-        # and a round trip per answer would cost Redis more than all the rest.
+            return await self._local.record_success(deployment)
+        if self._mirrors[deployment].state is not BreakerState.CLOSED:
+            # Answered after an opening: it may close the circuit, so it waits for Redis.
+            result = await self._run(deployment, "success", SERVED_REASON)
+            if result is None:
+                return await self._local.record_success(deployment)
+            return result[1]
+        # Counted here, written with the process's next round trip (or call about the
+        # deployment, or the mirror's refresh): a success in a closed circuit changes no
+        # state, and a round trip per answer would cost Redis more than all the rest.
         self._successes[deployment] = self._successes.get(deployment, 0) + 1
+        return None
 
     def stage(self, commands: list[Command]) -> Staged | None:
         """The successes counted since the last write, one script call per deployment
@@ -273,7 +288,7 @@ class RedisBreakers:
             return None
         counted, self._successes = self._successes, {}
         for name, count in counted.items():
-            args = self._args("success", "", count)
+            args = self._args("count", "", count)
             commands.append(("EVALSHA", self._success_sha, 1, self._key(name), *args))
         written = self._written = asyncio.get_running_loop().create_future()
 
@@ -337,7 +352,7 @@ class RedisBreakers:
         successes, self._successes = self._successes, {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for name, count in successes.items():
-                await self._script(self._keys(name), self._args("success", "", count), pipe)
+                await self._script(self._keys(name), self._args("count", "", count), pipe)
             for name in self._mirrors:
                 pipe.hmget(self._key(name), *_FIELDS)
             rows = (await pipe.execute())[len(successes) :]
@@ -398,7 +413,7 @@ class RedisBreakers:
                 values = await self._script(self._keys(deployment), args)
             else:  # this process's successes first, in the same round trip
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    counted = self._args("success", "", successes)
+                    counted = self._args("count", "", successes)
                     await self._script(self._keys(deployment), counted, pipe)
                     await self._script(self._keys(deployment), args, pipe)
                     values = (await pipe.execute())[-1]
