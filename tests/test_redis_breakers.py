@@ -94,7 +94,7 @@ async def test_one_probe_per_due_time_for_the_fleet_and_its_success_closes_every
     clock = ManualClock(unix=time.time())  # both processes on one wall clock, moved by hand
     heard: list[BreakerTransition] = []
 
-    async def hear(transition: BreakerTransition) -> None:
+    async def hear(transition: BreakerTransition, made_here: bool) -> None:
         heard.append(transition)
 
     async with _process(prefix, clock) as a, _process(prefix, clock) as b:
@@ -308,3 +308,36 @@ async def test_an_answer_after_an_opening_closes_it_for_the_fleet_unless_its_tim
         await _until(lambda: b.view("a").state is BreakerState.OPEN, "B sees it")
         assert await b.record_success("a") is None
         assert not (await b.admit("a")).allowed
+
+
+async def test_answers_counted_in_bulk_close_a_circuit_opened_elsewhere_and_say_so_here(
+    prefix: str,
+) -> None:
+    from sincere.backends.redis.trips import RoundTrips
+
+    client = connect(REDIS_URL)
+    trips = RoundTrips(client)
+    # B's mirror is refreshed once a minute: it still sees the circuit closed.
+    b = RedisBreakers(client, ["a"], POLICY, prefix=prefix, sync_s=60, trips=trips)
+    heard: list[tuple[BreakerState, bool]] = []
+
+    async def hear(transition: BreakerTransition, made_here: bool) -> None:
+        heard.append((transition.after, made_here))
+
+    b.listen(hear)
+    try:
+        b.view("a")
+        await asyncio.sleep(0.1)  # B's first refresh is done
+        async with _process(prefix) as a:
+            await a.record_failure("a", "boom")
+            assert await a.record_failure("a", "boom") is not None  # A opened it
+            assert await b.record_success("a") is None  # counted: B sees it closed
+            trips.wake()  # B's next round trip carries it
+            await _until(lambda: heard == [(BreakerState.CLOSED, True)], "B made the close")
+            # A refuses on a view of it only after a second look: it is closed again.
+            await asyncio.sleep(0.05)
+            assert (await a.admit("a")).allowed
+    finally:
+        await b.aclose()
+        await trips.aclose()
+        await client.aclose()

@@ -133,7 +133,9 @@ class BreakerView(Protocol):
     def transitions(self) -> Sequence[BreakerTransition]: ...
 
 
-BreakerListener = Callable[[BreakerTransition], Awaitable[None]]
+# Told of a transition and whether this process made it: a move made elsewhere (news), or
+# one made here without a caller to hand it to (successes written in bulk closed it).
+BreakerListener = Callable[[BreakerTransition, bool], Awaitable[None]]
 """Told about a transition another process made (this process's own are returned)."""
 
 

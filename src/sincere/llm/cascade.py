@@ -93,7 +93,7 @@ class ModelCascade:
         self._dependents: dict[str, dict[str, RequestContext]] = {n: {} for n in self._providers}
         self._routes: dict[str, list[Route]] = {}  # settings are fixed: resolved once per model
         self._probe_observers: list[ProbeObserver] = []
-        breakers.listen(self._announce_news)  # another process's transitions reach ours too
+        breakers.listen(self._announce_heard)  # another process's transitions reach ours too
 
     def observe_probes(self, observer: ProbeObserver) -> None:
         """Tell ``observer`` about every shadow probe (its outcome and cost)."""
@@ -442,9 +442,10 @@ class ModelCascade:
             )
         await self._announce(transition)
 
-    async def _announce_news(self, transition: BreakerTransition) -> None:
-        """A transition another process made (and recorded in the history)."""
-        await self._announce(transition, made_here=False)
+    async def _announce_heard(self, transition: BreakerTransition, made_here: bool) -> None:
+        """A transition the breakers tell of: another process's (which recorded it in the
+        history), or one made here in the background."""
+        await self._announce(transition, made_here=made_here)
 
     async def _announce(self, transition: BreakerTransition | None, made_here: bool = True) -> None:
         """Record a breaker transition and tell every request that depends on the deployment."""

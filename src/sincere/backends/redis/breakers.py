@@ -7,9 +7,13 @@ much, nothing more).
 
 User requests are admitted from a local mirror of the hashes, refreshed every
 ``SYNC_S`` (a change made elsewhere is seen here within that, plus one round trip), so
-admission costs no round trip. Successes are counted in the process and written with its
-next round trip to Redis (shared with the events and the limiter), its next call about
-the deployment, or the mirror's next refresh: one script call for many answers.
+admission through a closed circuit costs no round trip. A refusal does: before refusing
+on a view older than ``CONFIRM_S`` it reads that hash again (one read shared by the
+requests that ask meanwhile), because circuits close fast (an answer, a probe) and a
+stale "open" would refuse a deployment the fleet is using again. Successes are counted
+in the process and written with its next round trip to Redis (shared with the events and
+the limiter), its next call about the deployment, or the mirror's next refresh: one
+script call for many answers.
 Failures, probe claims and verdicts wait for Redis (at most its 0.5 s command timeout).
 
 Redis down: each process falls back to its own in-process breakers (the single-process
@@ -23,16 +27,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from sincere.backends.memory.breakers import InProcessBreakers
-from sincere.backends.redis import DEFAULT_PREFIX
+from sincere.backends.redis import COMMAND_TIMEOUT_S, DEFAULT_PREFIX
 from sincere.backends.redis.trips import Command, RoundTrips, Staged
 from sincere.llm.breaker import (
     SERVED_REASON,
@@ -46,12 +51,13 @@ from sincere.ports import BreakerListener, BreakerView
 log = logging.getLogger("sincere.breakers")
 
 SYNC_S = 0.25  # how often the mirror is refreshed: a change elsewhere is seen within it
+CONFIRM_S = 0.02  # a refusal on a view older than this reads the hash again first
 _DOWN = (RedisError, OSError, TimeoutError)
 
 # KEYS[1]: the hash. ARGV: op, now, window, consecutive, ratio, min_calls, open_s,
 # fast_probe_for_s, max_open_s, reason, arg (open_for_s or lease_s; "" for none).
 # Returns {claimed, moved, state, due, lease, seq, before, after, at, reason, next}; for
-# "count" (successes while closed), nothing.
+# "count" (successes) in a closed circuit, nothing.
 _SCRIPT = """
 local k = KEYS[1]
 local op, now = ARGV[1], tonumber(ARGV[2])
@@ -65,8 +71,9 @@ if op == 'count' then  -- successes; arg: how many (counted by a process since i
   if (state or 'closed') == 'closed' then
     outcomes = (outcomes or '') .. string.rep('1', math.min(arg or 1, window))
     redis.call('HSET', k, 'outcomes', string.sub(outcomes, -window), 'streak', 0)
+    return {}
   end
-  return {}
+  -- Open meanwhile (another process opened it): they close it, as "success" does.
 end
 local h = {}
 local raw = redis.call('HGETALL', k)
@@ -126,7 +133,7 @@ elseif op == 'claim' then
     lease = now + arg
     if state == 'open' then move('half_open', 'its next probe is due') else seq = seq + 1 end
   end
-elseif op == 'success' then  -- a request admitted before the opening was answered since
+elseif op == 'success' or op == 'count' then  -- answered after the opening
   if state ~= 'closed' and (forced == '0' or now >= due - 1e-6) then
     outcomes, streak = '', 0
     move('closed', reason)
@@ -231,6 +238,9 @@ class RedisBreakers:
         self._sync: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._successes: dict[str, int] = {}  # successes not written to Redis yet
+        self._seen_at: dict[str, float] = {}  # monotonic: when each hash was last read
+        self._confirming: dict[str, asyncio.Task[None]] = {}  # a refusal's second look
+        self._telling: set[asyncio.Task[None]] = set()  # listeners told of a bulk success
         # With the process's round trips, successes ride with the next one (a request's
         # admission or release: never one of their own), else with the mirror's refresh.
         self._trips = trips
@@ -261,9 +271,35 @@ class RedisBreakers:
         if self._redis_down:
             return await self._local.admit(deployment)
         view = self._mirrors[deployment]
+        if view.state is not BreakerState.CLOSED and self._stale(deployment):
+            # About to refuse on a view up to SYNC_S old: the circuit may have closed
+            # since (an answer or a probe elsewhere). Look again, in one round trip shared
+            # by every request that asks meanwhile.
+            await self._confirm(deployment)
         if view.state is BreakerState.CLOSED:
             return BreakerAdmission(True)
         return BreakerAdmission(False, retry_after_s=view.seconds_until_probe())
+
+    def _stale(self, deployment: str) -> bool:
+        return time.monotonic() - self._seen_at.get(deployment, -math.inf) > CONFIRM_S
+
+    async def _confirm(self, deployment: str) -> None:
+        task = self._confirming.get(deployment)
+        if task is None or task.done():
+            task = asyncio.create_task(self._read_one(deployment))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved
+            self._confirming[deployment] = task
+        with contextlib.suppress(*_DOWN):
+            await asyncio.shield(task)
+
+    async def _read_one(self, deployment: str) -> None:
+        async with asyncio.timeout(COMMAND_TIMEOUT_S):
+            row = await self._redis.hmget(self._key(deployment), *_FIELDS)
+        self._seen_at[deployment] = time.monotonic()
+        if row[0] is not None:
+            transition = self._mirrors[deployment].update([0, 0, *row])
+            if transition is not None:
+                await self._tell(transition)
 
     async def record_success(self, deployment: str) -> BreakerTransition | None:
         self._ensure_sync()
@@ -288,7 +324,7 @@ class RedisBreakers:
             return None
         counted, self._successes = self._successes, {}
         for name, count in counted.items():
-            args = self._args("count", "", count)
+            args = self._args("count", SERVED_REASON, count)
             commands.append(("EVALSHA", self._success_sha, 1, self._key(name), *args))
         written = self._written = asyncio.get_running_loop().create_future()
 
@@ -299,6 +335,10 @@ class RedisBreakers:
             for (name, count), reply in zip(counted.items(), replies, strict=True):
                 if isinstance(reply, NoScriptError):  # loaded again for the next trip
                     self._successes[name] = self._successes.get(name, 0) + count
+                elif isinstance(reply, list) and reply and reply[1]:  # they closed it
+                    self._seen_at[name] = time.monotonic()
+                    if (transition := self._mirrors[name].update(reply)) is not None:
+                        self._later(self._tell(transition, made_here=True))
 
         return done
 
@@ -342,8 +382,10 @@ class RedisBreakers:
         """Stop the mirror after its current round: cancelling redis-py in the middle of a
         command can leave its connection hanging, and each round is bounded anyway."""
         self._closing.set()
+        pending = [*self._confirming.values(), *self._telling]
         if self._sync is not None:
-            await asyncio.gather(self._sync, return_exceptions=True)
+            pending.append(self._sync)
+        await asyncio.gather(*pending, return_exceptions=True)
         self._sync = None
 
     async def sync(self) -> None:
@@ -352,12 +394,20 @@ class RedisBreakers:
         successes, self._successes = self._successes, {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for name, count in successes.items():
-                await self._script(self._keys(name), self._args("count", "", count), pipe)
+                counted = self._args("count", SERVED_REASON, count)
+                await self._script(self._keys(name), counted, pipe)
             for name in self._mirrors:
                 pipe.hmget(self._key(name), *_FIELDS)
-            rows = (await pipe.execute())[len(successes) :]
+            replies = await pipe.execute()
+        made: list[BreakerTransition] = []
+        for name, reply in zip(successes, replies, strict=False):
+            if reply and reply[1] and (moved := self._mirrors[name].update(reply)) is not None:
+                made.append(moved)  # the successes closed it
+        rows = replies[len(successes) :]
         news: list[BreakerTransition] = []
+        seen = time.monotonic()
         for name, row in zip(self._mirrors, rows, strict=True):
+            self._seen_at[name] = seen
             if row[0] is None:
                 continue  # nothing recorded yet: closed
             transition = self._mirrors[name].update([0, 0, *row])
@@ -367,6 +417,8 @@ class RedisBreakers:
             log.warning("Redis answers again: breakers are the fleet's again")
             self._redis_down = False
             self._local = self._fresh_local()
+        for transition in made:
+            await self._tell(transition, made_here=True)
         for transition in news:
             await self._tell(transition)
 
@@ -413,22 +465,28 @@ class RedisBreakers:
                 values = await self._script(self._keys(deployment), args)
             else:  # this process's successes first, in the same round trip
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    counted = self._args("count", "", successes)
+                    counted = self._args("count", SERVED_REASON, successes)
                     await self._script(self._keys(deployment), counted, pipe)
                     await self._script(self._keys(deployment), args, pipe)
                     values = (await pipe.execute())[-1]
         except _DOWN:
             self._went_down()
             return None
+        self._seen_at[deployment] = time.monotonic()
         transition = self._mirrors[deployment].update(values)
         if transition is not None and not values[1]:  # made elsewhere, news here
             await self._tell(transition)
             transition = None
         return bool(values[0]), transition
 
-    async def _tell(self, transition: BreakerTransition) -> None:
+    async def _tell(self, transition: BreakerTransition, made_here: bool = False) -> None:
         for listener in self._listeners:
-            await listener(transition)
+            await listener(transition, made_here)
+
+    def _later(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        self._telling.add(task)
+        task.add_done_callback(self._telling.discard)
 
     def _went_down(self) -> None:
         if not self._redis_down:
