@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from sincere.backends.redis import connect
-from sincere.backends.redis.breakers import SYNC_S, RedisBreakers
+from sincere.backends.redis import COMMAND_TIMEOUT_S, connect
+from sincere.backends.redis.breakers import CONFIRM_S, SYNC_S, RedisBreakers
 from sincere.config import load_settings
 from sincere.errors import ServiceError
 from sincere.health import HealthState
@@ -341,3 +341,30 @@ async def test_answers_counted_in_bulk_close_a_circuit_opened_elsewhere_and_say_
         await b.aclose()
         await trips.aclose()
         await client.aclose()
+
+
+async def test_a_refusals_second_look_at_a_silent_redis_costs_one_bounded_wait(
+    prefix: str,
+) -> None:
+    from tests.redis_cut import RedisCut
+
+    cut = await RedisCut().start()
+    try:
+        async with _process(prefix, url=cut.url) as a:
+            await a.record_failure("a", "boom")
+            assert await a.record_failure("a", "boom") is not None
+            cut.silence()  # Redis stops answering
+            await asyncio.sleep(2 * CONFIRM_S)  # A's view is old enough for a second look
+            started = time.monotonic()
+            await a.admit("a")
+            waited = time.monotonic() - started
+            started = time.monotonic()
+            for _ in range(20):
+                await a.admit("a")
+            after = time.monotonic() - started
+            assert waited < 2 * COMMAND_TIMEOUT_S
+            assert a.redis_down  # it did not answer: this process's breakers decide
+            assert after < COMMAND_TIMEOUT_S  # no request waits on the silent Redis again
+            cut.restore()
+    finally:
+        await cut.aclose()

@@ -276,6 +276,8 @@ class RedisBreakers:
             # since (an answer or a probe elsewhere). Look again, in one round trip shared
             # by every request that asks meanwhile.
             await self._confirm(deployment)
+            if self._redis_down:  # it did not answer: this process's own breakers decide
+                return await self._local.admit(deployment)
         if view.state is BreakerState.CLOSED:
             return BreakerAdmission(True)
         return BreakerAdmission(False, retry_after_s=view.seconds_until_probe())
@@ -287,14 +289,16 @@ class RedisBreakers:
         task = self._confirming.get(deployment)
         if task is None or task.done():
             task = asyncio.create_task(self._read_one(deployment))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved
             self._confirming[deployment] = task
-        with contextlib.suppress(*_DOWN):
-            await asyncio.shield(task)
+        await asyncio.shield(task)
 
     async def _read_one(self, deployment: str) -> None:
-        async with asyncio.timeout(COMMAND_TIMEOUT_S):
-            row = await self._redis.hmget(self._key(deployment), *_FIELDS)
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                row = await self._redis.hmget(self._key(deployment), *_FIELDS)
+        except _DOWN:
+            self._went_down()  # the next requests use this process's breakers, not a wait
+            return
         self._seen_at[deployment] = time.monotonic()
         if row[0] is not None:
             transition = self._mirrors[deployment].update([0, 0, *row])

@@ -27,15 +27,15 @@ restarted), the reader reads each watched user's own stream from the last id it
 delivered, so nothing is skipped either.
 
 Writing. Every event goes through one ordered outbox per process, written in the
-process's round trips (``trips.RoundTrips``, shared with the limiter): the events waiting
-when a trip leaves, up to ``WRITE_BATCH``, in one script call. ``publish`` waits until
-Redis has its event (at most ``COMMAND_TIMEOUT_S``); ``post`` does not wait. Either way an
-event queued is never taken back: a publisher cancelled while it waits (a client that
-left, in a cancel scope that cancels every later await too) loses nothing, and its event
-is written in order. A process killed with ``kill -9`` loses what it had not written yet:
-at most one round trip of events when Redis answers. A write that timed out may have been
-applied and is written again: at least once. The bus, like its client, belongs to one
-event loop.
+process's round trips (``trips.RoundTrips``, shared with the limiter and the breakers):
+the events waiting when a trip leaves, up to ``WRITE_BATCH``, in one script call.
+``publish`` waits until Redis has its event (at most ``COMMAND_TIMEOUT_S``); ``post``
+does not wait. Either way an event queued is never taken back: a publisher cancelled
+while it waits (a client that left, in a cancel scope that cancels every later await too)
+loses nothing, and its event is written in order. A process killed with ``kill -9`` loses
+what it had not written yet: at most one round trip of events when Redis answers. A write
+that timed out may have been applied and is written again: at least once. The bus, like
+its client, belongs to one event loop.
 
 Redis unreachable: a publish waits at most ``COMMAND_TIMEOUT_S`` (and only while Redis
 was last seen: later ones do not wait at all). Events wait in the outbox (``outbox``

@@ -15,10 +15,11 @@ one that never reached Redis counts itself alone) in memory. A Redis error never
 request: a request waits on Redis at most ``COMMAND_TIMEOUT_S``, and after a failure none
 asks it for ``RETRY_REDIS_S``; limits are exact again within that of Redis answering.
 
-Releases are grouped: the slots freed while one release is on its way are removed in the
-next round trip together, and a request waits for its own. A request stopped while it
-waits cannot take its release back, and this process's next admission of the same user
-waits for it.
+Admissions and releases go in the process's round trips (``trips.RoundTrips``): the
+admissions asked for meanwhile are decided by one script call, the slots freed meanwhile
+removed in the same pipeline before them, so a slot freed here is free for every later
+admission. A request waits for its release (the next request of its client may go to any
+process), but one stopped while it waits cannot take the release back.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 A request touches Redis at its start (its start event, its admission) and at its end (its
 terminal event, its slot's release). Sent apart, each would be a round trip of its own,
-with its syscalls and wake-ups on both sides. Here each part (the event bus, the limiter)
-stages what it has waiting into one pipeline, sent by one task, one pipeline at a time:
+with its syscalls and wake-ups on both sides. Here each part (the event bus, the limiter,
+the breakers' successes) stages what it has waiting into one pipeline, sent by one task,
+one pipeline at a time:
 at concurrency 1 a request's start is one round trip and its end another, and under load
 one round trip carries the work of many requests. Commands run in the order staged, and
 one pipeline runs after the other: what a part staged first, Redis applied first.
@@ -91,8 +92,10 @@ class RoundTrips:
                         replies = await self._execute(commands)
                     except RedisConnectionError:
                         # A connection that Redis closed while idle (it restarted, or a
-                        # proxy dropped it): once more, on a new one. Every command staged
-                        # is safe to repeat (see the parts).
+                        # proxy dropped it): once more, on a new one. If the first try was
+                        # applied after all: events are written twice (at least once), an
+                        # admission holds its one slot (the same id) and may see itself
+                        # at a limit's edge, a release or a count is repeated harmlessly.
                         replies = await self._execute(commands)
             except DOWN as exc:
                 for done, _, _ in staged:
