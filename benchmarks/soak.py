@@ -55,6 +55,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from benchmarks.fleet import Shared
 from benchmarks.overhead import Server, Servers, free_port, wait_ready
 from sincere.config import load_settings
 from sincere.runtime import open_key_store
@@ -209,14 +210,17 @@ class Fleet:
 
 
 def start_gateways(
-    servers: Servers, base_url: str, args: argparse.Namespace
+    servers: Servers, base_url: str, args: argparse.Namespace, shared: Shared | None
 ) -> tuple[Fleet, list[str]]:
-    """``args.processes`` gateways on one configuration; the users' keys."""
+    """``args.processes`` gateways on one configuration (a fleet on ``shared``'s Redis
+    prefix and PostgreSQL schema); the users' keys."""
     fleet = ""
-    run = os.urandom(4).hex()  # this run's users and Redis keys are its own
-    if args.processes > 1:
+    run = os.urandom(4).hex()  # this run's users are its own
+    if shared is not None:
         fleet = FLEET.format(
-            redis_url=args.redis_url, database_url=args.database_url, prefix=f"soak-{run}:"
+            redis_url=shared.redis_url,
+            database_url=shared.database_url,
+            prefix=f"{shared.name}:",
         )
     config = servers.workdir / "sincere.toml"
     config.write_text(CONFIG.format(base_url=base_url, fleet=fleet))
@@ -690,17 +694,18 @@ def report(args: argparse.Namespace, result: dict[str, Any], exits: list[float |
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     """One soak as configured: its result and its report."""
-    with tempfile.TemporaryDirectory(prefix="sincere-soak-") as tmp:
-        servers = Servers(Path(tmp))
-        try:
-            console.print(f"starting the fault server and {args.processes} gateway(s)…")
-            _, base_url = start_fault_server(servers, args.seed)
-            fleet, keys = start_gateways(servers, base_url, args)
-            result = asyncio.run(soak(args, fleet, keys))
-            exits = [stop_gateway(gateway) for gateway in fleet.gateways]
-            return result, report(args, result, exits)
-        finally:
-            servers.stop_all()
+    with contextlib.ExitStack() as stack:
+        servers = Servers(Path(stack.enter_context(tempfile.TemporaryDirectory())))
+        shared = None
+        if args.processes > 1:  # its own Redis prefix and schema, removed at the end
+            shared = stack.enter_context(Shared(args.redis_url, args.database_url))
+        stack.callback(servers.stop_all)  # before the schema and the keys go
+        console.print(f"starting the fault server and {args.processes} gateway(s)…")
+        _, base_url = start_fault_server(servers, args.seed)
+        fleet, keys = start_gateways(servers, base_url, args, shared)
+        result = asyncio.run(soak(args, fleet, keys))
+        exits = [stop_gateway(gateway) for gateway in fleet.gateways]
+        return result, report(args, result, exits)
 
 
 def parser() -> argparse.ArgumentParser:
