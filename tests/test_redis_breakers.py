@@ -368,3 +368,26 @@ async def test_a_refusals_second_look_at_a_silent_redis_costs_one_bounded_wait(
             cut.restore()
     finally:
         await cut.aclose()
+
+
+async def test_when_redis_goes_away_an_open_circuit_stays_open_in_the_process(
+    prefix: str,
+) -> None:
+    from tests.redis_cut import RedisCut
+
+    cut = await RedisCut().start()
+    try:
+        async with _process(prefix, url=cut.url) as a:
+            await a.record_failure("a", "boom")
+            assert await a.record_failure("a", "boom") is not None  # open for 10 s
+            cut.cut()
+            await asyncio.sleep(2 * CONFIRM_S)
+            refused = await a.admit("a")  # Redis does not answer: A's own breakers decide
+            assert a.redis_down
+            assert not refused.allowed  # from the fleet's state, not from scratch
+            assert refused.retry_after_s is not None
+            assert 9 < refused.retry_after_s <= 10
+            assert (await a.admit("b")).allowed
+            cut.restore()
+    finally:
+        await cut.aclose()

@@ -133,6 +133,13 @@ class CircuitBreaker:
             return True, None  # an earlier probe's lease lapsed: this one takes over
         return True, self._move(BreakerState.HALF_OPEN, "its next probe is due")
 
+    def resume_open(self, open_for_s: float) -> None:
+        """Start open, with the next probe due in ``open_for_s``: the state this breaker
+        takes over from the fleet's (no transition: nothing changed for the deployment)."""
+        now = self._clock()
+        self.state, self._outage_since, self._slow_opens = BreakerState.OPEN, now, 0
+        self._probe_due, self._forced = now + open_for_s, False
+
     def release(self) -> None:
         """A claimed probe ended without a verdict (cancelled): the next one may go now."""
         self._lease_until = 0.0

@@ -17,9 +17,10 @@ script call for many answers.
 Failures, probe claims and verdicts wait for Redis (at most its 0.5 s command timeout).
 
 Redis down: each process falls back to its own in-process breakers (the single-process
-behaviour), and no Redis error reaches a request. When Redis answers again, the fleet's
-state replaces the local one (what a process learnt alone meanwhile is dropped: the
-deployments it saw failing open again fleet-wide after their next failures).
+behaviour), starting from the fleet's state as it last saw it (an open circuit stays open
+until its probe is due), and no Redis error reaches a request. When Redis answers again,
+the fleet's state replaces the local one (what a process learnt alone meanwhile is
+dropped: the deployments it saw failing open again fleet-wide after their next failures).
 """
 
 from __future__ import annotations
@@ -496,6 +497,12 @@ class RedisBreakers:
         if not self._redis_down:
             log.warning("Redis does not answer: breakers are this process's own until it does")
             self._redis_down = True
+            # Its own breakers start from the fleet's state as last seen: a deployment
+            # the fleet had given up on is not tried again with users' requests.
+            self._local = self._fresh_local()
+            for name, mirror in self._mirrors.items():
+                if (wait := mirror.seconds_until_probe()) is not None:
+                    self._local[name].resume_open(wait)
 
     def _ensure_sync(self) -> None:
         if (self._sync is None or self._sync.done()) and not self._closing.is_set():
