@@ -20,7 +20,10 @@ from redis.asyncio import Redis
 from sincere.backends.memory.events import InProcessEventBus
 from sincere.backends.redis import connect
 from sincere.backends.redis.events import GAP_UNREADABLE, RedisEventBus
+from sincere.backends.redis.limits import RedisLimiter
 from sincere.backends.redis.trips import RoundTrips
+from sincere.config import TierLimits
+from sincere.errors import ErrorContext
 from sincere.events import (
     GAP_BEFORE,
     GAP_BEYOND,
@@ -582,10 +585,6 @@ async def test_every_event_a_process_published_before_it_was_killed_is_kept(
 async def test_after_redis_forgets_the_scripts_events_and_admissions_go_on(
     redis_bus: Callable[..., Awaitable[RedisEventBus]], prefix: str
 ) -> None:
-    from sincere.backends.redis.limits import RedisLimiter
-    from sincere.config import TierLimits
-    from sincere.errors import ErrorContext
-
     client = connect(REDIS_URL)
     trips = RoundTrips(client)
     bus = RedisEventBus(client, prefix=prefix, trips=trips)

@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
+import anyio
 import pytest
 from redis.asyncio import Redis
 
@@ -339,8 +340,6 @@ async def test_a_slot_granted_to_a_request_that_stopped_waiting_is_freed_at_once
 async def test_a_release_survives_a_request_cancelled_at_every_await() -> None:
     # Under Starlette a request stopped by its client runs its cleanup in a cancel scope
     # that cancels every await: its slot must be released all the same.
-    import anyio
-
     prefix = _prefix()
     limiter = _process(concurrent=1, prefix=prefix)
     scopes: list[anyio.CancelScope] = []
