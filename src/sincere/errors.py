@@ -76,6 +76,9 @@ class ServiceError(Exception):
         self.status_code = status_code
         if param is not None:
             self.param = param
+        # Further members of this occurrence for both renderings (a queue position, a
+        # ticket): set by whoever learns them on the way out, never a secret.
+        self.members: dict[str, Any] = {}
 
     def __str__(self) -> str:
         return self.message
@@ -94,6 +97,7 @@ class ServiceError(Exception):
             status_code=self.status_code,
             param=self.param,
         )
+        clone.members = dict(self.members)
         clone.__cause__ = self.__cause__
         return clone
 
@@ -149,6 +153,8 @@ class ServiceError(Exception):
             members["attempts"] = [_redacted(a.to_dict()) for a in self.attempts]
         if self.suggestions:
             members["suggestions"] = [redact(s) for s in self.suggestions]
+        for name, value in self.members.items():
+            members[name] = redact(value) if isinstance(value, str) else value
         return members
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -37,4 +37,26 @@ event_streams = Table(
     Column("epoch", Integer, primary_key=True, autoincrement=True),
     Column("started_at", Float, nullable=False),
     sqlite_autoincrement=True,  # never reuse an epoch, even one whose row is gone
+)
+
+# Runtime flags (sincere flags, /admin/flags): the current value of each flag set so far (a
+# flag without a row has its default), and every change with who made it.
+flags = Table(
+    "flags",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("changed_at", Float, nullable=False),
+    Column("changed_by", String(200), nullable=False),
+)
+
+flag_changes = Table(
+    "flag_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("changed_by", String(200), nullable=False),
+    Index("ix_flag_changes_name_at", "name", "at"),
 )
