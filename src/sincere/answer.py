@@ -74,6 +74,8 @@ class Provenance:
     prefill_chars: int = 0
     # The request named no max_tokens: its tier's max_output_tokens was applied.
     tier_max_tokens: int | None = None
+    # Measured time spent waiting in deployments' admission queues (0: none was full).
+    queue_wait_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.attempts or not self.attempts[-1].succeeded:
@@ -96,6 +98,7 @@ class Provenance:
             "finish_reason": self.finish_reason,
             "truncated": self.truncated,
             "latency_s": round(self.latency_s, 6),
+            "queue_wait_ms": round(self.queue_wait_s * 1000, 1),
             "cache_hit": self.cache_hit,
             "selection_reasoning": self.selection_reasoning,
             "attempts": [a.to_dict() for a in self.attempts],

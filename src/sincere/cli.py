@@ -139,9 +139,12 @@ async def _chat(settings: Settings, request: ChatRequest, as_json: bool) -> int:
                 if isinstance(item, Delta):
                     printed = True
                     out.out(item.text, end="")
-                else:
+                elif isinstance(item, Answer):
                     out.out("")
                     _print_provenance(item)
+                else:  # a place in a deployment's queue
+                    line = item.comment().decode().removeprefix(": ").strip()
+                    err.print(f"[dim]{escape(line)}[/]")
         return 0
     except ServiceError as exc:
         if printed:

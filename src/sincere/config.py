@@ -58,6 +58,9 @@ class Defaults(_Strict):
     breaker_max_open_s: float = Field(60.0, gt=0)
     # A deployment whose key is rejected (401/403) stays out of rotation this long.
     auth_failure_open_s: float = Field(300.0, gt=0)
+    # Admission queues: a request that has waited this long is ranked one tier higher (free
+    # with standard, then with enterprise), so that no tier waits for ever behind another.
+    queue_aging_s: float = Field(10.0, gt=0)
 
 
 class ModelConfig(_Strict):
@@ -82,6 +85,16 @@ class DeploymentConfig(_Strict):
     output_price_per_mtok: float | None = Field(None, ge=0)
     context_window: int | None = Field(None, gt=0)
     supports_prefill: bool = False
+    # Requests it serves at once; more wait in its admission queue. None: no limit (an
+    # embedded model serves one at a time, so its capacity is 1).
+    max_concurrency: int | None = Field(None, ge=1)
+
+    @property
+    def capacity(self) -> int | None:
+        """Requests served at once (None: unlimited)."""
+        if self.provider == "embedded":
+            return 1
+        return self.max_concurrency
 
     @field_validator("base_url")
     @classmethod
@@ -100,6 +113,10 @@ class DeploymentConfig(_Strict):
                 raise ValueError("model_path is only for embedded deployments")
         elif self.base_url is not None or self.api_key_env is not None:
             raise ValueError("base_url and api_key_env are only for openai deployments")
+        if self.provider == "embedded" and self.max_concurrency not in (None, 1):
+            raise ValueError(
+                "an embedded deployment serves one request at a time: max_concurrency = 1"
+            )
         return self
 
     def api_key(self, env: Mapping[str, str]) -> str | None:
@@ -148,12 +165,19 @@ class TierLimits(_Strict):
     # The most output tokens one request may ask for (more is a 400); a request that names
     # no max_tokens gets this one. None: no cap.
     max_output_tokens: int | None = Field(None, ge=1)
+    # The longest a request waits in a deployment's admission queue; past it, a 503 with
+    # the place it had, the wait it had and a Retry-After from measured service times.
+    max_queue_wait_s: float = Field(30.0, gt=0)
 
 
 DEFAULT_TIER_LIMITS = {
-    "free": TierLimits(requests_per_minute=20, concurrent_requests=2, max_output_tokens=512),
-    "standard": TierLimits(requests_per_minute=120, concurrent_requests=8, max_output_tokens=4096),
-    "enterprise": TierLimits(requests_per_minute=600, concurrent_requests=32),
+    "free": TierLimits(
+        requests_per_minute=20, concurrent_requests=2, max_output_tokens=512, max_queue_wait_s=20
+    ),
+    "standard": TierLimits(
+        requests_per_minute=120, concurrent_requests=8, max_output_tokens=4096, max_queue_wait_s=30
+    ),
+    "enterprise": TierLimits(requests_per_minute=600, concurrent_requests=32, max_queue_wait_s=60),
 }
 
 # The three mock-response patterns of the audit that started sincere (see the seed plan).

@@ -36,7 +36,8 @@ class RetryAfterSource(StrEnum):
     PROVIDER = "provider"  # the provider's Retry-After header
     CIRCUIT_BREAKER = "circuit_breaker"  # sincere's breaker: when it lets requests through again
     TIER_LIMIT = "tier_limit"  # sincere's per-tier window
-    # sincere's estimate for a busy local model: the jobs ahead times their measured mean duration
+    # sincere's estimate from the service times measured on a deployment (a busy local model,
+    # a queue): the work ahead of the request times how long such work took
     MEASURED_SERVICE_TIMES = "measured_service_times"
 
 
@@ -186,6 +187,16 @@ class ModelBusy(ServiceUnavailable):
     retry_after_by = RetryAfterSource.MEASURED_SERVICE_TIMES
 
 
+class QueueTimeout(ServiceUnavailable):
+    """A request waited in a deployment's admission queue for as long as its tier allows
+    (``max_queue_wait_s``) or its deadline left. Its members say the place it had and how
+    long it waited; ``retry_after`` is set only from measured service times."""
+
+    error_type = "queue_timeout"
+    title = "Queue wait exceeded"
+    retry_after_by = RetryAfterSource.MEASURED_SERVICE_TIMES
+
+
 class UpstreamError(ServiceError):
     """A provider answered with something that is not a usable response (5xx, bad body)."""
 
@@ -216,6 +227,16 @@ class RateLimited(ServiceError):
     @property
     def code(self) -> str:
         return "rate_limit_exceeded"
+
+
+class AtCapacity(RateLimited):
+    """A deployment serves as many requests as its ``max_concurrency`` and queueing is
+    turned off (the ``queueing`` flag): sincere's own verdict, never counted against the
+    deployment's breaker; ``retry_after`` is set only from measured service times."""
+
+    error_type = "at_capacity"
+    title = "At capacity"
+    retry_after_by = RetryAfterSource.MEASURED_SERVICE_TIMES
 
 
 class ProviderAuthFailed(ServiceError):

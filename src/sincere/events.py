@@ -38,6 +38,10 @@ class EventType(StrEnum):
     REQUEST_STARTED = "request_started"
     REQUEST_COMPLETED = "request_completed"
     REQUEST_FAILED = "request_failed"
+    # A request waits for a deployment at capacity: its place (again at every change), then
+    # the wait it had once it is let through.
+    REQUEST_QUEUED = "request_queued"
+    REQUEST_DEQUEUED = "request_dequeued"
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest
 from sincere.ports import Limiter, RequestObserver, RequestRecord
 from sincere.stop import StopReason, stop_reason
+from sincere.tiers.queue import QueueStatus
 
 log = logging.getLogger("sincere.pipeline")
 
@@ -61,8 +62,9 @@ class ChatPipeline:
 
     async def stream(
         self, caller: Caller, chat: ChatRequest, *, request_id: str | None = None, surface: str
-    ) -> AsyncGenerator[Delta | Answer, None]:
-        """Deltas as they pass the guard, then the Answer; or a ServiceError.
+    ) -> AsyncGenerator[Delta | Answer | QueueStatus, None]:
+        """Deltas as they pass the guard, then the Answer; or a ServiceError. Places in a
+        deployment's queue come first while an attempt waits for one at capacity.
 
         A ServiceError after some deltas means the answer is incomplete: the edge must show
         it as failed, never as finished. To stop the request from outside, cancel the task

@@ -201,7 +201,7 @@ def build_runtime(
             trips=trips,
         )
     contexts = ContextFactory(bus, settings.defaults.timeout_s)
-    metrics = Metrics(cascade.breakers)
+    metrics = Metrics(cascade.breakers, cascade.queues)
     recorder = MetricsRecorder(metrics)
     cascade.observe_probes(recorder)  # a probe's cost is counted like any attempt's
     keys = SqlKeyStore(database)

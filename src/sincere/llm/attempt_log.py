@@ -36,6 +36,8 @@ class AttemptLog:
     rejected_models: set[str] = field(default_factory=set)
     stop: bool = False  # no other route can help
     tier_max_tokens: int | None = None  # the tier's cap, applied to a request without one
+    queued_s: float = 0.0  # time spent in deployments' admission queues
+    queue_budget_s: float = 0.0  # the tier's max_queue_wait_s: the most queued_s may reach
 
     def request_for_next_attempt(self) -> ChatRequest:
         """The request as asked; after a mid-stream cut, with the sent text as a prefill."""

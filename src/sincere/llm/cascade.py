@@ -21,12 +21,14 @@ from sincere.attempts import BLOCKED, OK, Attempt
 from sincere.config import Settings
 from sincere.context import RequestContext
 from sincere.errors import (
+    AtCapacity,
     BadRequest,
     GuardViolation,
     LoopRejected,
     ModelBusy,
     ProviderAuthFailed,
     QualityRejected,
+    QueueTimeout,
     RateLimited,
     RetryAfterSource,
     ServiceError,
@@ -46,6 +48,7 @@ from sincere.llm.retry import RetryPolicy, backoff_s, is_retryable
 from sincere.llm.routes import Route, resolve_routes
 from sincere.ports import Breakers, BreakerView, ProbeObserver, ProbeRecord
 from sincere.tiers.limits import cap_output
+from sincere.tiers.queue import AdmissionQueues, QueueStatus
 
 # The quality gate looks at a growing stream every this many pieces, to stop a loop early.
 _GATE_EVERY = 16
@@ -80,11 +83,14 @@ class ModelCascade:
         providers: Mapping[str, Provider],
         registry: ServiceRegistry,
         breakers: Breakers,
+        queues: AdmissionQueues | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.guard = ResponseGuard(settings.guard.forbidden_phrases)
         self.breakers = breakers
+        # A deployment at its capacity makes the attempt wait in its queue.
+        self.queues = queues or AdmissionQueues(settings)
         self._providers = dict(providers)
         d = settings.defaults
         self._retry = RetryPolicy(d.max_retries, d.retry_base_s, d.retry_max_s)
@@ -123,6 +129,7 @@ class ModelCascade:
         return cached
 
     async def complete(self, ctx: RequestContext, request: ChatRequest) -> Answer:
+        """The whole answer (its places in queues are told as events only)."""
         async for item in self._run(ctx, request, streaming=False):
             if isinstance(item, Answer):
                 return item
@@ -130,8 +137,9 @@ class ModelCascade:
 
     def stream(
         self, ctx: RequestContext, request: ChatRequest
-    ) -> AsyncGenerator[Delta | Answer, None]:
-        """Deltas as they are generated, then the Answer; or a ServiceError.
+    ) -> AsyncGenerator[Delta | Answer | QueueStatus, None]:
+        """Deltas as they are generated, then the Answer; or a ServiceError. While an
+        attempt waits for a deployment at capacity, its places in the queue come first.
 
         A ServiceError after some deltas means the answer is incomplete: the caller must
         show it as failed (for example an in-band error event), never as finished.
@@ -143,7 +151,7 @@ class ModelCascade:
 
     async def _run(
         self, ctx: RequestContext, request: ChatRequest, *, streaming: bool
-    ) -> AsyncGenerator[Delta | Answer, None]:
+    ) -> AsyncGenerator[Delta | Answer | QueueStatus, None]:
         started = time.monotonic()
         try:
             routes = self.routes(request.model)
@@ -155,7 +163,12 @@ class ModelCascade:
         for name in names:
             self._dependents[name][ctx.request_id] = ctx
         try:
-            log = AttemptLog(request, streaming, tier_max_tokens=tier_cap)
+            log = AttemptLog(
+                request,
+                streaming,
+                tier_max_tokens=tier_cap,
+                queue_budget_s=self.settings.tiers[tier].max_queue_wait_s,
+            )
             for route in routes:
                 if log.stop or ctx.remaining() <= 0:
                     break
@@ -187,16 +200,34 @@ class ModelCascade:
 
     async def _try_route(
         self, ctx: RequestContext, route: Route, log: AttemptLog, started: float
-    ) -> AsyncIterator[Delta | Answer]:
-        """One route: attempts with retries, each admitted by the route's breaker."""
+    ) -> AsyncIterator[Delta | Answer | QueueStatus]:
+        """One route: attempts with retries, each admitted by the route's breaker, then
+        by its capacity (waiting in its queue when it is full)."""
         loop_retry = False  # the one more attempt after a loop, with stronger settings
         for retry in itertools.count(1):
             if not await self._admitted(route, log):
                 return
             run = _Try(time.monotonic())
-            async with aclosing(self._attempt(ctx, route, log, run, loop_retry, started)) as deltas:
-                async for delta in deltas:
-                    yield delta
+            try:
+                slot = self.queues.slot(ctx, route.name)
+            except AtCapacity as refused:  # queueing is off: the next route, if any
+                log.record(route, run.started, refused)
+                return
+            async with slot:
+                try:
+                    # The tier's wait is the request's, whichever routes it waits for.
+                    async for status in slot.waiting(log.queue_budget_s - log.queued_s):
+                        yield status
+                except QueueTimeout as timeout:  # like a busy model: the next route, if any
+                    log.queued_s += slot.waited_s
+                    log.record(route, run.started, timeout)
+                    return
+                log.queued_s += slot.waited_s
+                run.started = time.monotonic()
+                attempt = self._attempt(ctx, route, log, run, loop_retry, started)
+                async with aclosing(attempt) as deltas:
+                    async for delta in deltas:
+                        yield delta
             if run.answer is not None:
                 await self._announce(await self.breakers.record_success(route.name))
                 yield run.answer
@@ -526,6 +557,7 @@ class ModelCascade:
             continued_from=log.sent_by if log.sent else None,
             prefill_chars=len(log.sent),
             tier_max_tokens=log.tier_max_tokens,
+            queue_wait_s=log.queued_s,
         )
         return Answer(completion, provenance)
 

@@ -7,12 +7,14 @@ from collections.abc import Sequence
 
 from sincere.attempts import Attempt
 from sincere.errors import (
+    AtCapacity,
     BadRequest,
     ContentRejected,
     ContextTooLong,
     ErrorContext,
     GuardViolation,
     ModelBusy,
+    QueueTimeout,
     RateLimited,
     RetryAfterSource,
     ServiceError,
@@ -47,17 +49,21 @@ def final_error(
                 status_code=caller.status_code,
                 param=caller.param,
             )
-    if errors and all(isinstance(e, ModelBusy) for e in errors):
-        # sincere's own verdict: its message says who decided and from what the wait comes.
-        busy = min(errors, key=lambda e: math.inf if e.retry_after is None else e.retry_after)
-        return ModelBusy(
-            busy.message,
-            context=context,
-            attempts=attempts,
-            retry_after=busy.retry_after,
-            retry_after_source=busy.retry_after_source,
-            suggestions=busy.suggestions,
-        )
+    for verdict in (ModelBusy, AtCapacity, QueueTimeout):
+        if errors and all(isinstance(e, verdict) for e in errors):
+            # sincere's own verdict: its message says who decided and from what the wait
+            # comes.
+            busy = min(errors, key=lambda e: math.inf if e.retry_after is None else e.retry_after)
+            own = verdict(
+                busy.message,
+                context=context,
+                attempts=attempts,
+                retry_after=busy.retry_after,
+                retry_after_source=busy.retry_after_source,
+                suggestions=busy.suggestions,
+            )
+            own.members.update(busy.members)
+            return own
     withheld = sum(isinstance(e, GuardViolation) for e in errors)
     if errors and withheld == len(errors):
         # Never quoted: each attempt's detail names the phrase by its number in the list.

@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 from sincere.attempts import BLOCKED, Attempt
 from sincere.llm.breaker import BreakerState
 from sincere.ports import Breakers, ProbeRecord, RequestRecord
+from sincere.tiers.queue import AdmissionQueues
 
 _BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
@@ -34,8 +35,32 @@ class _Breakers(Collector):
         yield family
 
 
+class _Queues(Collector):
+    """Each admission queue's depth, busy slots and capacity, read at scrape time."""
+
+    def __init__(self, queues: AdmissionQueues) -> None:
+        self._queues = queues
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        labels = ["deployment"]
+        waiting = GaugeMetricFamily(
+            "sincere_queue_waiting", "Requests waiting for a deployment at capacity.", labels=labels
+        )
+        serving = GaugeMetricFamily(
+            "sincere_queue_serving", "Requests holding one of a deployment's slots.", labels=labels
+        )
+        capacity = GaugeMetricFamily(
+            "sincere_queue_capacity", "A deployment's max_concurrency.", labels=labels
+        )
+        for name, queue in self._queues.queues.items():
+            waiting.add_metric([name], queue.queued)
+            serving.add_metric([name], queue.serving)
+            capacity.add_metric([name], queue.capacity)
+        yield from (waiting, serving, capacity)
+
+
 class Metrics:
-    def __init__(self, breakers: Breakers) -> None:
+    def __init__(self, breakers: Breakers, queues: AdmissionQueues | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -106,6 +131,8 @@ class Metrics:
             registry=r,
         )
         r.register(_Breakers(breakers))
+        if queues is not None:
+            r.register(_Queues(queues))
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def record_attempts(self, attempts: Iterable[Attempt]) -> None:

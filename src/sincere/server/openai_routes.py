@@ -29,6 +29,7 @@ from sincere.server.lifecycle import RequestStopped, Shutdown, Watch, WatchedStr
 from sincere.server.serving import READ_TIMED_OUT
 from sincere.server.sse import error_event, openai_sse
 from sincere.stop import StopReason
+from sincere.tiers.queue import QueueStatus
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the response
 
@@ -222,7 +223,7 @@ async def _stream(
     except RequestStopped as stop:
         raise _stopped(who, rid, stop.reason) from None
 
-    async def items() -> AsyncIterator[Delta | Answer]:
+    async def items() -> AsyncIterator[Delta | Answer | QueueStatus]:
         yield first
         async for item in stream:
             yield item
@@ -243,12 +244,17 @@ async def _stream(
         await close_stopped(stream, reason)  # its request_failed says why
         return b"" if reason is StopReason.CLIENT_GONE else error_event(_shutting_down(who, rid))
 
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    if not isinstance(first, QueueStatus):
+        # It did not wait for its first item. A stream that starts while queued learns its
+        # wait later: its dequeued comment and its final chunk's sincere.queue_wait_ms.
+        headers["x-sincere-queue-wait-ms"] = "0.0"
     return WatchedStream(
         events(),
         shutdown=watch.shutdown,
         on_stop=stopped,
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers=headers,
         background=BackgroundTask(stream.aclose),  # ends the request if the body never ran
     )
 
@@ -298,6 +304,7 @@ def _provenance_headers(answer: Answer) -> dict[str, str]:
         "x-sincere-deployment": p.deployment,
         "x-sincere-attempts": str(len(p.attempts)),
         "x-sincere-latency-ms": f"{p.latency_s * 1000:.1f}",
+        "x-sincere-queue-wait-ms": f"{p.queue_wait_s * 1000:.1f}",
     }
     if p.cost_usd is not None:
         headers["x-sincere-cost-usd"] = f"{p.cost_usd:.8f}"

@@ -1,6 +1,8 @@
 """The cascade's stream as OpenAI-compatible server-sent events.
 
-A delta carries text, tool-call fragments as the upstream sent them, or both. A finished
+While the request waits in a deployment's queue, each new place is a comment line
+(``: sincere queued position=2 …``), as is the end of the wait. A delta carries text,
+tool-call fragments as the upstream sent them, or both. A finished
 answer ends with a finish-reason chunk (carrying sincere's provenance), an optional usage
 chunk, and ``[DONE]``. A stream that fails after text was sent ends with an
 in-band ``{"error": ...}`` event and no ``[DONE]``, so no client can take it as complete.
@@ -18,6 +20,7 @@ import orjson
 from sincere.answer import Answer
 from sincere.errors import ErrorContext, InternalError, ServiceError
 from sincere.llm.provider import Delta
+from sincere.tiers.queue import QueueStatus
 
 DONE = b"data: [DONE]\n\n"
 log = logging.getLogger("sincere.server")
@@ -33,7 +36,7 @@ def error_event(error: ServiceError) -> bytes:
 
 
 async def openai_sse(
-    stream: AsyncIterator[Delta | Answer],
+    stream: AsyncIterator[Delta | Answer | QueueStatus],
     *,
     request_id: str,
     requested_model: str,
@@ -45,6 +48,9 @@ async def openai_sse(
     first = True
     try:
         async for item in stream:
+            if isinstance(item, QueueStatus):  # waiting for a deployment: a comment line
+                yield item.comment()
+                continue
             if isinstance(item, Delta):
                 delta: dict[str, Any] = {}
                 if first:
