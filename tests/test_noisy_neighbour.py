@@ -100,15 +100,17 @@ async def test_a_noisy_neighbour_does_not_time_out_other_users_or_open_the_circu
             ready = await client.get(f"{live.url}/readyz")
 
     assert streamed.rstrip().endswith("data: [DONE]")
-    # Nobody timed out while waiting in line: each was answered, or told by sincere that
-    # the model is busy, with a wait computed from the generations measured above.
+    # Nobody timed out while waiting in line (the first-token limit starts with generation):
+    # each was answered, or told by sincere that its tier's queue wait ran out, with a
+    # Retry-After only when one could be computed from measured service times.
     assert 504 not in [r.status_code for r in responses]
     for response in responses:
         if response.status_code == 503:
             error = response.json()["error"]
-            assert error["code"] == "model_busy"
-            assert error["retry_after"] > 0
-            assert response.headers["retry-after"] == str(math.ceil(error["retry_after"]))
+            assert error["code"] == "queue_timeout"
+            assert ("retry_after" in error) == error["estimate_known"]
+            if error["estimate_known"]:
+                assert response.headers["retry-after"] == str(math.ceil(error["retry_after"]))
         else:
             assert response.status_code == 200, response.text
     breaker = gateway.cascade.breakers["embedded"]
@@ -117,12 +119,14 @@ async def test_a_noisy_neighbour_does_not_time_out_other_users_or_open_the_circu
     assert ready.status_code == 200
 
 
-async def test_a_wait_longer_than_max_queue_wait_is_a_503_with_a_measured_retry_after(
+async def test_a_wait_longer_than_the_tier_s_max_queue_wait_is_a_503_that_says_where_it_was(
     tmp_path: Path, embedded: EmbeddedProvider
 ) -> None:
-    await collect(embedded.stream(ChatRequest.of("smollm2", SHORT, max_tokens=4), ROOMY))
-    assert WORKER.measured()  # a generation was timed: the wait can be computed
-    settings = _settings(tmp_path, "max_queue_wait_s = 0.2\nbreaker_consecutive_failures = 1")
+    settings = _settings(
+        tmp_path,
+        "breaker_consecutive_failures = 1",
+        "[tiers.standard]\nmax_queue_wait_s = 0.2\n",
+    )
     gateway = build_runtime(settings, env={})
     with LiveServer(gateway) as live:
         for name in ("alice", "bob"):
@@ -136,13 +140,16 @@ async def test_a_wait_longer_than_max_queue_wait_is_a_503_with_a_measured_retry_
 
     assert busy.status_code == 503
     error = busy.json()["error"]
-    assert error["code"] == "model_busy"
+    assert error["code"] == "queue_timeout"
     assert error["request_id"] == busy.headers["x-request-id"]
-    assert "the local model is busy" in error["message"]
-    assert "sincere estimates" in error["message"]
-    assert error["retry_after"] > 0
-    assert busy.headers["retry-after"] == str(math.ceil(error["retry_after"]))
-    assert [a["outcome"] for a in error["attempts"]] == ["model_busy"]
+    assert "embedded stayed at capacity (1 at once)" in error["message"]
+    assert error["queue_position"] == 1
+    assert error["queue_waited_ms"] >= 200
+    # One generation measured is not enough to estimate a wait: none is invented.
+    assert error["estimate_known"] is False
+    assert "retry_after" not in error
+    assert "retry-after" not in busy.headers
+    assert [a["outcome"] for a in error["attempts"]] == ["queue_timeout"]
     assert gateway.cascade.breakers["embedded"].state is BreakerState.CLOSED
     assert ready.status_code == 200
 
@@ -153,8 +160,11 @@ async def test_a_busy_local_model_fails_over_and_is_not_counted_against_its_brea
     """Model 'local' on the embedded deployment, falling back to 'gpt' on an upstream."""
     settings = _settings(
         tmp_path,
-        "max_queue_wait_s = 0.2\nbreaker_consecutive_failures = 1",
+        "breaker_consecutive_failures = 1",
         f"""
+[tiers.standard]
+max_queue_wait_s = 0.2
+
 [[models]]
 name = "local"
 deployments = ["embedded"]
@@ -186,12 +196,13 @@ model = "up-model"
     assert answer.text == "An apple."
     attempts = answer.provenance.attempts
     assert [(a.deployment, a.outcome) for a in attempts] == [
-        ("embedded", "model_busy"),
+        ("embedded", "queue_timeout"),
         ("up", "ok"),
     ]
     assert attempts[0].status_code is None
     assert attempts[0].cost_usd == 0.0  # it never reached the model
-    assert "embedded: model_busy" in answer.provenance.selection_reasoning
+    assert "embedded: queue_timeout" in answer.provenance.selection_reasoning
+    assert answer.provenance.queue_wait_s >= 0.2
     assert (await long).provenance.deployment == "embedded"
     assert cascade.breakers["embedded"].state is BreakerState.CLOSED
     assert list(cascade.breakers["embedded"].transitions) == []
