@@ -53,7 +53,9 @@ def new_message_id() -> str:
 
 
 def iso(at: float | None) -> str | None:
-    return None if at is None else datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+    return (
+        None if at is None else datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +254,9 @@ def pagerduty_body(event: IncidentEvent, incident: Incident, at: float) -> dict[
         "event_action": "trigger",
         "dedup_key": incident.dedup_key,
         "payload": {
-            "summary": f"sincere: {incident.deployment} failing requests ({incident.failure_class})",
+            "summary": (
+                f"sincere: {incident.deployment} failing requests ({incident.failure_class})"
+            ),
             "source": incident.deployment,
             "severity": "critical",
             "timestamp": iso(at),

@@ -14,6 +14,7 @@ and never written to the store, a log or an attempt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -74,10 +75,8 @@ class Relay:
                         pass
                 except Exception:  # the store unreachable, say: the next poll tries again
                     log.warning("the relay could not reach the outbox", exc_info=True)
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._woken.wait(), self._config.relay_poll_s)
-                except TimeoutError:
-                    pass
 
     async def deliver_due(self, session: aiohttp.ClientSession | None = None) -> int:
         """Claim the due deliveries and send them; how many were claimed."""
@@ -165,8 +164,10 @@ def _session() -> aiohttp.ClientSession:
 def _client_error(exc: aiohttp.ClientError) -> str:
     """A class of failure: an exception's text may quote the URL, which may hold a token."""
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return "connection_refused" if isinstance(exc.os_error, ConnectionRefusedError) else (
-            "connection_error"
+        return (
+            "connection_refused"
+            if isinstance(exc.os_error, ConnectionRefusedError)
+            else ("connection_error")
         )
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "disconnected"

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, exists, false, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sincere.backends.sql.database import Database
-from sincere.backends.sql.schema import delivery_attempts, deliveries, incidents, tickets
+from sincere.backends.sql.schema import deliveries, delivery_attempts, incidents, tickets
 from sincere.tiers.incidents import (
     TICKETS_PER_NOTIFICATION,
     Delivery,
@@ -125,7 +125,9 @@ class SqlEscalationStore:
                 return Escalated(incident, ticket, opened)
         raise RuntimeError(f"no open incident for {key} after {ESCALATE_TRIES} tries")
 
-    def _resolve(self, deployment: str, at: float, targets: tuple[Destination, ...]) -> list[Incident]:
+    def _resolve(
+        self, deployment: str, at: float, targets: tuple[Destination, ...]
+    ) -> list[Incident]:
         resolved: list[Incident] = []
         with self._db.engine.begin() as conn:
             rows = conn.execute(
@@ -285,9 +287,7 @@ class SqlEscalationStore:
 
     def _incident(self, incident_id: str) -> IncidentDetail | None:
         with self._db.engine.connect() as conn:
-            row = conn.execute(
-                select(incidents).where(incidents.c.id == incident_id)
-            ).one_or_none()
+            row = conn.execute(select(incidents).where(incidents.c.id == incident_id)).one_or_none()
             if row is None:
                 return None
             ticket_rows = conn.execute(

@@ -61,9 +61,7 @@ def upgrade() -> None:
         sa.Column("dead", sa.Boolean, nullable=False),
         sqlite_autoincrement=True,
     )
-    op.create_index(
-        "ix_deliveries_due", "deliveries", ["delivered_at", "dead", "next_attempt_at"]
-    )
+    op.create_index("ix_deliveries_due", "deliveries", ["delivered_at", "dead", "next_attempt_at"])
     op.create_index("ix_deliveries_incident_id", "deliveries", ["incident_id"])
     op.create_table(
         "delivery_attempts",
@@ -74,9 +72,7 @@ def upgrade() -> None:
         sa.Column("latency_ms", sa.Float, nullable=False),
         sa.Column("error", sa.String(200), nullable=True),
     )
-    op.create_index(
-        "ix_delivery_attempts_delivery_id", "delivery_attempts", ["delivery_id"]
-    )
+    op.create_index("ix_delivery_attempts_delivery_id", "delivery_attempts", ["delivery_id"])
 
 
 def downgrade() -> None:
