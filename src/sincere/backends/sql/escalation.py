@@ -339,8 +339,9 @@ def _insert_ignoring_conflict(conn: Connection) -> Callable[..., bool]:
             dialect.insert(incidents)
             .values(**values)
             .on_conflict_do_nothing(index_elements=[incidents.c.open_key])
+            .returning(incidents.c.id)  # a row only when inserted (rowcount is unreliable)
         )
-        return conn.execute(statement).rowcount == 1
+        return conn.execute(statement).scalar_one_or_none() is not None
 
     return run
 
