@@ -13,15 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from sincere.auth import Authenticator
 from sincere.backends.sql import Database, SqlKeyStore, open_database
-from sincere.backends.sql.database import MIGRATIONS
+from sincere.backends.sql.database import head_revision
 from sincere.backends.sql.keys import KEY_PREFIX
 from sincere.backends.sql.schema import metadata
 from sincere.errors import ServiceUnavailable
@@ -88,18 +86,9 @@ def test_processes_starting_together_migrate_the_schema_once(fresh_schema: str) 
                 "WHERE table_schema = current_schema()"
             )
         ).scalar_one()
-    assert versions == [_head()]
+    assert versions == [head_revision()]
     assert tables == len(metadata.tables) + 1  # and alembic_version
     db.engine.dispose()
-
-
-def _head() -> str:
-    """The newest migration's revision."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    head = ScriptDirectory.from_config(config).get_current_head()
-    assert head is not None
-    return head
 
 
 def _unused_port() -> int:
