@@ -217,3 +217,59 @@ async def test_a_tier_limit_refusal_is_no_outage(
     assert error.status == 429
     assert "ticket_id" not in error.members
     assert await rt.escalations.incidents() == []
+
+
+async def test_pagerduty_gets_one_trigger_with_the_routing_key_from_the_environment(
+    tmp_path: Path, fault_server: FaultServer
+) -> None:
+    with Receiver() as pagerduty:
+        fault_server.default = Fault.status(503)
+        path = tmp_path / "pd.toml"
+        path.write_text(
+            f"""
+[defaults]
+max_retries = 0
+
+[escalation]
+relay_poll_s = 0.05
+
+[escalation.pagerduty]
+url = "{pagerduty.url}"
+routing_key_env = "PAGERDUTY_ROUTING_KEY"
+
+[[models]]
+name = "gpt"
+deployments = ["up"]
+
+[[deployments]]
+name = "up"
+provider = "openai"
+base_url = "{fault_server.base_url}"
+model = "up-model"
+"""
+        )
+        settings = load_settings(path, env={"SINCERE_DATA_DIR": str(tmp_path / "data")})
+        rt = closing(build_runtime(settings, {"PAGERDUTY_ROUTING_KEY": "R0UT1NGKEY"}))
+        relay = asyncio.create_task(rt.relay.run())
+        try:
+            for _ in range(2):
+                await _fail(rt)
+            fault_server.default = Fault.ok()
+            await rt.pipeline.complete(ENTERPRISE, ChatRequest.of("gpt", "Hi"), surface="test")
+            got = await pagerduty.await_for(lambda got: len(got) == 2)
+        finally:
+            relay.cancel()
+            await asyncio.gather(relay, return_exceptions=True)
+        trigger, resolve = (r.json for r in got)
+        assert trigger["event_action"] == "trigger"
+        assert trigger["routing_key"] == "R0UT1NGKEY"
+        assert trigger["dedup_key"] == "sincere/up/" + trigger["payload"]["class"]
+        assert resolve == {
+            "event_action": "resolve",
+            "dedup_key": trigger["dedup_key"],
+            "routing_key": "R0UT1NGKEY",
+        }
+        (incident,) = await rt.escalations.incidents()
+        detail = await rt.escalations.incident(incident.id)
+        assert detail is not None
+        assert all("R0UT1NGKEY" not in d.payload for d in detail.deliveries)  # never stored
