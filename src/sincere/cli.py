@@ -7,6 +7,7 @@ import getpass
 import json
 import os
 import sys
+import time
 from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,8 +29,8 @@ from sincere.events import EventType
 from sincere.identity import KeyRole
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest, Message
-from sincere.ports import KeyStore, Subscription
-from sincere.runtime import build_runtime, open_key_store
+from sincere.ports import EscalationStore, KeyStore, Subscription
+from sincere.runtime import build_runtime, open_escalation_store, open_key_store
 from sincere_lint.cli import lint
 
 # Exit codes (sysexits.h): a retry may succeed / it will not / the configuration is wrong.
@@ -331,10 +332,21 @@ def keys_create(
     user: Annotated[str, typer.Option("--user", help="The user id the key acts for.")],
     tier: Annotated[Tier, typer.Option("--tier", help="free, standard or enterprise.")],
     role: Annotated[KeyRole, typer.Option("--role", help="user or admin.")] = KeyRole.USER,
+    contact: Annotated[
+        str | None,
+        typer.Option(
+            "--contact",
+            help="Whom to reach about this key's failed requests (an email address); "
+            "enterprise error bodies show it.",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Create a key. It is printed once, on the last line; only its hash is stored."""
-    key, record = asyncio.run(_key_store(config).create(user, tier, role))
+    if contact is not None and not _looks_like_email(contact):
+        err.print(f"--contact: {escape(contact)!r} is not an email address")
+        raise typer.Exit(EXIT_FAILED)
+    key, record = asyncio.run(_key_store(config).create(user, tier, role, contact))
     err.print(f"created {record.id} for {record.user_id} ({record.tier}, {record.role})")
     out.out(key)
 
@@ -375,6 +387,127 @@ def keys_revoke(
         err.print(f"no active key with id {key_id}")
         raise typer.Exit(EXIT_FAILED)
     err.print(f"revoked {key_id}")
+
+
+def _looks_like_email(text: str) -> bool:
+    name, at, domain = text.partition("@")
+    return bool(name and at and "." in domain and not any(c.isspace() for c in text))
+
+
+# ─── escalation: what operators read and do ──────────────────────────────────────────
+
+tickets_app = typer.Typer(help="The tickets of failed enterprise requests.", no_args_is_help=True)
+incidents_app = typer.Typer(
+    help="Incidents (one per deployment outage) and their notifications.", no_args_is_help=True
+)
+deliveries_app = typer.Typer(help="Notifications of incidents.", no_args_is_help=True)
+app.add_typer(tickets_app, name="tickets")
+app.add_typer(incidents_app, name="incidents")
+app.add_typer(deliveries_app, name="deliveries")
+
+LimitOption = Annotated[int, typer.Option("--limit", min=1, help="Show at most this many.")]
+
+
+def _escalations(config: Path | None) -> EscalationStore:
+    return open_escalation_store(_settings(config))
+
+
+def _when(at: float | None) -> str:
+    return "" if at is None else datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _rows(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A table on a terminal; tab-separated lines for scripts."""
+    if not out.is_terminal:
+        sys.stdout.write("".join("\t".join(row) + "\n" for row in (columns, *rows)))
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    out.print(table)
+
+
+@tickets_app.command("list")
+def tickets_list(limit: LimitOption = 50, config: ConfigOption = None) -> None:
+    """The newest tickets first."""
+    found = asyncio.run(_escalations(config).tickets(limit))
+    columns = ("id", "incident", "request", "user", "tier", "error", "created")
+    _rows(
+        columns,
+        [
+            (
+                t.id,
+                t.incident_id,
+                t.request_id,
+                t.user_id,
+                t.tier,
+                t.error_type,
+                _when(t.created_at),
+            )
+            for t in found
+        ],
+    )
+
+
+@tickets_app.command("show")
+def tickets_show(
+    ticket_id: Annotated[str, typer.Argument(help="The ticket's id (tkt_…).")],
+    config: ConfigOption = None,
+) -> None:
+    """One ticket, as JSON."""
+    ticket = asyncio.run(_escalations(config).ticket(ticket_id))
+    if ticket is None:
+        err.print(f"no ticket with id {escape(ticket_id)}")
+        raise typer.Exit(EXIT_FAILED)
+    out.print_json(data=ticket.to_dict())
+
+
+@incidents_app.command("list")
+def incidents_list(limit: LimitOption = 50, config: ConfigOption = None) -> None:
+    """The newest incidents first."""
+    found = asyncio.run(_escalations(config).incidents(limit))
+    columns = ("id", "deployment", "failure", "state", "tickets", "opened", "resolved")
+    _rows(
+        columns,
+        [
+            (
+                i.id,
+                i.deployment,
+                i.failure_class,
+                str(i.state),
+                str(i.ticket_count),
+                _when(i.opened_at),
+                _when(i.resolved_at),
+            )
+            for i in found
+        ],
+    )
+
+
+@incidents_app.command("show")
+def incidents_show(
+    incident_id: Annotated[str, typer.Argument(help="The incident's id (inc_…).")],
+    config: ConfigOption = None,
+) -> None:
+    """One incident as JSON: its tickets, its deliveries and every delivery attempt."""
+    detail = asyncio.run(_escalations(config).incident(incident_id))
+    if detail is None:
+        err.print(f"no incident with id {escape(incident_id)}")
+        raise typer.Exit(EXIT_FAILED)
+    out.print_json(data=detail.to_dict())
+
+
+@deliveries_app.command("replay")
+def deliveries_replay(
+    delivery_id: Annotated[str, typer.Argument(help="The delivery's id (msg_…).")],
+    config: ConfigOption = None,
+) -> None:
+    """Send a delivery again (a dead one, say) from the start of the retry schedule, with
+    the same webhook-id: a running gateway's relay sends it."""
+    if not asyncio.run(_escalations(config).replay(delivery_id, time.time())):
+        err.print(f"no delivery with id {escape(delivery_id)}")
+        raise typer.Exit(EXIT_FAILED)
+    err.print(f"{delivery_id} will be sent again")
 
 
 if __name__ == "__main__":  # pragma: no cover

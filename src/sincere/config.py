@@ -157,6 +157,17 @@ class ServerConfig(_Strict):
     keep_alive_s: int = Field(5, ge=1)
     # On SIGTERM requests in flight get this long to finish; then they end as failed.
     shutdown_grace_s: float = Field(8.0, gt=0)
+    # The address users reach this gateway at (https://llm.example.com), for the absolute
+    # /status link in error bodies; None: the address each request was sent to.
+    public_url: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            _check_base_url(url)
+            return url.rstrip("/")
+        return url
 
 
 class TierLimits(_Strict):
@@ -168,6 +179,9 @@ class TierLimits(_Strict):
     # The longest a request waits in a deployment's admission queue; past it, a 503 with
     # the place it had, the wait it had and a Retry-After from measured service times.
     max_queue_wait_s: float = Field(30.0, gt=0)
+    # A failed request of this tier opens (or joins) an incident, gets a ticket, and the
+    # operators are notified ([escalation]).
+    escalate: bool = False
 
 
 DEFAULT_TIER_LIMITS = {
@@ -177,7 +191,9 @@ DEFAULT_TIER_LIMITS = {
     "standard": TierLimits(
         requests_per_minute=120, concurrent_requests=8, max_output_tokens=4096, max_queue_wait_s=30
     ),
-    "enterprise": TierLimits(requests_per_minute=600, concurrent_requests=32, max_queue_wait_s=60),
+    "enterprise": TierLimits(
+        requests_per_minute=600, concurrent_requests=32, max_queue_wait_s=60, escalate=True
+    ),
 }
 
 # The three mock-response patterns of the audit that started sincere (see the seed plan).
@@ -191,6 +207,54 @@ DEFAULT_FORBIDDEN_PHRASES = (
 class GuardConfig(_Strict):
     # Case-insensitive substrings that no outbound answer may contain.
     forbidden_phrases: tuple[str, ...] = DEFAULT_FORBIDDEN_PHRASES
+
+
+# Waits between delivery attempts of one notification, after the first (immediate) one:
+# Svix's schedule. After the last, the delivery is dead until an operator replays it.
+DEFAULT_RETRY_SCHEDULE_S = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
+class WebhookConfig(_Strict):
+    """A Standard Webhooks receiver of incident events."""
+
+    url: str
+    # The environment variable holding its whsec_… signing secret (never in the file).
+    secret_env: str = Field(min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        _check_base_url(url)
+        return url
+
+
+class PagerDutyConfig(_Strict):
+    """PagerDuty's Events API v2: one alert per incident (trigger, then resolve)."""
+
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+    # The environment variable holding the integration's routing key (never stored).
+    routing_key_env: str = Field(min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        _check_base_url(url)
+        return url
+
+
+class EscalationConfig(_Strict):
+    retry_schedule_s: tuple[float, ...] = Field(DEFAULT_RETRY_SCHEDULE_S, min_length=1)
+    webhooks: tuple[WebhookConfig, ...] = ()
+    pagerduty: PagerDutyConfig | None = None
+    # How often the relay looks for due deliveries (a write in this process wakes it at once).
+    relay_poll_s: float = Field(0.5, gt=0)
+
+    @field_validator("retry_schedule_s")
+    @classmethod
+    def _schedule(cls, schedule: tuple[float, ...]) -> tuple[float, ...]:
+        if any(wait < 0 for wait in schedule):
+            raise ValueError("waits must not be negative")
+        return schedule
 
 
 class StoreConfig(_Strict):
@@ -237,6 +301,7 @@ class Settings(_Strict):
     guard: GuardConfig = GuardConfig()
     store: StoreConfig = StoreConfig()
     cluster: ClusterConfig = ClusterConfig()
+    escalation: EscalationConfig = EscalationConfig()
     data_dir: Path
     source: Path | None = None
 

@@ -24,6 +24,9 @@ class KeyRecord:
     role: KeyRole
     created_at: float
     revoked_at: float | None
+    # Whom the key's owner asked to be reached at about its failures (an email address);
+    # shown in enterprise error bodies only when set, never made up.
+    contact: str | None = None
 
     @property
     def active(self) -> bool:
@@ -38,7 +41,8 @@ class Caller:
     tier: Tier
     role: KeyRole
     key_id: str | None  # None for the operator (the CLI runs with the configuration's rights)
+    contact: str | None = None  # the key's contact, for the tickets of its failed requests
 
     @classmethod
     def of(cls, record: KeyRecord) -> Caller:
-        return cls(record.user_id, record.tier, record.role, record.id)
+        return cls(record.user_id, record.tier, record.role, record.id, record.contact)

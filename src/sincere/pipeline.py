@@ -84,7 +84,7 @@ class ChatPipeline:
         self, caller: Caller, chat: ChatRequest, request_id: str | None, surface: str
     ) -> _Run:
         ctx = self._contexts.create(caller.user_id, caller.tier, request_id=request_id)
-        return _Run(self, ctx, chat, surface)
+        return _Run(self, ctx, chat, surface, caller.contact)
 
 
 class _Run:
@@ -93,12 +93,18 @@ class _Run:
     announces the outcome exactly once."""
 
     def __init__(
-        self, pipeline: ChatPipeline, ctx: RequestContext, chat: ChatRequest, surface: str
+        self,
+        pipeline: ChatPipeline,
+        ctx: RequestContext,
+        chat: ChatRequest,
+        surface: str,
+        contact: str | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.ctx = ctx
         self.chat = chat
         self.surface = surface
+        self.contact = contact
         self.started_at = time.time()
         self.started = time.monotonic()
         self.ended = False
@@ -213,6 +219,7 @@ class _Run:
             answer=answer,
             error=error,
             stop_reason=None if stop is None else str(stop),
+            contact=self.contact,
         )
         try:
             for observer in self.pipeline._observers:

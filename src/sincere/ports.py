@@ -19,6 +19,16 @@ from sincere.errors import ErrorContext, ServiceError
 from sincere.events import Event, EventType, Replay
 from sincere.identity import KeyRecord, KeyRole
 from sincere.llm.breaker import BreakerAdmission, BreakerState, BreakerTransition
+from sincere.tiers.incidents import (
+    Delivery,
+    DeliveryAttempt,
+    Destination,
+    Escalated,
+    Failure,
+    Incident,
+    IncidentDetail,
+    Ticket,
+)
 
 # ─── events ──────────────────────────────────────────────────────────────────────────
 
@@ -198,9 +208,11 @@ class KeyStore(Protocol):
         ...
 
     async def create(
-        self, user_id: str, tier: str, role: KeyRole = KeyRole.USER
+        self, user_id: str, tier: str, role: KeyRole = KeyRole.USER, contact: str | None = None
     ) -> tuple[str, KeyRecord]:
-        """A new key; its plaintext is returned here once and never stored."""
+        """A new key; its plaintext is returned here once and never stored. ``contact``:
+        whom to reach about its failed requests (an email address), when the operator
+        gives one."""
         ...
 
     async def list(self) -> list[KeyRecord]: ...
@@ -228,6 +240,57 @@ class ServiceHistory(Protocol):
         ...
 
 
+# ─── escalation ──────────────────────────────────────────────────────────────────────
+
+
+class EscalationStore(Protocol):
+    """Incidents, tickets and the outbox of their notifications (SQLite or PostgreSQL).
+
+    Every change of an incident is written in one transaction with the notifications it
+    causes, so none is lost to a crash; a relay then claims due deliveries (on PostgreSQL
+    with ``FOR UPDATE SKIP LOCKED``, so a fleet's relays never send one twice at once),
+    sends them and records each attempt.
+    """
+
+    async def escalate(self, failure: Failure, targets: Sequence[Destination]) -> Escalated:
+        """A ticket for the failure, in the open incident of its deployment and failure
+        class (opened now if there is none: ``incident.opened``, else ``incident.updated``)."""
+        ...
+
+    async def resolve(
+        self, deployment: str, at: float, targets: Sequence[Destination]
+    ) -> list[Incident]:
+        """Resolve the deployment's open incidents (``incident.resolved``); those resolved."""
+        ...
+
+    async def open_deployments(self) -> set[str]:
+        """The deployments that have an open incident."""
+        ...
+
+    async def claim(self, now: float, lease_s: float, limit: int) -> list[Delivery]:
+        """Due deliveries, each taken for ``lease_s`` (after which another relay may take
+        it, should this one die). A delivery waits for the earlier ones of its incident
+        and destination, so a resolve never overtakes its trigger."""
+        ...
+
+    async def record_attempt(self, attempt: DeliveryAttempt, schedule: Sequence[float]) -> None:
+        """Record one attempt; a failure schedules the next per ``schedule`` (or, past its
+        end, marks the delivery dead)."""
+        ...
+
+    async def replay(self, delivery_id: str, at: float) -> bool:
+        """Send a delivery again from the start of the schedule; False if there is none."""
+        ...
+
+    async def incidents(self, limit: int = 50) -> list[Incident]: ...
+
+    async def incident(self, incident_id: str) -> IncidentDetail | None: ...
+
+    async def tickets(self, limit: int = 50) -> list[Ticket]: ...
+
+    async def ticket(self, ticket_id: str) -> Ticket | None: ...
+
+
 # ─── what each request leaves behind ─────────────────────────────────────────────────
 
 
@@ -246,6 +309,7 @@ class RequestRecord:
     answer: Answer | None  # None when the request failed
     error: ServiceError | None  # the error the caller received, if it failed
     stop_reason: str | None = None  # set when the request was stopped from outside
+    contact: str | None = None  # the caller's key's contact, when one was configured
 
     @property
     def failed_over(self) -> bool:

@@ -22,6 +22,7 @@ from sincere.backends.memory.events import InProcessEventBus
 from sincere.backends.memory.limits import InProcessLimiter
 from sincere.backends.redis import connect
 from sincere.backends.sql.database import Database, open_database
+from sincere.backends.sql.escalation import SqlEscalationStore
 from sincere.backends.sql.history import SqlServiceHistory
 from sincere.backends.sql.keys import SqlKeyStore
 from sincere.backends.sql.streams import start_event_stream
@@ -35,6 +36,7 @@ from sincere.llm.provider import Provider
 from sincere.pipeline import ChatPipeline
 from sincere.ports import (
     Breakers,
+    EscalationStore,
     EventBus,
     KeyStore,
     Limiter,
@@ -43,6 +45,8 @@ from sincere.ports import (
 )
 from sincere.redact import forget_secret, remember_secret
 from sincere.server.metrics import Metrics, MetricsRecorder
+from sincere.tiers.escalation import Escalation
+from sincere.tiers.relay import Relay
 
 if TYPE_CHECKING:  # a single process never loads the fleet's backends
     from sincere.backends.redis.trips import RoundTrips
@@ -82,6 +86,9 @@ class Runtime:
     pipeline: ChatPipeline
     auth: Authenticator
     metrics: Metrics
+    escalations: EscalationStore  # incidents, tickets, the outbox
+    escalation: Escalation  # the pipeline's escalation step; resolves on recovery
+    relay: Relay  # delivers the outbox (started by the server's lifespan)
     # The client of the fleet's shared state ([cluster] redis_url); None: one process.
     redis: Redis | None = None
     trips: RoundTrips | None = None  # its round trips, shared by the Redis backends
@@ -89,6 +96,7 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
 
     async def aclose(self) -> None:
+        await self.escalation.flush()
         await self.cascade.aclose()
         await self.cascade.breakers.aclose()
         await self.history_writer.flush()
@@ -146,11 +154,14 @@ def build_runtime(
     provider_kinds: Mapping[str, ProviderFactory] | None = None,
     breakers: Breakers | None = None,
     observers: Sequence[RequestObserver] = (),
+    escalation_enabled: Callable[[], bool] | None = None,
 ) -> Runtime:
     """Everything the process needs, from its settings (and ``env`` for API keys).
 
     ``provider_kinds`` adds provider kinds by name (tests use it for their own providers);
-    ``observers`` hear about every finished request after the metrics do.
+    ``observers`` hear about every finished request after the metrics and escalation do;
+    ``escalation_enabled`` is asked on every failed request (the ``escalation`` flag;
+    None: always on).
 
     With ``[cluster] redis_url`` the events, limits and breakers live in Redis (one client,
     connected on first use), shared by every process with the same URL and key prefix;
@@ -205,6 +216,16 @@ def build_runtime(
     recorder = MetricsRecorder(metrics)
     cascade.observe_probes(recorder)  # a probe's cost is counted like any attempt's
     keys = SqlKeyStore(database)
+    escalations = SqlEscalationStore(database)
+    relay = Relay(escalations, settings.escalation, os.environ if env is None else env)
+    escalation = Escalation(
+        settings,
+        escalations,
+        enabled=escalation_enabled or (lambda: True),
+        wake=relay.wake,
+    )
+    # A deployment back to ready (its breaker closed, here) resolves its incidents.
+    cascade.registry.on_transition(escalation.on_transition)
     return Runtime(
         settings=settings,
         database=database,
@@ -215,9 +236,12 @@ def build_runtime(
         limiter=limiter,
         cascade=cascade,
         contexts=contexts,
-        pipeline=ChatPipeline(cascade, limiter, contexts, [recorder, *observers]),
+        pipeline=ChatPipeline(cascade, limiter, contexts, [recorder, escalation, *observers]),
         auth=Authenticator(keys),
         metrics=metrics,
+        escalations=escalations,
+        escalation=escalation,
+        relay=relay,
         redis=redis,
         trips=trips,
     )
@@ -230,3 +254,8 @@ def _password(url: str | None) -> str | None:
 def open_key_store(settings: Settings) -> KeyStore:
     """The key store alone, for commands that manage keys without running the gateway."""
     return SqlKeyStore(open_database(settings.database_url()))
+
+
+def open_escalation_store(settings: Settings) -> EscalationStore:
+    """Incidents, tickets and deliveries alone, for the operator's commands."""
+    return SqlEscalationStore(open_database(settings.database_url()))

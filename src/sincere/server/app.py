@@ -31,11 +31,13 @@ def create_app(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         prober = asyncio.create_task(probe_open_deployments(runtime.cascade))
+        relay = asyncio.create_task(runtime.relay.run())  # the outbox's notifications
         # The server's protocols find the limits and the drain here (see serving).
         yield {SERVER_KEY: runtime.settings.server, SHUTDOWN_KEY: shutdown}
-        prober.cancel()
-        with suppress(asyncio.CancelledError):
-            await prober
+        for task in (prober, relay):
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
         await runtime.aclose()
 
     app = FastAPI(

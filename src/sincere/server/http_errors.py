@@ -59,8 +59,18 @@ def context_of(request: Request) -> ErrorContext:
     return ErrorContext(request_id=request_id(request))
 
 
-def error_response(error: ServiceError, path: str) -> Response:
-    """The error rendered for the route family it happened on, with Retry-After when known."""
+def status_url(request: HTTPConnection) -> str:
+    """The absolute address of this gateway's /status: ``[server] public_url`` when set,
+    else the address the client sent this request to (never a host made up here)."""
+    runtime = getattr(request.app.state, "runtime", None)
+    public = runtime.settings.server.public_url if runtime is not None else None
+    base = public or str(request.base_url).rstrip("/")
+    return base + "/status"
+
+
+def error_response(error: ServiceError, path: str, status: str | None = None) -> Response:
+    """The error rendered for the route family it happened on, with Retry-After when known
+    and, for a failure of the service (5xx, 429), ``status``: the absolute /status URL."""
     headers = {}
     if (retry_after := error.retry_after_header()) is not None:
         headers["Retry-After"] = retry_after
@@ -74,6 +84,8 @@ def error_response(error: ServiceError, path: str) -> Response:
         members = body
     if error.status >= 500:
         members["status_page"] = "/status"  # the recorded state of every deployment
+    if status is not None and (error.status >= 500 or error.status == 429):
+        members["status_url"] = status
     return Response(json.dumps(body), error.status, headers, media_type=media)
 
 
@@ -97,7 +109,7 @@ def install(app: FastAPI) -> None:
 def _service_error(request: Request, exc: ServiceError) -> Response:
     if not exc.context.request_id:
         exc = exc.with_context(context_of(request))
-    return error_response(exc, request.url.path)
+    return error_response(exc, request.url.path, status_url(request))
 
 
 def _invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -66,7 +66,7 @@ class SqlKeyStore:
         return record
 
     async def create(
-        self, user_id: str, tier: str, role: KeyRole = KeyRole.USER
+        self, user_id: str, tier: str, role: KeyRole = KeyRole.USER, contact: str | None = None
     ) -> tuple[str, KeyRecord]:
         """A new key: the plaintext is returned here once and never stored."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -78,6 +78,7 @@ class SqlKeyStore:
             role=KeyRole(role),
             created_at=time.time(),
             revoked_at=None,
+            contact=contact,
         )
         await self._db.run(self._insert, record, _hash(key))
         return key, record
@@ -115,6 +116,7 @@ class SqlKeyStore:
                     tier=str(record.tier),
                     role=str(record.role),
                     created_at=record.created_at,
+                    contact=record.contact,
                 )
             )
 
@@ -138,4 +140,5 @@ def _record(row: object) -> KeyRecord:
         role=KeyRole(r["role"]),
         created_at=r["created_at"],
         revoked_at=r["revoked_at"],
+        contact=r["contact"],
     )

@@ -17,6 +17,7 @@ api_keys = Table(
     Column("role", String(20), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
+    Column("contact", String(320), nullable=True),  # an email address, given by the operator
 )
 
 service_transitions = Table(
@@ -59,4 +60,76 @@ flag_changes = Table(
     Column("at", Float, nullable=False),
     Column("changed_by", String(200), nullable=False),
     Index("ix_flag_changes_name_at", "name", "at"),
+)
+
+# Escalation (tiers/escalation.py): one incident per deployment outage and failure class,
+# a ticket per failed request of an escalating tier, and the outbox of notifications.
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", String(32), primary_key=True),  # inc_…
+    Column("dedup_key", String(255), nullable=False),  # deployment and failure class
+    # The dedup key while the incident is open, NULL once resolved: unique, so two processes
+    # failing at once find one open incident (NULLs never collide, on SQLite and PostgreSQL).
+    Column("open_key", String(255), nullable=True, unique=True),
+    Column("deployment", String(200), nullable=False),
+    Column("failure_class", String(64), nullable=False),
+    Column("state", String(20), nullable=False),  # open | resolved
+    Column("opened_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("resolved_at", Float, nullable=True),
+    Column("ticket_count", Integer, nullable=False),
+    Index("ix_incidents_deployment_state", "deployment", "state"),
+    Index("ix_incidents_opened_at", "opened_at"),
+)
+
+tickets = Table(
+    "tickets",
+    metadata,
+    Column("id", String(32), primary_key=True),  # tkt_…
+    Column("incident_id", String(32), nullable=False),
+    Column("request_id", String(200), nullable=False),
+    Column("user_id", String(200), nullable=False),
+    Column("tier", String(20), nullable=False),
+    Column("error_type", String(64), nullable=False),
+    Column("status", Integer, nullable=False),  # the HTTP status the caller received
+    Column("message", Text, nullable=False),  # the error's message, as the caller read it
+    Column("contact", String(320), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Index("ix_tickets_incident_id", "incident_id"),
+    Index("ix_tickets_created_at", "created_at"),
+)
+
+# The outbox: one row per (incident event, destination), written in the transaction that
+# changed the incident; the relay delivers it and records every attempt.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),  # the order of writing
+    Column("id", String(40), nullable=False, unique=True),  # msg_…: the webhook-id
+    Column("incident_id", String(32), nullable=False),
+    Column("event_type", String(40), nullable=False),  # incident.opened | .updated | .resolved
+    Column("destination", String(300), nullable=False),  # webhook:<url without query> | pagerduty
+    Column("payload", Text, nullable=False),  # the JSON body (PagerDuty's without routing key)
+    Column("created_at", Float, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("claimed_until", Float, nullable=True),  # a relay is sending it until then
+    Column("attempts", Integer, nullable=False),  # attempts of the current schedule
+    Column("delivered_at", Float, nullable=True),
+    Column("dead", Boolean, nullable=False),  # the schedule ran out: replay by hand
+    Index("ix_deliveries_due", "delivered_at", "dead", "next_attempt_at"),
+    Index("ix_deliveries_incident_id", "incident_id"),
+    sqlite_autoincrement=True,
+)
+
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("delivery_id", String(40), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("status", Integer, nullable=True),  # the receiver's HTTP status; NULL: no answer
+    Column("latency_ms", Float, nullable=False),
+    Column("error", String(200), nullable=True),  # a class of failure, never a secret or URL
+    Index("ix_delivery_attempts_delivery_id", "delivery_id"),
 )
