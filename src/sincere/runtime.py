@@ -22,6 +22,7 @@ from sincere.backends.memory.events import InProcessEventBus
 from sincere.backends.memory.limits import InProcessLimiter
 from sincere.backends.redis import connect
 from sincere.backends.sql.database import Database, open_database
+from sincere.backends.sql.flags import SqlFlagStore
 from sincere.backends.sql.history import SqlServiceHistory
 from sincere.backends.sql.keys import SqlKeyStore
 from sincere.backends.sql.streams import start_event_stream
@@ -30,12 +31,13 @@ from sincere.context import ContextFactory
 from sincere.errors import ConfigError
 from sincere.health import HistoryWriter, ServiceRegistry
 from sincere.llm.breaker import BreakerPolicy
-from sincere.llm.cascade import ModelCascade
+from sincere.llm.cascade import FlagReader, ModelCascade
 from sincere.llm.provider import Provider
 from sincere.pipeline import ChatPipeline
 from sincere.ports import (
     Breakers,
     EventBus,
+    FlagStore,
     KeyStore,
     Limiter,
     RequestObserver,
@@ -82,6 +84,8 @@ class Runtime:
     pipeline: ChatPipeline
     auth: Authenticator
     metrics: Metrics
+    # The runtime flags (``flags.enabled(Flag.X)``); the server's lifespan keeps them fresh.
+    flags: FlagStore
     # The client of the fleet's shared state ([cluster] redis_url); None: one process.
     redis: Redis | None = None
     trips: RoundTrips | None = None  # its round trips, shared by the Redis backends
@@ -89,6 +93,7 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
 
     async def aclose(self) -> None:
+        await self.flags.aclose()
         await self.cascade.aclose()
         await self.cascade.breakers.aclose()
         await self.history_writer.flush()
@@ -110,10 +115,12 @@ def build_cascade(
     breakers: Breakers | None = None,
     redis: Redis | None = None,
     trips: RoundTrips | None = None,
+    flags: FlagReader | None = None,
 ) -> ModelCascade:
     """The domain alone: each deployment's provider (made by its kind), the registry of
     their health, and a breaker per deployment (``breakers``: one on a test's clock; else
-    shared in ``redis`` when there is one, else in memory)."""
+    shared in ``redis`` when there is one, else in memory); ``flags`` says which of the
+    features it may use (default: every one)."""
     env = os.environ if env is None else env
     kinds = {**PROVIDER_KINDS, **(provider_kinds or {})}
     for d in settings.deployments:
@@ -136,7 +143,7 @@ def build_cascade(
 
             prefix = settings.cluster.key_prefix
             breakers = RedisBreakers(redis, list(providers), policy, prefix=prefix, trips=trips)
-    return ModelCascade(settings, providers, registry, breakers)
+    return ModelCascade(settings, providers, registry, breakers, flags=flags)
 
 
 def build_runtime(
@@ -167,10 +174,22 @@ def build_runtime(
         # One pipeline per round trip for the events, the limits and the breakers'
         # successes: a request's start is one round trip, its end another.
         trips = RoundTrips(redis)
-    cascade = build_cascade(
-        settings, env, provider_kinds=provider_kinds, breakers=breakers, redis=redis, trips=trips
-    )
     database = open_database(settings.database_url())  # startup: migrations, synchronously
+    flags = SqlFlagStore(database)
+    flags.load()  # startup, synchronously; then kept fresh by the server (Runtime.flags)
+    try:
+        cascade = build_cascade(
+            settings,
+            env,
+            provider_kinds=provider_kinds,
+            breakers=breakers,
+            redis=redis,
+            trips=trips,
+            flags=flags.enabled,
+        )
+    except BaseException:
+        database.engine.dispose()
+        raise
     history = SqlServiceHistory(database)
     # Queued, then written on a worker thread: a transition never waits on the store.
     history_writer = HistoryWriter(history)
@@ -218,6 +237,7 @@ def build_runtime(
         pipeline=ChatPipeline(cascade, limiter, contexts, [recorder, *observers]),
         auth=Authenticator(keys),
         metrics=metrics,
+        flags=flags,
         redis=redis,
         trips=trips,
     )
@@ -230,3 +250,9 @@ def _password(url: str | None) -> str | None:
 def open_key_store(settings: Settings) -> KeyStore:
     """The key store alone, for commands that manage keys without running the gateway."""
     return SqlKeyStore(open_database(settings.database_url()))
+
+
+def open_flag_store(settings: Settings) -> FlagStore:
+    """The flag store alone, for commands that read and set flags without running the
+    gateway (nothing to refresh: each command reads the store)."""
+    return SqlFlagStore(open_database(settings.database_url()))
