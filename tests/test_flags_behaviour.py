@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def servers() -> Iterator[tuple[FaultServer, FaultServer]]:
 
 def _settings(tmp_path: Path, a: FaultServer, b: FaultServer, defaults: str = "") -> Settings:
     """Model 'gpt' on 'a', falling back to 'backup' on 'b', which takes an assistant prefill."""
-    text = f"[defaults]\nmax_retries = 0\nfirst_token_timeout_s = 5\nstream_idle_timeout_s = 5\n{defaults}"
+    text = "[defaults]\nmax_retries = 0\nfirst_token_timeout_s = 5\nstream_idle_timeout_s = 5\n"
+    text += defaults
     text += '\n[[models]]\nname = "gpt"\ndeployments = ["a"]\nfallbacks = ["backup"]\n'
     text += '\n[[models]]\nname = "backup"\ndeployments = ["b"]\n'
     for name, server, extra in (("a", a, ""), ("b", b, "supports_prefill = true\n")):
@@ -95,6 +97,14 @@ async def _stream(
     except ServiceError as exc:
         error = exc
     return text, answer, error
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition`` holds (polled); only a hang fails it."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.01)
 
 
 def _is_probe(request: RecordedRequest) -> bool:
@@ -191,16 +201,12 @@ async def test_with_shadow_probes_off_the_prober_starts_none_until_they_are_on_a
     prober = asyncio.create_task(probe_open_deployments(cascade, tick_s=0.01))
     try:
         asked = switches.asked
-        async with asyncio.timeout(HANG_GUARD_S):
-            while switches.asked < asked + 20:  # twenty rounds of the prober
-                await asyncio.sleep(0.01)
+        await _until(lambda: switches.asked >= asked + 20)  # twenty rounds of the prober
         assert [r for r in a.completions if _is_probe(r)] == []
         assert cascade.breakers.view("a").state is BreakerState.OPEN
 
         switches.values[Flag.SHADOW_PROBE] = True
-        async with asyncio.timeout(HANG_GUARD_S):
-            while cascade.breakers.view("a").state is not BreakerState.CLOSED:
-                await asyncio.sleep(0.01)
+        await _until(lambda: cascade.breakers.view("a").state is BreakerState.CLOSED)
     finally:
         prober.cancel()
         await asyncio.gather(prober, return_exceptions=True)

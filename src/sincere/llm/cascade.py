@@ -179,19 +179,11 @@ class ModelCascade:
                     log.skip(route, skip)
                     continue
                 answer: Answer | None = None
-                if not self.flags(Flag.SHADOW_PROBE) and await self._claim(ctx, route):
-                    # Shadow probes rolled back: a due circuit takes this request as its
-                    # probe, as a classic half-open breaker does, so an outage still ends.
-                    async for item in self._as_probe(ctx, route, log, started):
-                        if isinstance(item, Answer):
-                            answer = item
-                        else:
-                            yield item
-                    if answer is not None:
-                        yield answer
-                        return
-                    continue
-                async for item in self._try_route(ctx, route, log, started):
+                # Shadow probes rolled back: a due circuit takes this request as its probe,
+                # as a classic half-open breaker does, so an outage still ends.
+                probe = not self.flags(Flag.SHADOW_PROBE) and await self._claim(ctx, route)
+                tries = self._as_probe if probe else self._try_route
+                async for item in tries(ctx, route, log, started):
                     if isinstance(item, Answer):
                         answer = item  # it passed the quality gate and the guard
                     else:
