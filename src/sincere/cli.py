@@ -419,8 +419,10 @@ def _flags_or_exit(store: FlagStore, change: tuple[Flag, bool] | None = None) ->
 
 @flags_app.command("list")
 def flags_list(config: ConfigOption = None) -> None:
-    """List every flag: on or off, what it switches, and who changed it last, when
-    (tab-separated when piped)."""
+    """List every flag: on or off, what it switches, who changed it last and when.
+
+    Tab-separated when piped.
+    """
     columns = ("name", "state", "description", "changed by", "changed at")
     rows = [
         (
@@ -446,13 +448,15 @@ def flags_list(config: ConfigOption = None) -> None:
 @flags_app.command("set")
 def flags_set(
     name: Annotated[
-        Flag, typer.Argument(help="The flag: " + ", ".join(Flag) + ".", case_sensitive=False)
+        Flag, typer.Argument(help="The flag (see `sincere flags list`).", case_sensitive=False)
     ],
     state: Annotated[Switch, typer.Argument(help="on or off.", case_sensitive=False)],
     config: ConfigOption = None,
 ) -> None:
-    """Turn a flag on or off. Running gateways read it within 5 s; the change is recorded
-    as made by cli:<your OS user>."""
+    """Turn a flag on or off; running gateways apply it within 5 s.
+
+    The change is recorded as made by cli:<your OS user>, with the time.
+    """
     _flags_or_exit(_flag_store(config), (name, state is Switch.ON))
     err.print(f"{name} is {state} (set by {_operator()}); gateways apply it within 5 s")
 
