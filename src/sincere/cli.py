@@ -10,6 +10,7 @@ import sys
 import time
 from contextlib import suppress
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,8 +30,14 @@ from sincere.events import EventType
 from sincere.identity import KeyRole
 from sincere.llm.provider import Delta
 from sincere.llm.request import ChatRequest, Message
-from sincere.ports import EscalationStore, KeyStore, Subscription
-from sincere.runtime import build_runtime, open_escalation_store, open_key_store
+from sincere.ports import EscalationStore, FlagState, FlagStore, KeyStore, Subscription
+from sincere.runtime import (
+    build_runtime,
+    open_escalation_store,
+    open_flag_store,
+    open_key_store,
+)
+from sincere.tiers.flags import FLAG_DESCRIPTIONS, Flag
 from sincere_lint.cli import lint
 
 # Exit codes (sysexits.h): a retry may succeed / it will not / the configuration is wrong.
@@ -512,3 +519,88 @@ def deliveries_replay(
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
+
+
+flags_app = typer.Typer(
+    help="Read and switch the runtime flags: features an operator can turn off at once, in "
+    "every gateway process (within 5 s), to roll back. Every change is recorded with who "
+    "made it and when. No flag can make sincere answer with text no model produced.",
+    no_args_is_help=True,
+)
+app.add_typer(flags_app, name="flags")
+
+
+class Switch(StrEnum):
+    ON = "on"
+    OFF = "off"
+
+
+def _flag_store(config: Path | None) -> FlagStore:
+    return open_flag_store(_settings(config))
+
+
+def _operator() -> str:
+    """Who changes a flag from the console: ``cli:<os user>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return f"cli:uid {os.getuid()}"
+
+
+def _flags_or_exit(store: FlagStore, change: tuple[Flag, bool] | None = None) -> list[FlagState]:
+    """The flags after ``change`` (if any), or exit 75 when the store cannot be reached."""
+
+    async def go() -> list[FlagState]:
+        if change is not None:
+            await store.set(*change, _operator())
+        return await store.states()
+
+    try:
+        return asyncio.run(go())
+    except ServiceError as exc:
+        _print_error(exc, as_json=False)
+        raise typer.Exit(EXIT_RETRYABLE) from None
+
+
+@flags_app.command("list")
+def flags_list(config: ConfigOption = None) -> None:
+    """List every flag: on or off, what it switches, who changed it last and when.
+
+    Tab-separated when piped.
+    """
+    columns = ("name", "state", "description", "changed by", "changed at")
+    rows = [
+        (
+            str(s.flag),
+            "on" if s.enabled else "off",
+            FLAG_DESCRIPTIONS[s.flag],
+            s.changed_by or "-",
+            "-"
+            if s.changed_at is None
+            else datetime.fromtimestamp(s.changed_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        )
+        for s in _flags_or_exit(_flag_store(config))
+    ]
+    if not out.is_terminal:
+        sys.stdout.write("".join("\t".join(row) + "\n" for row in (columns, *rows)))
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    out.print(table)
+
+
+@flags_app.command("set")
+def flags_set(
+    name: Annotated[
+        Flag, typer.Argument(help="The flag (see `sincere flags list`).", case_sensitive=False)
+    ],
+    state: Annotated[Switch, typer.Argument(help="on or off.", case_sensitive=False)],
+    config: ConfigOption = None,
+) -> None:
+    """Turn a flag on or off; running gateways apply it within 5 s.
+
+    The change is recorded as made by cli:<your OS user>, with the time.
+    """
+    _flags_or_exit(_flag_store(config), (name, state is Switch.ON))
+    err.print(f"{name} is {state} (set by {_operator()}); gateways apply it within 5 s")

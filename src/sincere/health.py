@@ -118,9 +118,10 @@ class ServiceRegistry:
         return self._services[name]
 
     async def initialize_for_context(
-        self, ctx: RequestContext, required: Iterable[str]
+        self, ctx: RequestContext, required: Iterable[str], *, announce: bool = True
     ) -> InitializationResult:
-        """Check each required service for this request, telling the user as it happens.
+        """Check each required service for this request, telling the user as it happens
+        (unless ``announce`` is off: the detailed events are rolled back).
 
         ``failed`` only when a critical service is unavailable; ``partial`` when any
         service is not ready; otherwise ``ready``.
@@ -130,7 +131,9 @@ class ServiceRegistry:
         if unknown:
             raise ValueError(f"services not registered: {', '.join(unknown)}")
         started = time.monotonic()
-        reports = await asyncio.gather(*(self._check(ctx, self._services[n]) for n in names))
+        reports = await asyncio.gather(
+            *(self._check(ctx, self._services[n], announce) for n in names)
+        )
         by_name = dict(zip(names, reports, strict=True))
         if any(
             r.state is HealthState.UNAVAILABLE and self._services[n].critical
@@ -143,13 +146,16 @@ class ServiceRegistry:
             status = InitStatus.PARTIAL
         return InitializationResult(status, by_name, time.monotonic() - started)
 
-    async def _check(self, ctx: RequestContext, service: ServiceRecord) -> HealthReport:
-        await ctx.emit(
-            EventType.SERVICE_INITIALIZING,
-            f"Checking {service.name}",
-            service=service.name,
-            state=str(service.state),
-        )
+    async def _check(
+        self, ctx: RequestContext, service: ServiceRecord, announce: bool
+    ) -> HealthReport:
+        if announce:
+            await ctx.emit(
+                EventType.SERVICE_INITIALIZING,
+                f"Checking {service.name}",
+                service=service.name,
+                state=str(service.state),
+            )
         started = time.monotonic()
         timeout = max(0.0, min(service.timeout_s, ctx.remaining()))
         try:
@@ -172,13 +178,14 @@ class ServiceRegistry:
                 report = HealthReport(HealthState.UNAVAILABLE, "health check reported failure")
         report = HealthReport(report.state, redact(report.message))
         self.report(service.name, report)
-        await ctx.emit(
-            _RESULT_EVENT.get(report.state, EventType.SERVICE_DEGRADED),
-            f"{service.name}: {report.message}",
-            service=service.name,
-            check_duration_s=round(time.monotonic() - started, 6),
-            critical=service.critical,
-        )
+        if announce:
+            await ctx.emit(
+                _RESULT_EVENT.get(report.state, EventType.SERVICE_DEGRADED),
+                f"{service.name}: {report.message}",
+                service=service.name,
+                check_duration_s=round(time.monotonic() - started, 6),
+                critical=service.critical,
+            )
         return report
 
 

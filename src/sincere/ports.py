@@ -19,6 +19,7 @@ from sincere.errors import ErrorContext, ServiceError
 from sincere.events import Event, EventType, Replay
 from sincere.identity import KeyRecord, KeyRole
 from sincere.llm.breaker import BreakerAdmission, BreakerState, BreakerTransition
+from sincere.tiers.flags import Flag
 from sincere.tiers.incidents import (
     Delivery,
     DeliveryAttempt,
@@ -289,6 +290,50 @@ class EscalationStore(Protocol):
     async def tickets(self, limit: int = 50) -> list[Ticket]: ...
 
     async def ticket(self, ticket_id: str) -> Ticket | None: ...
+
+
+# ─── runtime flags ───────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True, slots=True)
+class FlagState:
+    """One flag as the store knows it: its value and its last change (None: never set,
+    so it has its default, on)."""
+
+    flag: Flag
+    enabled: bool
+    changed_by: str | None = None  # "key:<key id>" or "cli:<os user>"
+    changed_at: float | None = None  # unix time
+
+
+class FlagStore(Protocol):
+    """The runtime flags every process of a fleet shares (``sincere flags``, /admin/flags).
+
+    ``enabled`` is on the request path, so it never waits: it answers from what this
+    process last read, refreshed in the background often enough that a change made
+    anywhere is in force everywhere within 5 s. A store that cannot be read leaves the last
+    known values in force; it never fails a request.
+    """
+
+    def enabled(self, flag: Flag) -> bool:
+        """The flag's value as last read (on for a flag never set)."""
+        ...
+
+    async def set(self, flag: Flag, enabled: bool, by: str) -> FlagState:
+        """Change a flag and record who (``by``) and when; in force here at once."""
+        ...
+
+    async def states(self) -> list[FlagState]:
+        """Every flag, read from the store now (a ``ServiceUnavailable`` when it cannot be)."""
+        ...
+
+    def start(self) -> None:
+        """Keep the values fresh in the background, on the running event loop."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop the background refresh; ``enabled`` keeps answering from the last values."""
+        ...
 
 
 # ─── what each request leaves behind ─────────────────────────────────────────────────

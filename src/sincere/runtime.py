@@ -23,6 +23,7 @@ from sincere.backends.memory.limits import InProcessLimiter
 from sincere.backends.redis import connect
 from sincere.backends.sql.database import Database, open_database
 from sincere.backends.sql.escalation import SqlEscalationStore
+from sincere.backends.sql.flags import SqlFlagStore
 from sincere.backends.sql.history import SqlServiceHistory
 from sincere.backends.sql.keys import SqlKeyStore
 from sincere.backends.sql.streams import start_event_stream
@@ -31,13 +32,14 @@ from sincere.context import ContextFactory
 from sincere.errors import ConfigError
 from sincere.health import HistoryWriter, ServiceRegistry
 from sincere.llm.breaker import BreakerPolicy
-from sincere.llm.cascade import ModelCascade
+from sincere.llm.cascade import FlagReader, ModelCascade
 from sincere.llm.provider import Provider
 from sincere.pipeline import ChatPipeline
 from sincere.ports import (
     Breakers,
     EscalationStore,
     EventBus,
+    FlagStore,
     KeyStore,
     Limiter,
     RequestObserver,
@@ -46,6 +48,7 @@ from sincere.ports import (
 from sincere.redact import forget_secret, remember_secret
 from sincere.server.metrics import Metrics, MetricsRecorder
 from sincere.tiers.escalation import Escalation
+from sincere.tiers.flags import Flag
 from sincere.tiers.relay import Relay
 
 if TYPE_CHECKING:  # a single process never loads the fleet's backends
@@ -89,6 +92,8 @@ class Runtime:
     escalations: EscalationStore  # incidents, tickets, the outbox
     escalation: Escalation  # the pipeline's escalation step; resolves on recovery
     relay: Relay  # delivers the outbox (started by the server's lifespan)
+    # The runtime flags (``flags.enabled(Flag.X)``); the server's lifespan keeps them fresh.
+    flags: FlagStore
     # The client of the fleet's shared state ([cluster] redis_url); None: one process.
     redis: Redis | None = None
     trips: RoundTrips | None = None  # its round trips, shared by the Redis backends
@@ -97,6 +102,7 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self.escalation.flush()
+        await self.flags.aclose()
         await self.cascade.aclose()
         await self.cascade.breakers.aclose()
         await self.history_writer.flush()
@@ -118,10 +124,12 @@ def build_cascade(
     breakers: Breakers | None = None,
     redis: Redis | None = None,
     trips: RoundTrips | None = None,
+    flags: FlagReader | None = None,
 ) -> ModelCascade:
     """The domain alone: each deployment's provider (made by its kind), the registry of
     their health, and a breaker per deployment (``breakers``: one on a test's clock; else
-    shared in ``redis`` when there is one, else in memory)."""
+    shared in ``redis`` when there is one, else in memory); ``flags`` says which of the
+    features it may use (default: every one)."""
     env = os.environ if env is None else env
     kinds = {**PROVIDER_KINDS, **(provider_kinds or {})}
     for d in settings.deployments:
@@ -144,7 +152,7 @@ def build_cascade(
 
             prefix = settings.cluster.key_prefix
             breakers = RedisBreakers(redis, list(providers), policy, prefix=prefix, trips=trips)
-    return ModelCascade(settings, providers, registry, breakers)
+    return ModelCascade(settings, providers, registry, breakers, flags=flags)
 
 
 def build_runtime(
@@ -160,8 +168,8 @@ def build_runtime(
 
     ``provider_kinds`` adds provider kinds by name (tests use it for their own providers);
     ``observers`` hear about every finished request after the metrics and escalation do;
-    ``escalation_enabled`` is asked on every failed request (the ``escalation`` flag;
-    None: always on).
+    ``escalation_enabled`` is asked on every failed request (None: the ``escalation``
+    flag).
 
     With ``[cluster] redis_url`` the events, limits and breakers live in Redis (one client,
     connected on first use), shared by every process with the same URL and key prefix;
@@ -178,10 +186,22 @@ def build_runtime(
         # One pipeline per round trip for the events, the limits and the breakers'
         # successes: a request's start is one round trip, its end another.
         trips = RoundTrips(redis)
-    cascade = build_cascade(
-        settings, env, provider_kinds=provider_kinds, breakers=breakers, redis=redis, trips=trips
-    )
     database = open_database(settings.database_url())  # startup: migrations, synchronously
+    flags = SqlFlagStore(database)
+    flags.load()  # startup, synchronously; then kept fresh by the server (Runtime.flags)
+    try:
+        cascade = build_cascade(
+            settings,
+            env,
+            provider_kinds=provider_kinds,
+            breakers=breakers,
+            redis=redis,
+            trips=trips,
+            flags=flags.enabled,
+        )
+    except BaseException:
+        database.engine.dispose()
+        raise
     history = SqlServiceHistory(database)
     # Queued, then written on a worker thread: a transition never waits on the store.
     history_writer = HistoryWriter(history)
@@ -221,7 +241,7 @@ def build_runtime(
     escalation = Escalation(
         settings,
         escalations,
-        enabled=escalation_enabled or (lambda: True),
+        enabled=escalation_enabled or (lambda: flags.enabled(Flag.ESCALATION)),
         wake=relay.wake,
     )
     # A deployment back to ready (its breaker closed, here) resolves its incidents.
@@ -242,6 +262,7 @@ def build_runtime(
         escalations=escalations,
         escalation=escalation,
         relay=relay,
+        flags=flags,
         redis=redis,
         trips=trips,
     )
@@ -259,3 +280,9 @@ def open_key_store(settings: Settings) -> KeyStore:
 def open_escalation_store(settings: Settings) -> EscalationStore:
     """Incidents, tickets and deliveries alone, for the operator's commands."""
     return SqlEscalationStore(open_database(settings.database_url()))
+
+
+def open_flag_store(settings: Settings) -> FlagStore:
+    """The flag store alone, for commands that read and set flags without running the
+    gateway (nothing to refresh: each command reads the store)."""
+    return SqlFlagStore(open_database(settings.database_url()))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
@@ -47,8 +47,18 @@ from sincere.llm.request import AttemptLimits, ChatRequest
 from sincere.llm.retry import RetryPolicy, backoff_s, is_retryable
 from sincere.llm.routes import Route, resolve_routes
 from sincere.ports import Breakers, BreakerView, ProbeObserver, ProbeRecord
+from sincere.tiers.flags import Flag
 from sincere.tiers.limits import cap_output
 from sincere.tiers.queue import AdmissionQueues, QueueStatus
+
+FlagReader = Callable[[Flag], bool]
+"""Whether a feature is on now (``FlagStore.enabled``): read, never waited for."""
+
+
+def every_feature_on(_flag: Flag) -> bool:
+    """The flags of a cascade built without a flag store: every feature on."""
+    return True
+
 
 # The quality gate looks at a growing stream every this many pieces, to stop a loop early.
 _GATE_EVERY = 16
@@ -84,13 +94,21 @@ class ModelCascade:
         registry: ServiceRegistry,
         breakers: Breakers,
         queues: AdmissionQueues | None = None,
+        *,
+        flags: FlagReader | None = None,
     ) -> None:
         self.settings = settings
+        # Read at each decision it switches, so an operator's change applies to requests
+        # already running as soon as this process has read it.
+        self.flags = flags or every_feature_on
         self.registry = registry
         self.guard = ResponseGuard(settings.guard.forbidden_phrases)
         self.breakers = breakers
-        # A deployment at its capacity makes the attempt wait in its queue.
-        self.queues = queues or AdmissionQueues(settings)
+        # A deployment at its capacity makes the attempt wait in its queue (with queueing
+        # off, refuses it: 429).
+        self.queues = queues or AdmissionQueues(
+            settings, queueing=lambda: self.flags(Flag.QUEUEING)
+        )
         self._providers = dict(providers)
         d = settings.defaults
         self._retry = RetryPolicy(d.max_retries, d.retry_base_s, d.retry_max_s)
@@ -177,7 +195,11 @@ class ModelCascade:
                     log.skip(route, skip)
                     continue
                 answer: Answer | None = None
-                async for item in self._try_route(ctx, route, log, started):
+                # Shadow probes rolled back: a due circuit takes this request as its probe,
+                # as a classic half-open breaker does, so an outage still ends.
+                probe = not self.flags(Flag.SHADOW_PROBE) and await self._claim(ctx, route)
+                tries = self._as_probe if probe else self._try_route
+                async for item in tries(ctx, route, log, started):
                     if isinstance(item, Answer):
                         answer = item  # it passed the quality gate and the guard
                     else:
@@ -243,35 +265,48 @@ class ModelCascade:
         """The first route whose probe is due, with this request as the probe: its answer
         closes the circuit, its failure re-opens it for the schedule's next step."""
         for route in routes:
-            if log.skip_reason(route) is not None or not self.breakers.view(route.name).probe_due():
-                continue
-            claimed, transition = await self.breakers.claim_probe(
-                route.name, lease_s=max(0.0, ctx.remaining()) + 1.0
-            )
-            if not claimed:
-                continue  # the prober (or another process) is probing it now
+            if log.skip_reason(route) is None and await self._claim(ctx, route):
+                async for item in self._as_probe(ctx, route, log, started):
+                    yield item
+                return  # one probe per request
+
+    async def _claim(self, ctx: RequestContext, route: Route) -> bool:
+        """Whether this request took the route's due probe (the prober, or another
+        process, may hold it now)."""
+        if not self.breakers.view(route.name).probe_due():
+            return False
+        claimed, transition = await self.breakers.claim_probe(
+            route.name, lease_s=max(0.0, ctx.remaining()) + 1.0
+        )
+        if claimed:
             await self._announce(transition)
-            run = _Try(time.monotonic())
-            try:
-                async with aclosing(self._attempt(ctx, route, log, run, False, started)) as deltas:
-                    async for delta in deltas:
-                        yield delta
-            finally:
-                if run.answer is None and run.error is None:
-                    await self.breakers.release(route.name)  # no verdict: it stays due
-            if run.answer is not None:
-                verdict = await self.breakers.probe_succeeded(
-                    route.name, "a request it served as the probe succeeded"
-                )
-                await self._announce(verdict)
-                yield run.answer
-                return
-            if run.error is not None:
-                self._record_failure(route, log, run)
-                reason, open_for = self._failure_reason(run.error, retried=False)
-                failed = await self.breakers.probe_failed(route.name, reason, open_for)
-                await self._opened(failed, run.error)
-            return  # one probe per request
+        return claimed
+
+    async def _as_probe(
+        self, ctx: RequestContext, route: Route, log: AttemptLog, started: float
+    ) -> AsyncIterator[Delta | Answer]:
+        """One attempt on a route whose probe this request claimed: its deltas, then its
+        answer (which closes the circuit); a failure re-opens it and is recorded."""
+        run = _Try(time.monotonic())
+        try:
+            async with aclosing(self._attempt(ctx, route, log, run, False, started)) as deltas:
+                async for delta in deltas:
+                    yield delta
+        finally:
+            if run.answer is None and run.error is None:
+                await self.breakers.release(route.name)  # no verdict: it stays due
+        if run.answer is not None:
+            verdict = await self.breakers.probe_succeeded(
+                route.name, "a request it served as the probe succeeded"
+            )
+            await self._announce(verdict)
+            yield run.answer
+            return
+        if run.error is not None:
+            self._record_failure(route, log, run)
+            reason, open_for = self._failure_reason(run.error, retried=False)
+            failed = await self.breakers.probe_failed(route.name, reason, open_for)
+            await self._opened(failed, run.error)
 
     async def _after_failure(
         self,
@@ -293,6 +328,8 @@ class ModelCascade:
             step = "sincere retries it once with stronger repetition penalties"
         else:
             step = _next_step(error, wait)
+        if not self.flags(Flag.DETAILED_EVENTS):
+            return wait, loop_retry or again_for_loop
         await ctx.emit(
             EventType.SERVICE_DEGRADED,
             f"{route.name} failed ({error.error_type}); {step}",
@@ -409,6 +446,8 @@ class ModelCascade:
             if not isinstance(error, QualityRejected) and not run.shown_calls:
                 log.sent_by = log.sent_by or route.name
                 log.sent += "".join(run.shown)
+                # Rolled back (the flag off), a cut stream ends in its error at once.
+                log.stop = log.stop or not self.flags(Flag.STREAM_CONTINUATION)
             else:
                 log.stop = True
         model = self.settings.model(route.model)
@@ -487,6 +526,8 @@ class ModelCascade:
         message = f"{name}: circuit {transition.after.replace('_', '-')}: " + _decision(transition)
         if name in self.registry:
             self.registry.report(name, HealthReport(state, message), recorded=not made_here)
+        if not self.flags(Flag.DETAILED_EVENTS):
+            return  # recorded for /status and the history; the users' streams are spared
         for ctx in list(self._dependents.get(name, {}).values()):
             await ctx.emit(
                 event,
@@ -500,7 +541,9 @@ class ModelCascade:
         """Initialize a route's provider for this request, telling the user while it loads."""
         if route.provider.started:
             return
-        result = await self.registry.initialize_for_context(ctx, [route.deployment.name])
+        result = await self.registry.initialize_for_context(
+            ctx, [route.deployment.name], announce=self.flags(Flag.DETAILED_EVENTS)
+        )
         report = result.services[route.deployment.name]
         if report.state is not HealthState.READY:
             raise ServiceUnavailable(f"{route.deployment.name}: {report.message}")

@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 from sincere.llm.cascade import ModelCascade
+from sincere.tiers.flags import Flag
 
 log = logging.getLogger("sincere.prober")
 
@@ -18,11 +19,14 @@ PROBE_TICK_S = 0.25
 async def probe_open_deployments(cascade: ModelCascade, tick_s: float = PROBE_TICK_S) -> None:
     """Until cancelled: every ``tick_s``, start a probe of each deployment whose probe is
     due and not already running here. One task per process (the app's lifespan); in a
-    fleet every process looks, and the breakers' claim lets one of them probe."""
+    fleet every process looks, and the breakers' claim lets one of them probe. With the
+    shadow probes rolled back (``Flag.SHADOW_PROBE`` off) it starts none: the cascade lets a
+    due circuit take a user's request as its probe instead."""
     running: dict[str, asyncio.Task[None]] = {}
     try:
         while True:
-            for name in cascade.due_probes():
+            due = cascade.due_probes() if cascade.flags(Flag.SHADOW_PROBE) else []
+            for name in due:
                 if name not in running:
                     running[name] = asyncio.create_task(_probe(cascade, name, running))
             await asyncio.sleep(tick_s)

@@ -16,7 +16,7 @@ from sincere import __version__
 from sincere.config import load_settings
 from sincere.llm.prober import probe_open_deployments
 from sincere.runtime import Runtime, build_runtime
-from sincere.server import http_errors, openai_routes, ops_routes, websocket
+from sincere.server import admin_routes, http_errors, openai_routes, ops_routes, websocket
 from sincere.server.chat_in import ChatCompletionIn
 from sincere.server.lifecycle import Shutdown
 from sincere.server.middleware import RequestIdAndBodyLimit
@@ -30,6 +30,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        runtime.flags.start()  # every process reads the flags again every second
         prober = asyncio.create_task(probe_open_deployments(runtime.cascade))
         relay = asyncio.create_task(runtime.relay.run())  # the outbox's notifications
         # The server's protocols find the limits and the drain here (see serving).
@@ -38,7 +39,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
-        await runtime.aclose()
+        await runtime.aclose()  # the flags' refresh with the rest
 
     app = FastAPI(
         title="sincere",
@@ -54,6 +55,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.event_sockets = websocket.SocketLimit(runtime.settings.server.max_sockets_per_user)
     app.include_router(openai_routes.router)
     app.include_router(ops_routes.router)
+    app.include_router(admin_routes.router)
     app.include_router(websocket.router)
     http_errors.install(app)
     _publish_body_schemas(app)
