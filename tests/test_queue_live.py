@@ -14,6 +14,7 @@ import httpx
 
 from sincere.events import EventType
 from sincere.runtime import build_runtime
+from sincere.tiers.flags import Flag
 from sincere.tiers.queue import DeploymentQueue
 from sincere.tiers.service_times import MIN_SAMPLES
 from tests.faults import Fault, FaultServer
@@ -197,3 +198,38 @@ async def test_a_client_that_leaves_while_queued_gives_its_place_to_the_next_at_
     assert _positions(run(gateway.bus.replay("next")).events) == [2, 1]
     served = [r.body["messages"][-1]["content"] for r in fault_server.requests if r.body]
     assert served == ["from busy", "from next"]
+
+
+async def test_with_the_queueing_flag_off_a_full_deployment_answers_429_at_once(
+    tmp_path: Path, fault_server: FaultServer
+) -> None:
+    fault_server.default = Fault.ok(delay_s=2.0)
+    settings = settings_for(tmp_path, fault_server.base_url, "max_concurrency = 1\n")
+    gateway = build_runtime(settings, env={})
+    run(gateway.flags.set(Flag.QUEUEING, False, "test"))
+    with LiveServer(gateway) as live:
+        for name in ("busy", "refused"):
+            live.keys[name], _ = run(gateway.keys.create(name, "enterprise", "user"))
+        async with httpx.AsyncClient(timeout=HANG_GUARD_S) as client:
+
+            async def post(who: str) -> httpx.Response:
+                return await client.post(
+                    f"{live.v1}/chat/completions", json=_body(who), headers=_headers(live, who)
+                )
+
+            queue = _queue(live)
+            busy = asyncio.create_task(post("busy"))
+            await _until(lambda: queue.serving == 1, "the slot is held")
+            refused = await post("refused")
+            assert queue.queued == 0  # nobody waits
+            assert (await busy).status_code == 200
+
+    assert refused.status_code == 429
+    error = refused.json()["error"]
+    assert error["type"] == "rate_limit_error"
+    assert [a["outcome"] for a in error["attempts"]] == ["at_capacity"]
+    assert "queueing is turned off" in error["message"]
+    assert error["estimate_known"] is False  # nothing measured yet: no Retry-After invented
+    assert "retry-after" not in refused.headers
+    served = [r.body["messages"][-1]["content"] for r in fault_server.requests if r.body]
+    assert served == ["from busy"]
