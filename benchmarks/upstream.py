@@ -1,18 +1,24 @@
 """A fast local OpenAI-compatible upstream for benchmarks: it answers and does nothing else.
 
-    .venv/bin/python -m benchmarks.upstream --port 9000
+    .venv/bin/python -m benchmarks.upstream --port 9000 [--delay-ms 100 --jitter-ms 20]
 
 ``POST /v1/chat/completions`` gets a fixed short answer with usage: one JSON object, or with
 ``"stream": true`` the same answer as server-sent events (two content chunks, a finish chunk,
 a usage chunk and ``[DONE]``) in a single write. Every response is built once at import.
 A raw ASGI app under uvicorn with uvloop and httptools and no access log, so that the
 upstream's own cost stays small beside what the gateways in front of it add.
+
+``--delay-ms D --jitter-ms J`` holds each completion for a service time drawn uniformly
+from [D - J, D + J] milliseconds before answering (``benchmarks/queues.py``: a deployment
+whose requests take a known, varying time); without them it answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import random
 from typing import Any
 
 ANSWER = "Four."
@@ -90,6 +96,15 @@ _MISSING = (
 )
 
 
+# A completion's service time (seconds): its mean and the spread either side; set by main().
+_DELAY_S = (0.0, 0.0)
+
+
+def _service_s() -> float:
+    delay, jitter = _DELAY_S
+    return max(0.0, random.uniform(delay - jitter, delay + jitter)) if delay or jitter else 0.0
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":
@@ -105,6 +120,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["method"] == "POST" and scope["path"].endswith("/chat/completions"):
         streaming = b'"stream"' in body and json.loads(body).get("stream") is True
         start, reply = _RESPONSES[streaming]
+        if (service := _service_s()) > 0:
+            await asyncio.sleep(service)
     else:
         start, reply = _MISSING
     await send(start)
@@ -112,11 +129,20 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 def main() -> None:
+    global _DELAY_S
     import uvicorn
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True, help="port on 127.0.0.1")
-    port = parser.parse_args().port
+    parser.add_argument(
+        "--delay-ms", type=float, default=0.0, help="mean service time of a completion (0)"
+    )
+    parser.add_argument(
+        "--jitter-ms", type=float, default=0.0, help="service times spread uniformly +/- this"
+    )
+    args = parser.parse_args()
+    port = args.port
+    _DELAY_S = (args.delay_ms / 1000, args.jitter_ms / 1000)
     uvicorn.run(
         app,
         host="127.0.0.1",
