@@ -517,10 +517,6 @@ def deliveries_replay(
     err.print(f"{delivery_id} will be sent again")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
-
-
 flags_app = typer.Typer(
     help="Read and switch the runtime flags: features an operator can turn off at once, in "
     "every gateway process (within 5 s), to roll back. Every change is recorded with who "
@@ -604,3 +600,7 @@ def flags_set(
     """
     _flags_or_exit(_flag_store(config), (name, state is Switch.ON))
     err.print(f"{name} is {state} (set by {_operator()}); gateways apply it within 5 s")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
