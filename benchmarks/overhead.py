@@ -178,13 +178,19 @@ def wait_ready(server: Server, path: str, headers: dict[str, str], timeout_s: fl
     raise RuntimeError(f"{server.name} not ready within {timeout_s:g} s ({last}):\n{server.tail()}")
 
 
+def upstream_process(*args: str) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run ``benchmarks.upstream`` as a module: run as a
+    script, its directory would come first on sys.path, and ``benchmarks/queue.py`` would
+    shadow the standard library's ``queue``."""
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    return [sys.executable, "-m", "benchmarks.upstream", *args], {"PYTHONPATH": path}
+
+
 def start_upstream(servers: Servers) -> Server:
     port = free_port()
-    server = servers.start(
-        "upstream",
-        port,
-        [sys.executable, str(Path(__file__).with_name("upstream.py")), "--port", str(port)],
-    )
+    command, env = upstream_process("--port", str(port))
+    server = servers.start("upstream", port, command, env)
     _wait_upstream(server)
     return server
 

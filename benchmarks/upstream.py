@@ -9,7 +9,7 @@ A raw ASGI app under uvicorn with uvloop and httptools and no access log, so tha
 upstream's own cost stays small beside what the gateways in front of it add.
 
 ``--delay-ms D --jitter-ms J`` holds each completion for a service time drawn uniformly
-from [D - J, D + J] milliseconds before answering (``benchmarks/queues.py``: a deployment
+from [D - J, D + J] milliseconds before answering (``benchmarks/queue.py``: a deployment
 whose requests take a known, varying time); without them it answers at once.
 """
 

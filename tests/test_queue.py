@@ -16,7 +16,7 @@ from sincere.context import ContextFactory, Tier
 from sincere.errors import AtCapacity, QueueTimeout, RetryAfterSource
 from sincere.events import EventType
 from sincere.tiers.queue import AdmissionQueues, DeploymentQueue, QueueStatus, Slot
-from sincere.tiers.service_times import MIN_SAMPLES, ServiceTimes
+from sincere.tiers.service_times import MIN_SAMPLES, Calibration, ServiceTimes, WaitEstimate
 from tests.clocks import ManualClock
 
 HANG_GUARD_S = 30  # only a broken queue takes this long
@@ -67,11 +67,55 @@ def test_a_user_who_was_served_more_waits_behind_one_who_was_served_less() -> No
     first = queue.enter("alice", Tier.STANDARD)
     second = queue.enter("alice", Tier.STANDARD)
     bob = queue.enter("bob", Tier.STANDARD)  # lifted to alice's counter: both at 0
-    assert queue.order() == [second, bob]  # a tie: first come, first served
+    # A tie: the user holding fewer slots now goes first, although alice asked first.
+    assert queue.order() == [bob, second]
     clock.advance(3.0)
     queue.leave(first, served=True)  # alice received 3 s of service, bob none
-    assert bob.granted_at is not None  # although alice's second request came first
-    assert second.position == 1
+    assert bob.granted_at is not None
+    carol = queue.enter("carol", Tier.STANDARD)  # lifted to alice's 3 s: a tie again
+    assert queue.order() == [second, carol]  # neither holds a slot: first come
+    clock.advance(1.0)
+    queue.leave(bob, served=True)  # bob: 1 s
+    assert second.granted_at is not None  # carol was lifted to 3 s; alice has 3 s too
+    assert carol.position == 1
+
+
+def test_users_who_ask_one_at_a_time_go_first_beside_one_who_asks_for_many() -> None:
+    """A closed loop on four slots: one user keeps twelve requests in flight, three keep
+    one each. Each of the three asks again as its answer ends, after its slot went to
+    the next waiting request: it must be next in line then (it holds no slot), never
+    behind the heavy user's backlog, which leaves it the most a queue that keeps its
+    slots busy can give: its slot for a service time of every service time plus the
+    wait for the next slot to free (about 0.75 of a quarter here)."""
+    queue, clock = _queue(capacity=4)
+    for _ in range(MIN_SAMPLES):
+        queue.times.add(1.0)
+    users = {"heavy": 12, "a": 1, "b": 1, "c": 1}
+    ends: dict[int, float] = {}
+    held = dict.fromkeys(users, 0.0)
+    places: list[int] = []
+    for user, outstanding in users.items():
+        for _ in range(outstanding):
+            queue.enter(user, Tier.FREE)
+    for step in range(4000):
+        serving = {w.seq: w for w in queue._serving.values()}
+        for seq in serving:
+            if seq not in ends:
+                ends[seq] = clock.monotonic() + 0.8 + 0.4 * ((seq * 7919) % 100) / 100
+        seq = min(ends, key=ends.__getitem__)
+        clock.advance(ends.pop(seq) - clock.monotonic())
+        waiter = serving[seq]
+        user = waiter.user.split(":", 1)[1]
+        if step > 400:  # after the start
+            held[user] += clock.monotonic() - (waiter.granted_at or 0.0)
+        queue.leave(waiter, served=True)
+        again = queue.enter(user, Tier.FREE)  # a closed loop: the user asks again at once
+        if user != "heavy" and step > 400:
+            places.append(again.position)
+    assert max(places) <= 3  # behind the other light users at most
+    share = {user: seconds / sum(held.values()) for user, seconds in held.items()}
+    for user in ("a", "b", "c"):
+        assert share[user] > 0.7 * 0.25, share
 
 
 def test_aging_lets_a_free_request_that_waited_long_go_before_a_newer_enterprise_one() -> None:
@@ -130,6 +174,39 @@ def test_a_request_running_longer_than_anything_measured_makes_the_wait_unknown(
     for _ in range(MIN_SAMPLES):
         times.add(1.0)
     assert not times.wait(1, [5.0], 1).known
+
+
+def test_announced_waits_are_calibrated_by_the_waits_that_followed_earlier_ones() -> None:
+    """Free requests overtaken by enterprise ones waited three times what the queue as
+    it stood predicted: the next free request is told so; an enterprise one is not."""
+    calibration = Calibration()
+    for _ in range(MIN_SAMPLES):
+        calibration.record("free:f", "free", predicted_s=1.0, waited_s=3.0)
+    queue_only = WaitEstimate(2.0, 2.5, 20, queue_p50_s=2.0)
+    free = calibration.apply("free:other", "free", queue_only)  # the tier's ratios
+    assert (free.p50_s, free.p90_s) == (6.0, 6.0)
+    assert free.queue_p50_s == 2.0
+    assert calibration.apply("enterprise:e", "enterprise", queue_only) == queue_only
+    for _ in range(MIN_SAMPLES):  # a user's own ratios come before the tier's
+        calibration.record("free:light", "free", predicted_s=1.0, waited_s=1.0)
+    assert calibration.apply("free:light", "free", queue_only).p50_s == 2.0
+
+
+def test_a_queue_records_the_wait_that_followed_its_first_prediction() -> None:
+    queue, clock = _queue()
+    for _ in range(MIN_SAMPLES):
+        queue.times.add(1.0)
+    for _ in range(MIN_SAMPLES):
+        running = queue.enter("busy", Tier.ENTERPRISE)
+        waiting = queue.enter("f", Tier.FREE)
+        predicted = queue.status(waiting).estimate.p50_s  # the slot frees in 1 s
+        assert predicted == pytest.approx(1.0)
+        clock.advance(2.0)  # it ran 2 s: the free request waited twice the prediction
+        queue.leave(running, served=False)
+        queue.leave(waiting, served=False)
+    running = queue.enter("busy", Tier.ENTERPRISE)
+    waiting = queue.enter("f", Tier.FREE)
+    assert queue.status(waiting).estimate.p50_s == pytest.approx(2.0)
 
 
 # ─── slots, as the cascade holds them ────────────────────────────────────────────────

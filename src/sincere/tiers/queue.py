@@ -4,10 +4,12 @@ and tells each one its real place and a wait estimated from measured service tim
 Order (the next free slot goes to the first of these):
 1. the best tier: enterprise, then standard, then free; a request ranks one tier higher
    for every ``queue_aging_s`` it has waited, so no tier waits for ever (aging);
-2. between users of one tier, the one that has received the least service here (a
+2. between users of one tier, the one that has received the least service here: a
    virtual counter of slot-seconds, as the Virtual Token Counter of OSDI 2024 counts
-   tokens; a user who arrives is lifted to the least counter of those waiting, so idle
-   time is not banked);
+   tokens (charged the mean service time when a request is let through, corrected by
+   what it really held when it ends; a user who arrives is lifted to the least counter
+   of those waiting, so idle time is not banked); on a tie, the user holding fewer
+   slots now;
 3. for one user, first come, first served.
 
 A position is the place the request has in that order now (1: next); it changes when a
@@ -21,7 +23,7 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -31,7 +33,7 @@ from sincere.config import Settings
 from sincere.context import RequestContext, Tier
 from sincere.errors import AtCapacity, QueueTimeout
 from sincere.events import EventType
-from sincere.tiers.service_times import UNKNOWN, ServiceTimes, WaitEstimate
+from sincere.tiers.service_times import UNKNOWN, Calibration, ServiceTimes, WaitEstimate
 
 TIER_RANK = {Tier.ENTERPRISE: 0, Tier.STANDARD: 1, Tier.FREE: 2}
 
@@ -95,6 +97,8 @@ class _Waiter:
     granted_at: float | None = None
     position: int = 0
     queued: bool = False  # it had to wait (not let through on arrival)
+    charged: float = 0.0  # the service its user was charged when it was let through
+    predicted_s: float | None = None  # the wait the queue first predicted for it
 
 
 class DeploymentQueue:
@@ -104,6 +108,7 @@ class DeploymentQueue:
         self.name = name
         self.capacity = capacity
         self.times = ServiceTimes()
+        self.calibration = Calibration()
         self._aging_s = aging_s
         self._clock = clock
         self._seq = itertools.count()
@@ -149,7 +154,7 @@ class DeploymentQueue:
             held = self._clock() - waiter.granted_at
             if served:
                 self.times.add(held)
-            self._counters[waiter.user] += held
+            self._counters[waiter.user] += held - waiter.charged  # the service it really had
         elif self._waiting.pop(waiter.seq, None) is None:
             return
         self._work[waiter.user] -= 1
@@ -162,26 +167,32 @@ class DeploymentQueue:
 
     def order(self) -> list[_Waiter]:
         """The waiting requests in the order they will be let through, as things stand:
-        each turn taken by the best tier (aged), then the least-served user, then the
-        earliest request; a user's counter grows by the mean service time per turn."""
+        each turn taken by the best tier (aged), then the least-served user (on a tie, the
+        one holding fewer slots now), then the earliest request; a user's counter grows by
+        the mean service time per turn it is given."""
         now = self._clock()
         lines: dict[str, deque[_Waiter]] = defaultdict(deque)
         for waiter in self._waiting.values():  # in arrival order
             lines[waiter.user].append(waiter)
         turn = self.times.mean() or 1.0
         counters = {user: self._counters[user] for user in lines}
-        heap = [
-            (self._rank(line[0], now), counters[u], line[0].seq, u) for u, line in lines.items()
-        ]
+        held = Counter(w.user for w in self._serving.values())
+
+        def key(user: str) -> tuple[int, float, int, int, str]:
+            head = lines[user][0]
+            return (self._rank(head, now), counters[user], held[user], head.seq, user)
+
+        heap = [key(user) for user in lines]
         heapq.heapify(heap)
         order: list[_Waiter] = []
         while heap:
-            _, _, _, user = heapq.heappop(heap)
+            user = heapq.heappop(heap)[-1]
             line = lines[user]
             order.append(line.popleft())
             counters[user] += turn
+            held[user] += 1
             if line:
-                heapq.heappush(heap, (self._rank(line[0], now), counters[user], line[0].seq, user))
+                heapq.heappush(heap, key(user))
         return order
 
     def status(self, waiter: _Waiter) -> QueueStatus:
@@ -201,6 +212,9 @@ class DeploymentQueue:
                 dequeued=True,
             )
         running = [now - w.granted_at for w in self._serving.values() if w.granted_at is not None]
+        estimate = self.times.wait(waiter.position, running, self.capacity)
+        if waiter.predicted_s is None:
+            waiter.predicted_s = estimate.queue_p50_s
         return QueueStatus(
             deployment=self.name,
             tier=str(waiter.tier),
@@ -210,7 +224,7 @@ class DeploymentQueue:
             serving=self.serving,
             capacity=self.capacity,
             waited_s=now - waiter.enqueued,
-            estimate=self.times.wait(waiter.position, running, self.capacity),
+            estimate=self.calibration.apply(waiter.user, str(waiter.tier), estimate),
         )
 
     def next_free(self) -> WaitEstimate:
@@ -225,8 +239,15 @@ class DeploymentQueue:
 
     def _grant(self, waiter: _Waiter) -> None:
         self._waiting.pop(waiter.seq, None)
-        waiter.granted_at = self._clock()
+        now = waiter.granted_at = self._clock()
         waiter.position = 0
+        # Charged now, as the Virtual Token Counter charges a request when it is
+        # dispatched, and corrected when it ends: a user's slots in use count already.
+        waiter.charged = self.times.mean() or 0.0
+        self._counters[waiter.user] += waiter.charged
+        if waiter.predicted_s is not None:
+            tier = str(waiter.tier)
+            self.calibration.record(waiter.user, tier, waiter.predicted_s, now - waiter.enqueued)
         self._serving[waiter.seq] = waiter
         waiter.changed.set()
 

@@ -1,6 +1,6 @@
 """Admission queues under a sustained overload: waits per tier, fair shares, estimate error.
 
-    PYTHONPATH=src:. .venv/bin/python -m benchmarks.queues [--capacity 8] [--multiple 3]
+    PYTHONPATH=src:. .venv/bin/python -m benchmarks.queue [--capacity 8] [--multiple 3]
         [--seconds 40] [--warmup 5] [--delay-ms 100] [--jitter-ms 20]
 
 Starts, each in its own process on 127.0.0.1: the fast upstream (benchmarks/upstream.py)
@@ -75,6 +75,7 @@ from benchmarks.overhead import (
     Servers,
     free_port,
     stopped_on_sigterm,
+    upstream_process,
     wait_ready,
 )
 from benchmarks.upstream import ANSWER, MODEL
@@ -355,17 +356,11 @@ async def load(args: argparse.Namespace, run: Run, port: int, keys: dict[str, st
 
 def start_upstream(servers: Servers, args: argparse.Namespace) -> Server:
     port = free_port()
-    script = str(Path(__file__).with_name("upstream.py"))
-    server = servers.start(
-        "upstream",
-        port,
-        [
-            sys.executable,
-            script,
-            *("--port", str(port)),
-            *("--delay-ms", str(args.delay_ms), "--jitter-ms", str(args.jitter_ms)),
-        ],
+    command, env = upstream_process(
+        *("--port", str(port)),
+        *("--delay-ms", str(args.delay_ms), "--jitter-ms", str(args.jitter_ms)),
     )
+    server = servers.start("upstream", port, command, env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # it has no GET route: wait until it listens
         if server.proc.poll() is not None:
@@ -587,7 +582,7 @@ def bench(args: argparse.Namespace, servers: Servers) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.queues",
+        prog="python -m benchmarks.queue",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
