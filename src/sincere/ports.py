@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Protocol
 
 from sincere.answer import Answer, Usage
 from sincere.attempts import Attempt
+from sincere.context import RequestContext
 from sincere.errors import ErrorContext, ServiceError
 from sincere.events import Event, EventType, Replay
 from sincere.identity import KeyRecord, KeyRole
@@ -30,6 +32,7 @@ from sincere.tiers.incidents import (
     IncidentDetail,
     Ticket,
 )
+from sincere.tiers.queue import QueueStatus, QueueView
 
 # ─── events ──────────────────────────────────────────────────────────────────────────
 
@@ -118,6 +121,47 @@ class Limiter(Protocol):
     async def aclose(self) -> None:
         """Stop what runs in the background (a fleet's heartbeat); held slots are not kept."""
         ...
+
+
+# ─── admission queues ────────────────────────────────────────────────────────────────
+
+
+class QueueSlot(Protocol):
+    """One attempt's hold on a deployment, entered: ``async with`` it, let ``waiting``
+    announce its places until it is let through, then run the attempt; leaving the block
+    frees the slot (or the place, for a request that stops waiting)."""
+
+    waited_s: float  # measured, once it is let through (or its wait ran out)
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def waiting(self, budget_s: float | None = None) -> AsyncIterator[QueueStatus]:
+        """Each new place, then the dequeued status (nothing when let through at once);
+        ``QueueTimeout`` when ``budget_s`` (default: the tier's wait) or the deadline
+        runs out."""
+        ...
+
+
+class AdmissionQueue(Protocol):
+    """Every deployment's capacity and the requests waiting for it (one process; Redis
+    for a fleet)."""
+
+    @property
+    def queues(self) -> Mapping[str, QueueView]: ...
+
+    async def enter(self, ctx: RequestContext, deployment: str) -> QueueSlot:
+        """A hold on ``deployment``: a slot at once, or a place in its queue; raises
+        ``AtCapacity`` when it is full and queueing is turned off."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 # ─── breakers ────────────────────────────────────────────────────────────────────────

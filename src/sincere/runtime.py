@@ -32,10 +32,11 @@ from sincere.context import ContextFactory
 from sincere.errors import ConfigError
 from sincere.health import HistoryWriter, ServiceRegistry
 from sincere.llm.breaker import BreakerPolicy
-from sincere.llm.cascade import FlagReader, ModelCascade
+from sincere.llm.cascade import FlagReader, ModelCascade, every_feature_on
 from sincere.llm.provider import Provider
 from sincere.pipeline import ChatPipeline
 from sincere.ports import (
+    AdmissionQueue,
     Breakers,
     EscalationStore,
     EventBus,
@@ -125,11 +126,13 @@ def build_cascade(
     redis: Redis | None = None,
     trips: RoundTrips | None = None,
     flags: FlagReader | None = None,
+    queues: AdmissionQueue | None = None,
 ) -> ModelCascade:
     """The domain alone: each deployment's provider (made by its kind), the registry of
     their health, and a breaker per deployment (``breakers``: one on a test's clock; else
     shared in ``redis`` when there is one, else in memory); ``flags`` says which of the
-    features it may use (default: every one)."""
+    features it may use (default: every one); ``queues``: the deployments' admission
+    queues (default: on ``redis`` when there is one, else in memory)."""
     env = os.environ if env is None else env
     kinds = {**PROVIDER_KINDS, **(provider_kinds or {})}
     for d in settings.deployments:
@@ -152,7 +155,17 @@ def build_cascade(
 
             prefix = settings.cluster.key_prefix
             breakers = RedisBreakers(redis, list(providers), policy, prefix=prefix, trips=trips)
-    return ModelCascade(settings, providers, registry, breakers, flags=flags)
+    if queues is None and redis is not None:
+        from sincere.backends.redis.queue import RedisAdmissionQueues
+
+        read = flags or every_feature_on
+        queues = RedisAdmissionQueues(
+            redis,
+            settings,
+            prefix=settings.cluster.key_prefix,
+            queueing=lambda: read(Flag.QUEUEING),
+        )
+    return ModelCascade(settings, providers, registry, breakers, queues, flags=flags)
 
 
 def build_runtime(
@@ -189,25 +202,9 @@ def build_runtime(
     database = open_database(settings.database_url())  # startup: migrations, synchronously
     flags = SqlFlagStore(database)
     flags.load()  # startup, synchronously; then kept fresh by the server (Runtime.flags)
-    try:
-        cascade = build_cascade(
-            settings,
-            env,
-            provider_kinds=provider_kinds,
-            breakers=breakers,
-            redis=redis,
-            trips=trips,
-            flags=flags.enabled,
-        )
-    except BaseException:
-        database.engine.dispose()
-        raise
-    history = SqlServiceHistory(database)
-    # Queued, then written on a worker thread: a transition never waits on the store.
-    history_writer = HistoryWriter(history)
-    cascade.registry.on_transition(history_writer)
     bus: EventBus
     limiter: Limiter
+    queues: AdmissionQueue | None = None  # in memory, made with the cascade
     if redis is None:
         # A new epoch per process: a client's last_event_id from before a restart is
         # recognised as such (a gap), never mistaken for an id of the new stream.
@@ -220,10 +217,21 @@ def build_runtime(
     else:  # imported here: a single process never loads the fleet's backends
         from sincere.backends.redis.events import RedisEventBus
         from sincere.backends.redis.limits import RedisLimiter
+        from sincere.backends.redis.queue import RedisAdmissionQueues
 
         assert trips is not None
         prefix = settings.cluster.key_prefix
-        limiter = RedisLimiter(redis, settings.tiers, prefix=prefix, trips=trips)
+        shared_limits = RedisLimiter(redis, settings.tiers, prefix=prefix, trips=trips)
+        limiter = shared_limits
+        # A deployment's capacity is the fleet's: its queue on Redis (while Redis is
+        # unreachable, each process queues for its share of the live processes').
+        queues = RedisAdmissionQueues(
+            redis,
+            settings,
+            prefix=prefix,
+            queueing=lambda: flags.enabled(Flag.QUEUEING),
+            live_processes=lambda: shared_limits.live_processes,
+        )
         bus = RedisEventBus(
             redis,
             history=settings.server.event_history,
@@ -231,6 +239,24 @@ def build_runtime(
             prefix=prefix,
             trips=trips,
         )
+    try:
+        cascade = build_cascade(
+            settings,
+            env,
+            provider_kinds=provider_kinds,
+            breakers=breakers,
+            redis=redis,
+            trips=trips,
+            flags=flags.enabled,
+            queues=queues,
+        )
+    except BaseException:
+        database.engine.dispose()
+        raise
+    history = SqlServiceHistory(database)
+    # Queued, then written on a worker thread: a transition never waits on the store.
+    history_writer = HistoryWriter(history)
+    cascade.registry.on_transition(history_writer)
     contexts = ContextFactory(bus, settings.defaults.timeout_s)
     metrics = Metrics(cascade.breakers, cascade.queues)
     recorder = MetricsRecorder(metrics)

@@ -46,7 +46,7 @@ from sincere.llm.quality import rejection
 from sincere.llm.request import AttemptLimits, ChatRequest
 from sincere.llm.retry import RetryPolicy, backoff_s, is_retryable
 from sincere.llm.routes import Route, resolve_routes
-from sincere.ports import Breakers, BreakerView, ProbeObserver, ProbeRecord
+from sincere.ports import AdmissionQueue, Breakers, BreakerView, ProbeObserver, ProbeRecord
 from sincere.tiers.flags import Flag
 from sincere.tiers.limits import cap_output
 from sincere.tiers.queue import AdmissionQueues, QueueStatus
@@ -93,7 +93,7 @@ class ModelCascade:
         providers: Mapping[str, Provider],
         registry: ServiceRegistry,
         breakers: Breakers,
-        queues: AdmissionQueues | None = None,
+        queues: AdmissionQueue | None = None,
         *,
         flags: FlagReader | None = None,
     ) -> None:
@@ -231,7 +231,7 @@ class ModelCascade:
                 return
             run = _Try(time.monotonic())
             try:
-                slot = self.queues.slot(ctx, route.name)
+                slot = await self.queues.enter(ctx, route.name)
             except AtCapacity as refused:  # queueing is off: the next route, if any
                 log.record(route, run.started, refused)
                 return

@@ -11,8 +11,7 @@ from prometheus_client.registry import Collector
 
 from sincere.attempts import BLOCKED, Attempt
 from sincere.llm.breaker import BreakerState
-from sincere.ports import Breakers, ProbeRecord, RequestRecord
-from sincere.tiers.queue import AdmissionQueues
+from sincere.ports import AdmissionQueue, Breakers, ProbeRecord, RequestRecord
 
 _BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
@@ -38,7 +37,7 @@ class _Breakers(Collector):
 class _Queues(Collector):
     """Each admission queue's depth, busy slots and capacity, read at scrape time."""
 
-    def __init__(self, queues: AdmissionQueues) -> None:
+    def __init__(self, queues: AdmissionQueue) -> None:
         self._queues = queues
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
@@ -60,7 +59,7 @@ class _Queues(Collector):
 
 
 class Metrics:
-    def __init__(self, breakers: Breakers, queues: AdmissionQueues | None = None) -> None:
+    def __init__(self, breakers: Breakers, queues: AdmissionQueue | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(

@@ -27,13 +27,18 @@ from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from sincere.config import Settings
 from sincere.context import RequestContext, Tier
 from sincere.errors import AtCapacity, QueueTimeout
 from sincere.events import EventType
-from sincere.tiers.service_times import UNKNOWN, Calibration, ServiceTimes, WaitEstimate
+from sincere.tiers.service_times import (
+    UNKNOWN,
+    Calibration,
+    ServiceTimes,
+    WaitEstimate,
+)
 
 TIER_RANK = {Tier.ENTERPRISE: 0, Tier.STANDARD: 1, Tier.FREE: 2}
 
@@ -258,6 +263,49 @@ class DeploymentQueue:
                 waiter.changed.set()
 
 
+class QueueView(Protocol):
+    """What /metrics shows of one deployment's queue."""
+
+    @property
+    def queued(self) -> int: ...
+
+    @property
+    def serving(self) -> int: ...
+
+    capacity: int
+
+
+def queue_timeout(deployment: str, capacity: int, status: QueueStatus) -> QueueTimeout:
+    """The 503 of a request whose wait ran out: where it was, how long it waited, and a
+    Retry-After only from measured service times."""
+    error = QueueTimeout(
+        f"{deployment} stayed at capacity ({capacity} at once) for the "
+        f"{status.waited_s:.1f} s this request could wait; it was at position "
+        f"{status.position}",
+        retry_after=status.estimate.p50_s,
+        suggestions=["Retry after the Retry-After interval, when one is given."],
+    )
+    error.members.update(
+        queue_position=status.position,
+        queue_ahead=status.ahead,
+        queue_waited_ms=round(status.waited_s * 1000),
+        **status.estimate.to_data(),
+    )
+    return error
+
+
+def at_capacity(deployment: str, capacity: int, wait: WaitEstimate) -> AtCapacity:
+    """The 429 of a request that finds a deployment full while queueing is turned off."""
+    error = AtCapacity(
+        f"{deployment} serves {capacity} request(s) at once and all are busy; queueing "
+        "is turned off",
+        retry_after=wait.p50_s,
+        suggestions=["Retry after the Retry-After interval, when one is given."],
+    )
+    error.members.update(wait.to_data())
+    return error
+
+
 class Slot:
     """One attempt's hold on a deployment: ``async with`` it, let ``waiting()`` announce
     its places until it is let through, then run the attempt. Leaving the block frees the
@@ -336,20 +384,7 @@ class Slot:
     def _timeout(self, queue: DeploymentQueue, waiter: _Waiter) -> QueueTimeout:
         status = queue.status(waiter)
         self.waited_s = status.waited_s
-        error = QueueTimeout(
-            f"{queue.name} stayed at capacity ({queue.capacity} at once) for the "
-            f"{status.waited_s:.1f} s this request could wait; it was at position "
-            f"{status.position}",
-            retry_after=status.estimate.p50_s,
-            suggestions=["Retry after the Retry-After interval, when one is given."],
-        )
-        error.members.update(
-            queue_position=status.position,
-            queue_ahead=status.ahead,
-            queue_waited_ms=round(status.waited_s * 1000),
-            **status.estimate.to_data(),
-        )
-        return error
+        return queue_timeout(queue.name, queue.capacity, status)
 
 
 class AdmissionQueues:
@@ -375,6 +410,13 @@ class AdmissionQueues:
     def queues(self) -> Mapping[str, DeploymentQueue]:
         return self._queues
 
+    async def enter(self, ctx: RequestContext, deployment: str) -> Slot:
+        """``slot``, for the port (``ports.AdmissionQueue``)."""
+        return self.slot(ctx, deployment)
+
+    async def aclose(self) -> None:
+        """Nothing runs in the background here."""
+
     def slot(self, ctx: RequestContext, deployment: str) -> Slot:
         """A hold on ``deployment`` for one attempt; raises ``AtCapacity`` when it is full
         and queueing is turned off."""
@@ -382,15 +424,7 @@ class AdmissionQueues:
         if queue is None:
             return Slot(ctx, None, None, 0.0, self._clock)
         if queue.full() and not self._queueing():
-            wait = queue.next_free()
-            error = AtCapacity(
-                f"{deployment} serves {queue.capacity} request(s) at once and all are "
-                "busy; queueing is turned off",
-                retry_after=wait.p50_s,
-                suggestions=["Retry after the Retry-After interval, when one is given."],
-            )
-            error.members.update(wait.to_data())
-            raise error
+            raise at_capacity(deployment, queue.capacity, queue.next_free())
         tier = ctx.tier
         waiter = queue.enter(ctx.user_id, tier)
         return Slot(ctx, queue, waiter, self._max_wait[str(tier)], self._clock)
