@@ -202,3 +202,20 @@ async def test_while_redis_is_unreachable_each_process_queues_for_its_share(
             assert seen[-1].dequeued
     finally:
         await cut.aclose()
+
+
+async def test_a_request_stopped_while_it_enters_gives_back_what_it_took(
+    tmp_path: Path, prefix: str
+) -> None:
+    settings = _settings(tmp_path)
+    stopped = _process(settings, prefix, lease_s=60.0)  # a leak would hold it a minute
+    other = _process(settings, prefix, lease_s=60.0)
+    contexts = ContextFactory(InProcessEventBus(), default_timeout_s=60)
+    entering = asyncio.create_task(stopped.enter(contexts.create("a", Tier.FREE), "up"))
+    await asyncio.sleep(0)  # it asks Redis; the client goes before the answer is read
+    entering.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await entering
+    slot = await other.enter(contexts.create("b", Tier.FREE), "up")
+    async with slot:
+        await asyncio.wait_for(_collect(slot, []), HANG_GUARD_S)

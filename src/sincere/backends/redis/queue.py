@@ -390,13 +390,18 @@ class _Fleet:
             self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
 
     async def _poll_loop(self) -> None:
+        failed = False
         while self.places:
             waiting = any(p.position != 0 for p in self.places.values())
-            await asyncio.sleep(POLL_S if waiting else RENEW_S)
+            await asyncio.sleep(POLL_S if waiting and not failed else RENEW_S)
             try:
                 await self.poll()
             except (RedisError, OSError, TimeoutError):
-                log.warning("polling the queue of %s failed", self.name, exc_info=True)
+                if not failed:
+                    log.warning("polling the queue of %s failed", self.name, exc_info=True)
+                failed = True
+            else:
+                failed = False
 
     async def poll(self) -> None:
         ids = list(self.places)
@@ -440,10 +445,15 @@ class RedisSlot:
         place = _Place(uuid.uuid4().hex, f"{tier}:{ctx.user_id}", tier, time.monotonic())
         queueing = "1" if fleet.owner.queueing() else "0"
         rank = TIER_RANK[ctx.tier]
-        script = fleet.owner.enter_script
-        reply = await fleet.owner.call(
-            script, fleet, place.id, rank, tier, place.user, queueing, shield=True
+        owner = fleet.owner
+        entering = asyncio.ensure_future(
+            owner.call(owner.enter_script, fleet, place.id, rank, tier, place.user, queueing)
         )
+        try:
+            reply = await asyncio.shield(entering)
+        except asyncio.CancelledError:  # stopped meanwhile: what it took is given back
+            entering.add_done_callback(lambda _: owner.forget(fleet, place.id))
+            raise
         verdict, fleet.shared.queued, fleet.shared.serving = (int(x) for x in reply[:3])
         if verdict < 0:
             fleet.shared.running = tuple(float(x) for x in reply[4:])
@@ -552,6 +562,7 @@ class RedisAdmissionQueues:
         self.poll_script = redis.register_script(_POLL)
         self.leave_script = redis.register_script(_LEAVE)
         self._redis_unused_until = -math.inf
+        self._forgetting: set[asyncio.Task[None]] = set()
 
     @property
     def queues(self) -> Mapping[str, QueueView]:
@@ -560,6 +571,16 @@ class RedisAdmissionQueues:
 
     def now(self) -> str:
         return "" if self._clock is None else repr(self._clock())
+
+    def forget(self, fleet: _Fleet, place_id: str) -> None:
+        """Give back a place (or slot) taken for a request that stopped before it knew."""
+        task = asyncio.get_running_loop().create_task(self._forget(fleet, place_id))
+        self._forgetting.add(task)
+        task.add_done_callback(self._forgetting.discard)
+
+    async def _forget(self, fleet: _Fleet, place_id: str) -> None:
+        with contextlib.suppress(RedisError, OSError, TimeoutError):  # else its lease lapses
+            await self.call(self.leave_script, fleet, place_id, 0)
 
     async def call(self, script: Any, fleet: _Fleet, *args: object, shield: bool = False) -> Any:
         call = script(keys=fleet.keys, args=fleet.argv(*args))
@@ -588,3 +609,4 @@ class RedisAdmissionQueues:
     async def aclose(self) -> None:
         for fleet in self._fleet.values():
             fleet.stop()
+        await asyncio.gather(*self._forgetting, return_exceptions=True)
