@@ -233,3 +233,34 @@ async def test_with_the_queueing_flag_off_a_full_deployment_answers_429_at_once(
     assert "retry-after" not in refused.headers
     served = [r.body["messages"][-1]["content"] for r in fault_server.requests if r.body]
     assert served == ["from busy"]
+
+
+async def test_a_request_that_waited_and_then_failed_says_the_place_it_had(
+    tmp_path: Path, fault_server: FaultServer
+) -> None:
+    # The first answer takes a second; the one that waited for it gets a 500.
+    fault_server.script(Fault.ok(delay_s=ANSWER_S), Fault.status(500))
+    settings = settings_for(tmp_path, fault_server.base_url, "max_concurrency = 1\n")
+    gateway = build_runtime(settings, env={})
+    with LiveServer(gateway) as live:
+        for name in ("busy", "later"):
+            live.keys[name], _ = run(gateway.keys.create(name, "free", "user"))
+        async with httpx.AsyncClient(timeout=HANG_GUARD_S) as client:
+
+            async def post(who: str) -> httpx.Response:
+                return await client.post(
+                    f"{live.v1}/chat/completions", json=_body(who), headers=_headers(live, who)
+                )
+
+            queue = _queue(live)
+            busy = asyncio.create_task(post("busy"))
+            await _until(lambda: queue.serving == 1, "the slot is held")
+            failed = await post("later")
+            assert (await busy).status_code == 200
+
+    error = failed.json()["error"]
+    assert failed.status_code == 503, error
+    assert [a["outcome"] for a in error["attempts"]] == ["upstream_error"]
+    assert error["queue_position"] == 1
+    assert error["queue_waited_ms"] > 0
+    assert error["status_url"] == f"{live.url}/status"  # where to follow the outage

@@ -38,6 +38,7 @@ class AttemptLog:
     tier_max_tokens: int | None = None  # the tier's cap, applied to a request without one
     queued_s: float = 0.0  # time spent in deployments' admission queues
     queue_budget_s: float = 0.0  # the tier's max_queue_wait_s: the most queued_s may reach
+    queue_position: int | None = None  # the last place it had in a queue, if it waited
 
     def request_for_next_attempt(self) -> ChatRequest:
         """The request as asked; after a mid-stream cut, with the sent text as a prefill."""

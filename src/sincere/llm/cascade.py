@@ -239,6 +239,8 @@ class ModelCascade:
                 try:
                     # The tier's wait is the request's, whichever routes it waits for.
                     async for status in slot.waiting(log.queue_budget_s - log.queued_s):
+                        if not status.dequeued:
+                            log.queue_position = status.position
                         yield status
                 except QueueTimeout as timeout:  # like a busy model: the next route, if any
                     log.queued_s += slot.waited_s
@@ -564,14 +566,19 @@ class ModelCascade:
         if log.stream_error is not None:
             # The caller holds part of an answer: the failure that cut it is the news, not
             # whatever a fallback said about the prefill afterwards.
-            return log.stream_error.with_context(ctx.error_context("model_cascade"), log.attempts)
-        return final_error(
-            request.model,
-            log.errors,
-            log.attempts,
-            ctx.error_context("model_cascade"),
-            max((r.deployment.context_window or 0 for r in routes), default=0) or None,
-        )
+            error = log.stream_error.with_context(ctx.error_context("model_cascade"), log.attempts)
+        else:
+            error = final_error(
+                request.model,
+                log.errors,
+                log.attempts,
+                ctx.error_context("model_cascade"),
+                max((r.deployment.context_window or 0 for r in routes), default=0) or None,
+            )
+        if log.queue_position is not None:  # it waited: the place it had, and how long
+            error.members.setdefault("queue_position", log.queue_position)
+            error.members.setdefault("queue_waited_ms", round(log.queued_s * 1000))
+        return error
 
     def _answer(
         self,
