@@ -374,14 +374,7 @@ def keys_list(config: ConfigOption = None) -> None:
         )
         for r in asyncio.run(_key_store(config).list())
     ]
-    if not out.is_terminal:
-        # Plain lines for scripts: rich would expand the tabs into spaces.
-        sys.stdout.write("".join("\t".join(row) + "\n" for row in (columns, *rows)))
-        return
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*row)
-    out.print(table)
+    _rows(columns, rows)
 
 
 @keys_app.command("revoke")
@@ -424,7 +417,7 @@ def _when(at: float | None) -> str:
 
 
 def _rows(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    """A table on a terminal; tab-separated lines for scripts."""
+    """A table on a terminal; tab-separated lines for scripts (rich would expand tabs)."""
     if not out.is_terminal:
         sys.stdout.write("".join("\t".join(row) + "\n" for row in (columns, *rows)))
         return
@@ -577,13 +570,7 @@ def flags_list(config: ConfigOption = None) -> None:
         )
         for s in _flags_or_exit(_flag_store(config))
     ]
-    if not out.is_terminal:
-        sys.stdout.write("".join("\t".join(row) + "\n" for row in (columns, *rows)))
-        return
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*(escape(cell) for cell in row))
-    out.print(table)
+    _rows(columns, rows)
 
 
 @flags_app.command("set")

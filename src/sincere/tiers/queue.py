@@ -77,6 +77,18 @@ class QueueStatus:
             }
         return data
 
+    def announce(self, ctx: RequestContext) -> None:
+        """Tell the request's user its place, or the wait it had once let through."""
+        if self.dequeued:
+            message = f"Let through to {self.deployment} after {self.waited_s:.2f} s in its queue"
+            ctx.post(EventType.REQUEST_DEQUEUED, message, service=self.deployment, **self.to_data())
+            return
+        message = (
+            f"Waiting for {self.deployment}: position {self.position} "
+            f"({self.serving} of {self.capacity} slots busy)"
+        )
+        ctx.post(EventType.REQUEST_QUEUED, message, service=self.deployment, **self.to_data())
+
     def comment(self) -> bytes:
         """The status as an SSE comment line (clients that do not know it ignore it)."""
         fields = " ".join(f"{k}={_plain(v)}" for k, v in self.to_data().items())
@@ -355,13 +367,7 @@ class Slot:
             if waiter.position != announced:
                 announced = waiter.position
                 status = queue.status(waiter)
-                ctx.post(
-                    EventType.REQUEST_QUEUED,
-                    f"Waiting for {queue.name}: position {status.position} "
-                    f"({status.serving} of {status.capacity} slots busy)",
-                    service=queue.name,
-                    **status.to_data(),
-                )
+                status.announce(ctx)
                 yield status
             left = deadline - self._clock()
             if left <= 0:
@@ -373,12 +379,7 @@ class Slot:
         status = queue.status(waiter)
         self.waited_s = status.waited_s
         self._served = True
-        ctx.post(
-            EventType.REQUEST_DEQUEUED,
-            f"Let through to {queue.name} after {status.waited_s:.2f} s in its queue",
-            service=queue.name,
-            **status.to_data(),
-        )
+        status.announce(ctx)
         yield status
 
     def _timeout(self, queue: DeploymentQueue, waiter: _Waiter) -> QueueTimeout:

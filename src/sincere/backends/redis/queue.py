@@ -36,7 +36,6 @@ from sincere.backends.redis import DEFAULT_PREFIX
 from sincere.config import Settings
 from sincere.context import RequestContext
 from sincere.errors import AtCapacity
-from sincere.events import EventType
 from sincere.tiers.queue import (
     TIER_RANK,
     AdmissionQueues,
@@ -500,13 +499,7 @@ class RedisSlot:
             if place.position != announced:
                 announced = place.position
                 status = fleet.status(place)
-                ctx.post(
-                    EventType.REQUEST_QUEUED,
-                    f"Waiting for {fleet.name}: position {status.position} "
-                    f"({status.serving} of {status.capacity} slots busy)",
-                    service=fleet.name,
-                    **status.to_data(),
-                )
+                status.announce(ctx)
                 yield status
             left = deadline - time.monotonic()
             if left <= 0:
@@ -520,12 +513,7 @@ class RedisSlot:
             fleet.calibration.record(place.user, place.tier, place.predicted_s, status.waited_s)
         self.waited_s = status.waited_s
         self._served = True
-        ctx.post(
-            EventType.REQUEST_DEQUEUED,
-            f"Let through to {fleet.name} after {status.waited_s:.2f} s in its queue",
-            service=fleet.name,
-            **status.to_data(),
-        )
+        status.announce(ctx)
         yield status
 
 
