@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -416,7 +417,7 @@ def _when(at: float | None) -> str:
     return "" if at is None else datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _rows(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _rows(columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     """A table on a terminal; tab-separated lines for scripts (rich would expand tabs)."""
     if not out.is_terminal:
         sys.stdout.write("".join("\t".join(row) + "\n" for row in (columns, *rows)))
