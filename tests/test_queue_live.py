@@ -44,6 +44,17 @@ async def _until(condition: Any, what: str) -> None:
         await asyncio.sleep(0.005)
 
 
+def _poster(client: httpx.AsyncClient, live: LiveGateway) -> Any:
+    """``post(who)``: a plain chat request of user ``who``."""
+
+    async def post(who: str) -> httpx.Response:
+        return await client.post(
+            f"{live.v1}/chat/completions", json=_body(who), headers=_headers(live, who)
+        )
+
+    return post
+
+
 def _queue(live: LiveGateway) -> DeploymentQueue:
     return live.gateway.cascade.queues.queues["up"]
 
@@ -80,11 +91,7 @@ async def test_enterprise_goes_next_free_users_see_their_real_places_and_a_late_
         for name, tier in users.items():
             live.keys[name], _ = run(gateway.keys.create(name, tier, "user"))
         async with httpx.AsyncClient(timeout=HANG_GUARD_S) as client:
-
-            async def post(who: str) -> httpx.Response:
-                return await client.post(
-                    f"{live.v1}/chat/completions", json=_body(who), headers=_headers(live, who)
-                )
+            post = _poster(client, live)
 
             for _ in range(MIN_SAMPLES):  # service times measured: waits can be estimated
                 assert (await post("warm")).status_code == 200
@@ -168,11 +175,7 @@ async def test_a_client_that_leaves_while_queued_gives_its_place_to_the_next_at_
         for name in ("busy", "leaver", "next"):
             live.keys[name], _ = run(gateway.keys.create(name, "standard", "user"))
         async with httpx.AsyncClient(timeout=HANG_GUARD_S) as client:
-
-            async def post(who: str) -> httpx.Response:
-                return await client.post(
-                    f"{live.v1}/chat/completions", json=_body(who), headers=_headers(live, who)
-                )
+            post = _poster(client, live)
 
             queue = _queue(live)
             busy = asyncio.create_task(post("busy"))
@@ -211,11 +214,7 @@ async def test_with_the_queueing_flag_off_a_full_deployment_answers_429_at_once(
         for name in ("busy", "refused"):
             live.keys[name], _ = run(gateway.keys.create(name, "enterprise", "user"))
         async with httpx.AsyncClient(timeout=HANG_GUARD_S) as client:
-
-            async def post(who: str) -> httpx.Response:
-                return await client.post(
-                    f"{live.v1}/chat/completions", json=_body(who), headers=_headers(live, who)
-                )
+            post = _poster(client, live)
 
             queue = _queue(live)
             busy = asyncio.create_task(post("busy"))
@@ -246,11 +245,7 @@ async def test_a_request_that_waited_and_then_failed_says_the_place_it_had(
         for name in ("busy", "later"):
             live.keys[name], _ = run(gateway.keys.create(name, "free", "user"))
         async with httpx.AsyncClient(timeout=HANG_GUARD_S) as client:
-
-            async def post(who: str) -> httpx.Response:
-                return await client.post(
-                    f"{live.v1}/chat/completions", json=_body(who), headers=_headers(live, who)
-                )
+            post = _poster(client, live)
 
             queue = _queue(live)
             busy = asyncio.create_task(post("busy"))
