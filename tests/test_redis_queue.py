@@ -6,6 +6,7 @@ fails a request."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from sincere.errors import AtCapacity, QueueTimeout
 from sincere.events import EventType
 from sincere.ports import QueueSlot
 from sincere.tiers.queue import QueueStatus
+from sincere.tiers.service_times import MIN_SAMPLES
 from tests.conftest import closing
 from tests.redis_cut import RedisCut
 
@@ -99,7 +101,7 @@ async def test_two_processes_share_one_capacity_and_one_order(tmp_path: Path, pr
     free_seen: list[QueueStatus] = []
     enterprise_seen: list[QueueStatus] = []
     async with busy:
-        free = await one.enter(contexts.create("f", Tier.FREE), "up")
+        free = await one.enter(contexts.create("f|x", Tier.FREE), "up")  # any character
         free_task = asyncio.create_task(_collect(free, free_seen))
         await _until(lambda: len(free_seen) == 1, "the free request told its place")
         enterprise = await two.enter(contexts.create("e", Tier.ENTERPRISE), "up")
@@ -119,7 +121,7 @@ async def test_two_processes_share_one_capacity_and_one_order(tmp_path: Path, pr
     assert [s.position for s in enterprise_seen] == [1, 0]
     assert free_seen[-1].dequeued
     assert free_seen[-1].waited_s > enterprise_seen[-1].waited_s
-    kinds = [e.type for e in (await bus.replay("f")).events]
+    kinds = [e.type for e in (await bus.replay("f|x")).events]
     assert kinds == [EventType.REQUEST_QUEUED] * 3 + [EventType.REQUEST_DEQUEUED]
 
 
@@ -219,3 +221,28 @@ async def test_a_request_stopped_while_it_enters_gives_back_what_it_took(
     slot = await other.enter(contexts.create("b", Tier.FREE), "up")
     async with slot:
         await asyncio.wait_for(_collect(slot, []), HANG_GUARD_S)
+
+
+async def test_the_first_place_announced_counts_the_fleet_s_busy_slots(
+    tmp_path: Path, prefix: str
+) -> None:
+    settings = _settings(tmp_path)
+    one, two = _process(settings, prefix), _process(settings, prefix)
+    for _ in range(MIN_SAMPLES):  # this process measured answers of about a second
+        two.measured("up").add(1.0)
+    contexts = ContextFactory(InProcessEventBus(), default_timeout_s=60)
+    busy = await one.enter(contexts.create("busy", Tier.FREE), "up")
+    async with busy:
+        waiting = await two.enter(contexts.create("next", Tier.FREE), "up")
+        seen: list[QueueStatus] = []
+        task = asyncio.create_task(_collect(waiting, seen))
+        await _until(lambda: len(seen) == 1, "its first place")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        async with waiting:
+            pass
+    # The other process's request holds the one slot: the wait is what is left of it.
+    assert seen[0].serving == 1
+    assert seen[0].estimate.p50_s is not None
+    assert 0.5 < seen[0].estimate.p50_s <= 1.0

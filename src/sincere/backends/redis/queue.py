@@ -54,8 +54,8 @@ RENEW_S = LEASE_S / 5  # how often a process holding slots (only) renews them
 RETRY_REDIS_S = 1.0  # after a Redis error, new requests queue here for this long
 
 # Shared by the scripts: the time, dropping lapsed leases, the order and the dispatch.
-# Keys: 1 waiting (hash id -> rank|tier|user|enqueued|seq), 2 waiting leases (zset),
-# 3 serving leases (zset), 4 serving (hash id -> user|granted|charged), 5 counters
+# Keys: 1 waiting (hash id -> rank|tier|enqueued|seq|user), 2 waiting leases (zset),
+# 3 serving leases (zset), 4 serving (hash id -> granted|charged|user), 5 counters
 # (hash user -> slot-seconds), 6 outstanding (hash user -> requests), 7 facts (hash:
 # seq, mean). ARGV[1]: now ('' for the server's), ARGV[2]: capacity, ARGV[3]: lease,
 # ARGV[4]: aging.
@@ -68,10 +68,17 @@ end
 local capacity, lease, aging = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local W, WL, S, SH, C, N, F = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 
-local function split(s)
-  local out = {}
-  for part in string.gmatch(s, '([^|]*)|?') do out[#out + 1] = part end
-  return out
+-- A waiting request: rank|tier|enqueued|seq|user; a held slot: granted|charged|user. The
+-- user (tier:user id) comes last, whole: a user id may hold any character.
+local function waiter(s)
+  local rank, tier, enq, seq, user = string.match(s, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  return {rank = tonumber(rank), tier = tier, enq = tonumber(enq), seq = tonumber(seq),
+    user = user}
+end
+
+local function holder(s)
+  local granted, charged, user = string.match(s, '^([^|]*)|([^|]*)|(.*)$')
+  return {granted = tonumber(granted), charged = tonumber(charged), user = user}
 end
 
 local function done(user)
@@ -89,7 +96,7 @@ local function purge()
     redis.call('ZREM', WL, id)
     if w then
       redis.call('HDEL', W, id)
-      done(split(w)[3])
+      done(waiter(w).user)
     end
   end
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', S, '-inf', stamp)) do
@@ -97,7 +104,7 @@ local function purge()
     redis.call('ZREM', S, id)
     if s then
       redis.call('HDEL', SH, id)
-      done(split(s)[1])
+      done(holder(s).user)
     end
   end
 end
@@ -111,9 +118,9 @@ local function order()
   local lines, users = {}, {}
   local flat = redis.call('HGETALL', W)
   for i = 1, #flat, 2 do
-    local w = split(flat[i + 1])
-    local user = w[3]
-    local item = {id = flat[i], rank = tonumber(w[1]), enq = tonumber(w[4]), seq = tonumber(w[5])}
+    local w = waiter(flat[i + 1])
+    local user = w.user
+    local item = {id = flat[i], rank = w.rank, enq = w.enq, seq = w.seq}
     if not lines[user] then
       lines[user] = {}
       users[#users + 1] = user
@@ -122,7 +129,7 @@ local function order()
   end
   local held = {}
   for _, s in ipairs(redis.call('HVALS', SH)) do
-    local user = split(s)[1]
+    local user = holder(s).user
     held[user] = (held[user] or 0) + 1
   end
   local counters, heads = {}, {}
@@ -160,14 +167,13 @@ local function order()
 end
 
 local function grant(item)
-  local w = split(redis.call('HGET', W, item.id))
-  local user = w[3]
+  local user = waiter(redis.call('HGET', W, item.id)).user
   local charge = mean() or 0
   redis.call('HDEL', W, item.id)
   redis.call('ZREM', WL, item.id)
   redis.call('ZADD', S, string.format('%.6f', now + lease), item.id)
-  redis.call('HSET', SH, item.id, user .. '|' .. string.format('%.6f', now) .. '|' ..
-    string.format('%.6f', charge))
+  redis.call('HSET', SH, item.id, string.format('%.6f', now) .. '|' ..
+    string.format('%.6f', charge) .. '|' .. user)
   redis.call('HINCRBYFLOAT', C, user, charge)
 end
 
@@ -184,28 +190,31 @@ end
 """
 
 # ARGV[5..]: id, rank, tier, user, queueing (1/0). Returns {granted (1/0/-1 refused),
-# waiting, serving, its place (0 when granted)}; a refusal adds how long each busy slot
-# has been held.
+# waiting, serving, its place (0 when granted), then how long each busy slot has been
+# held}.
 _ENTER = (
     _COMMON
     + """
 purge()
 local id, rank, user, queueing = ARGV[5], ARGV[6], ARGV[8], ARGV[9] == '1'
 local full = redis.call('ZCARD', S) >= capacity or redis.call('HLEN', W) > 0
-if full and not queueing then
-  local out = {-1, redis.call('HLEN', W), redis.call('ZCARD', S), 0}
+local function answer(verdict, position)
+  local out = {verdict, redis.call('HLEN', W), redis.call('ZCARD', S), position}
   for _, s in ipairs(redis.call('HVALS', SH)) do
-    out[#out + 1] = string.format('%.6f', now - tonumber(split(s)[2]))
+    out[#out + 1] = string.format('%.6f', now - holder(s).granted)
   end
   return out
+end
+if full and not queueing then
+  return answer(-1, 0)
 end
 if redis.call('HEXISTS', N, user) == 0 then
   -- Lifted to the least counter of those waiting in its tier: no banked credit.
   local least = nil
   for _, w in ipairs(redis.call('HVALS', W)) do
-    local p = split(w)
-    if p[2] == ARGV[7] then
-      local c = tonumber(redis.call('HGET', C, p[3])) or 0
+    local p = waiter(w)
+    if p.tier == ARGV[7] then
+      local c = tonumber(redis.call('HGET', C, p.user)) or 0
       if least == nil or c < least then least = c end
     end
   end
@@ -213,8 +222,8 @@ if redis.call('HEXISTS', N, user) == 0 then
 end
 redis.call('HINCRBY', N, user, 1)
 local seq = redis.call('HINCRBY', F, 'seq', 1)
-redis.call('HSET', W, id, rank .. '|' .. ARGV[7] .. '|' .. user .. '|' ..
-  string.format('%.6f', now) .. '|' .. seq)
+redis.call('HSET', W, id, rank .. '|' .. ARGV[7] .. '|' .. string.format('%.6f', now) ..
+  '|' .. seq .. '|' .. user)
 redis.call('ZADD', WL, string.format('%.6f', now + lease), id)
 local granted, position = 0, 0
 if not full then
@@ -226,7 +235,7 @@ else
   end
 end
 expire_all()
-return {granted, redis.call('HLEN', W), redis.call('ZCARD', S), position}
+return answer(granted, position)
 """
 )
 
@@ -249,7 +258,7 @@ local out = {redis.call('HLEN', W), redis.call('ZCARD', S)}
 local running = redis.call('HVALS', SH)
 out[#out + 1] = #running
 for _, s in ipairs(running) do
-  out[#out + 1] = string.format('%.6f', now - tonumber(split(s)[2]))
+  out[#out + 1] = string.format('%.6f', now - holder(s).granted)
 end
 for i = 5, #ARGV do
   local id = ARGV[i]
@@ -277,13 +286,13 @@ local id, served = ARGV[5], ARGV[6] == '1'
 local held = ''
 local s = redis.call('HGET', SH, id)
 if s then
-  local p = split(s)
-  local user = p[1]
-  local seconds = now - tonumber(p[2])
+  local p = holder(s)
+  local user = p.user
+  local seconds = now - p.granted
   held = string.format('%.6f', seconds)
   redis.call('HDEL', SH, id)
   redis.call('ZREM', S, id)
-  redis.call('HINCRBYFLOAT', C, user, string.format('%.6f', seconds - tonumber(p[3])))
+  redis.call('HINCRBYFLOAT', C, user, string.format('%.6f', seconds - p.charged))
   if served then
     local m = mean()
     m = m and (m * 0.9 + seconds * 0.1) or seconds
@@ -295,7 +304,7 @@ else
   if w then
     redis.call('HDEL', W, id)
     redis.call('ZREM', WL, id)
-    done(split(w)[3])
+    done(waiter(w).user)
   end
 end
 dispatch()
@@ -454,8 +463,8 @@ class RedisSlot:
             entering.add_done_callback(lambda _: owner.forget(fleet, place.id))
             raise
         verdict, fleet.shared.queued, fleet.shared.serving = (int(x) for x in reply[:3])
+        fleet.shared.running = tuple(float(x) for x in reply[4:])
         if verdict < 0:
-            fleet.shared.running = tuple(float(x) for x in reply[4:])
             wait = fleet.times.wait(1 + fleet.shared.queued, fleet.shared.running, fleet.capacity)
             raise at_capacity(fleet.name, fleet.capacity, wait)
         place.position = int(reply[3]) if verdict == 0 else 0
@@ -559,6 +568,10 @@ class RedisAdmissionQueues:
 
     def now(self) -> str:
         return "" if self._clock is None else repr(self._clock())
+
+    def measured(self, deployment: str) -> ServiceTimes:
+        """The service times this process measured on a fleet deployment."""
+        return self._fleet[deployment].times
 
     def forget(self, fleet: _Fleet, place_id: str) -> None:
         """Give back a place (or slot) taken for a request that stopped before it knew."""
