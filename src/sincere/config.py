@@ -242,6 +242,35 @@ class PagerDutyConfig(_Strict):
         return url
 
 
+class TelemetryConfig(_Strict):
+    # Every attempt of every request, recorded in the store (sincere.telemetry).
+    enabled: bool = True
+    # Rows are written in batches this often: the most a kill -9 can lose.
+    flush_s: float = Field(1.0, gt=0, le=60)
+    retention_days: float = Field(30.0, gt=0)  # older rows are deleted (hourly)
+    # Each process keeps its own rows of this long in memory: the data agent's second
+    # source when the store cannot be read.
+    recent_window_s: float = Field(900.0, gt=0)
+
+
+class UsageConfig(_Strict):
+    # Freshness of the data behind /v1/usage (dbt's warn_after / error_after): the age of
+    # the newest record; past error_after_s the figures are not presented as current.
+    warn_after_s: float = Field(300.0, gt=0)
+    error_after_s: float = Field(3600.0, gt=0)
+    # A figure computed on fewer requests than this is marked as such.
+    min_samples: int = Field(20, ge=1)
+
+
+class AnalystConfig(_Strict):
+    # The model that writes the analyst's narrative (None: the first configured model).
+    model: str | None = None
+
+
+class AgentsConfig(_Strict):
+    analyst: AnalystConfig = AnalystConfig()
+
+
 class EscalationConfig(_Strict):
     retry_schedule_s: tuple[float, ...] = Field(DEFAULT_RETRY_SCHEDULE_S, min_length=1)
     webhooks: tuple[WebhookConfig, ...] = ()
@@ -302,6 +331,9 @@ class Settings(_Strict):
     store: StoreConfig = StoreConfig()
     cluster: ClusterConfig = ClusterConfig()
     escalation: EscalationConfig = EscalationConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
+    usage: UsageConfig = UsageConfig()
+    agents: AgentsConfig = AgentsConfig()
     data_dir: Path
     source: Path | None = None
 
@@ -315,6 +347,11 @@ class Settings(_Strict):
         missing = sorted({"free", "standard", "enterprise"} - set(self.tiers))
         if missing:
             raise ValueError(f"tiers: limits missing for {', '.join(missing)}")
+        if self.usage.warn_after_s > self.usage.error_after_s:
+            raise ValueError("usage: warn_after_s must not be greater than error_after_s")
+        narrator = self.agents.analyst.model
+        if narrator is not None and narrator not in {m.name for m in self.models}:
+            raise ValueError(f"agents.analyst.model: no model named {narrator!r}")
         deployments = {d.name for d in self.deployments}
         models = {m.name for m in self.models}
         for i, m in enumerate(self.models):

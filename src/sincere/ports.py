@@ -21,6 +21,7 @@ from sincere.errors import ErrorContext, ServiceError
 from sincere.events import Event, EventType, Replay
 from sincere.identity import KeyRecord, KeyRole
 from sincere.llm.breaker import BreakerAdmission, BreakerState, BreakerTransition
+from sincere.telemetry import AttemptRow
 from sincere.tiers.flags import Flag
 from sincere.tiers.incidents import (
     Delivery,
@@ -412,6 +413,28 @@ class RequestObserver(Protocol):
     escalation. Called off the answer's critical path where it can be; must not raise."""
 
     async def finished(self, record: RequestRecord) -> None: ...
+
+
+class TelemetryStore(Protocol):
+    """Where every attempt is recorded (SQLite or PostgreSQL), written in batches."""
+
+    source: str  # what the data agent names as its source ("sql:postgresql", ...)
+
+    async def write(self, rows: Sequence[AttemptRow]) -> None:
+        """One batch, in one transaction; rows already written are skipped."""
+        ...
+
+    async def prune(self, before: float) -> int:
+        """Delete the rows of requests started before ``before`` (unix time); how many."""
+        ...
+
+    async def newest(self) -> float | None:
+        """When the newest recorded request started (None: nothing is recorded)."""
+        ...
+
+    async def rows(self, start: float, end: float, user_id: str | None = None) -> list[AttemptRow]:
+        """The rows of requests started in ``[start, end)``, of one user or of all."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

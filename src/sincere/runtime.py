@@ -27,6 +27,7 @@ from sincere.backends.sql.flags import SqlFlagStore
 from sincere.backends.sql.history import SqlServiceHistory
 from sincere.backends.sql.keys import SqlKeyStore
 from sincere.backends.sql.streams import start_event_stream
+from sincere.backends.sql.telemetry import SqlTelemetryStore
 from sincere.config import DeploymentConfig, Settings
 from sincere.context import ContextFactory
 from sincere.errors import ConfigError
@@ -48,6 +49,7 @@ from sincere.ports import (
 )
 from sincere.redact import forget_secret, remember_secret
 from sincere.server.metrics import Metrics, MetricsRecorder
+from sincere.telemetry import RecentWindow, TelemetryWriter
 from sincere.tiers.escalation import Escalation
 from sincere.tiers.flags import Flag
 from sincere.tiers.relay import Relay
@@ -93,6 +95,7 @@ class Runtime:
     escalations: EscalationStore  # incidents, tickets, the outbox
     escalation: Escalation  # the pipeline's escalation step; resolves on recovery
     relay: Relay  # delivers the outbox (started by the server's lifespan)
+    telemetry: TelemetryWriter  # records every attempt (its writer started by the lifespan)
     # The runtime flags (``flags.enabled(Flag.X)``); the server's lifespan keeps them fresh.
     flags: FlagStore
     # The client of the fleet's shared state ([cluster] redis_url); None: one process.
@@ -105,8 +108,10 @@ class Runtime:
         await self.escalation.flush()
         await self.flags.aclose()
         await self.cascade.aclose()
+        await self.cascade.queues.aclose()
         await self.cascade.breakers.aclose()
         await self.history_writer.flush()
+        await self.telemetry.flush()  # what the writer had not written yet (the CLI's)
         await self.limiter.aclose()
         await self.bus.aclose()
         if self.trips is not None:
@@ -180,7 +185,8 @@ def build_runtime(
     """Everything the process needs, from its settings (and ``env`` for API keys).
 
     ``provider_kinds`` adds provider kinds by name (tests use it for their own providers);
-    ``observers`` hear about every finished request after the metrics and escalation do;
+    ``observers`` hear about every finished request after the metrics, escalation and
+    telemetry do;
     ``escalation_enabled`` is asked on every failed request (None: the ``escalation``
     flag).
 
@@ -264,6 +270,15 @@ def build_runtime(
     keys = SqlKeyStore(database)
     escalations = SqlEscalationStore(database)
     relay = Relay(escalations, settings.escalation, os.environ if env is None else env)
+    # Every attempt, recorded off the request path in batches (the data agent's source).
+    t = settings.telemetry
+    telemetry = TelemetryWriter(
+        SqlTelemetryStore(database),
+        RecentWindow(t.recent_window_s),
+        flush_s=t.flush_s,
+        retention_s=t.retention_days * 86_400,
+        enabled=lambda: t.enabled,
+    )
     escalation = Escalation(
         settings,
         escalations,
@@ -282,11 +297,14 @@ def build_runtime(
         limiter=limiter,
         cascade=cascade,
         contexts=contexts,
-        pipeline=ChatPipeline(cascade, limiter, contexts, [recorder, escalation, *observers]),
+        pipeline=ChatPipeline(
+            cascade, limiter, contexts, [recorder, escalation, telemetry, *observers]
+        ),
         auth=Authenticator(keys),
         metrics=metrics,
         escalations=escalations,
         escalation=escalation,
+        telemetry=telemetry,
         relay=relay,
         flags=flags,
         redis=redis,

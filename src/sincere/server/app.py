@@ -33,9 +33,10 @@ def create_app(runtime: Runtime) -> FastAPI:
         runtime.flags.start()  # every process reads the flags again every second
         prober = asyncio.create_task(probe_open_deployments(runtime.cascade))
         relay = asyncio.create_task(runtime.relay.run())  # the outbox's notifications
+        recorder = asyncio.create_task(runtime.telemetry.run())  # attempts, in batches
         # The server's protocols find the limits and the drain here (see serving).
         yield {SERVER_KEY: runtime.settings.server, SHUTDOWN_KEY: shutdown}
-        for task in (prober, relay):
+        for task in (prober, relay, recorder):
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task

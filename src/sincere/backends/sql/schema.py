@@ -133,3 +133,35 @@ delivery_attempts = Table(
     Column("error", String(200), nullable=True),  # a class of failure, never a secret or URL
     Index("ix_delivery_attempts_delivery_id", "delivery_id"),
 )
+
+# Telemetry: one row per attempt of every request (sincere.telemetry.AttemptRow). NULL is
+# unknown, never 0. Indexes: by time (windows, retention), by user and time (a user's own
+# traffic), the deciding rows by time (request-level figures).
+telemetry_attempts = Table(
+    "telemetry_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("user_id", String(200), nullable=False),
+    Column("tier", String(20), nullable=False),
+    Column("surface", String(20), nullable=False),
+    Column("requested_model", String(200), nullable=False),
+    Column("model", String(200), nullable=True),
+    Column("deployment", String(200), nullable=True),
+    Column("outcome", String(60), nullable=False),
+    Column("final", Boolean, nullable=False),
+    Column("request_outcome", String(60), nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("latency_s", Float, nullable=False),
+    Column("tokens_in", Integer, nullable=True),
+    Column("tokens_out", Integer, nullable=True),
+    Column("cost_usd", Float, nullable=True),
+    Column("ttft_s", Float, nullable=True),
+    Column("queue_wait_s", Float, nullable=True),
+    Column("request_latency_s", Float, nullable=True),
+    Index("ux_telemetry_attempts_request", "request_id", "attempt", unique=True),
+    Index("ix_telemetry_attempts_at", "at"),
+    Index("ix_telemetry_attempts_user_at", "user_id", "at"),
+)
