@@ -252,17 +252,25 @@ def create_key(command: list[str], config: Path, env: dict[str, str]) -> str:
 
 
 def start_sincere(
-    servers: Servers, upstream: Server, name: str = "sincere", source: Path | None = None
+    servers: Servers,
+    upstream: Server,
+    name: str = "sincere",
+    source: Path | None = None,
+    *,
+    extra: str = "",
+    env: dict[str, str] | None = None,
 ) -> tuple[Server, str]:
     """``sincere serve`` as installed, or (``source``) from another checkout's ``src``
-    with this environment's packages: the same gateway before a change, in the same run."""
+    with this environment's packages: the same gateway before a change, in the same run.
+    ``extra`` is added to its configuration file, ``env`` to its environment."""
     config = servers.workdir / f"{name}.toml"
     config.write_text(
-        SINCERE_CONFIG.format(base_url=f"http://{HOST}:{upstream.port}/v1", model=MODEL)
+        SINCERE_CONFIG.format(base_url=f"http://{HOST}:{upstream.port}/v1", model=MODEL) + extra
     )
     env = {
         "SINCERE_DATA_DIR": str(servers.workdir / f"{name}-data"),
         "BENCH_UPSTREAM_KEY": "dummy",
+        **(env or {}),
     }
     command = [str(VENV_BIN / "sincere")]
     if source is not None:
