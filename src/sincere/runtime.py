@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 
+from sincere.agents.data import DataAgent
 from sincere.auth import Authenticator
 from sincere.backends.memory.breakers import InProcessBreakers
 from sincere.backends.memory.events import InProcessEventBus
@@ -96,6 +97,7 @@ class Runtime:
     escalation: Escalation  # the pipeline's escalation step; resolves on recovery
     relay: Relay  # delivers the outbox (started by the server's lifespan)
     telemetry: TelemetryWriter  # records every attempt (its writer started by the lifespan)
+    data: DataAgent  # usage figures: from the telemetry store, else this process's window
     # The runtime flags (``flags.enabled(Flag.X)``); the server's lifespan keeps them fresh.
     flags: FlagStore
     # The client of the fleet's shared state ([cluster] redis_url); None: one process.
@@ -272,8 +274,9 @@ def build_runtime(
     relay = Relay(escalations, settings.escalation, os.environ if env is None else env)
     # Every attempt, recorded off the request path in batches (the data agent's source).
     t = settings.telemetry
+    telemetry_store = SqlTelemetryStore(database)
     telemetry = TelemetryWriter(
-        SqlTelemetryStore(database),
+        telemetry_store,
         RecentWindow(t.recent_window_s),
         flush_s=t.flush_s,
         retention_s=t.retention_days * 86_400,
@@ -305,6 +308,7 @@ def build_runtime(
         escalations=escalations,
         escalation=escalation,
         telemetry=telemetry,
+        data=DataAgent(telemetry_store, telemetry.window, settings.usage),
         relay=relay,
         flags=flags,
         redis=redis,

@@ -16,7 +16,14 @@ from sincere import __version__
 from sincere.config import load_settings
 from sincere.llm.prober import probe_open_deployments
 from sincere.runtime import Runtime, build_runtime
-from sincere.server import admin_routes, http_errors, openai_routes, ops_routes, websocket
+from sincere.server import (
+    admin_routes,
+    http_errors,
+    openai_routes,
+    ops_routes,
+    usage_routes,
+    websocket,
+)
 from sincere.server.chat_in import ChatCompletionIn
 from sincere.server.lifecycle import Shutdown
 from sincere.server.middleware import RequestIdAndBodyLimit
@@ -57,6 +64,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(openai_routes.router)
     app.include_router(ops_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(usage_routes.router)
     app.include_router(websocket.router)
     http_errors.install(app)
     _publish_body_schemas(app)

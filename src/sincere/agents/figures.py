@@ -1,0 +1,141 @@
+"""Recorded attempts into per-group figures, in one pass over the rows.
+
+A request is counted once, by its deciding (``final``) row: its outcome, its latency, its
+time to first token, the deployment that decided it. Its tokens are those of the answer
+(the answering attempt's, as the provider reported them); its cost is the sum of what
+each of its attempts was billed, since a failed attempt can be billed too, and is
+unknown as soon as one attempt's cost is unknown. A request that reached no deployment
+(refused by a tier limit, say) cost nothing: no provider was asked.
+
+Unknown stays unknown: a sum over a group is None when no request of the group has the
+figure, and the coverage says which share of the requests it rests on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sincere.agents.usage import GroupBy, GroupFigures
+from sincere.telemetry import AttemptRow, percentile
+
+NO_DEPLOYMENT = "none"  # the deployment key of requests that reached no deployment
+
+
+@dataclass(slots=True)
+class _Request:
+    """What the rows of one request add up to."""
+
+    final: AttemptRow | None = None
+    costs: list[float] = field(default_factory=list)
+    cost_known: bool = True
+
+
+@dataclass(slots=True)
+class _Group:
+    requests: int = 0
+    answered: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    ttfts: list[float] = field(default_factory=list)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    tokens_known: int = 0
+    costs: list[float] = field(default_factory=list)  # each known request's cost
+
+
+def _day(row: AttemptRow) -> str:
+    return datetime.fromtimestamp(row.at, UTC).strftime("%Y-%m-%d")
+
+
+def _hour(row: AttemptRow) -> str:
+    return datetime.fromtimestamp(row.at, UTC).strftime("%Y-%m-%dT%H")
+
+
+KEYS: dict[GroupBy, Callable[[AttemptRow], str]] = {
+    GroupBy.MODEL: lambda r: r.requested_model,
+    GroupBy.DEPLOYMENT: lambda r: r.deployment or NO_DEPLOYMENT,
+    GroupBy.USER: lambda r: r.user_id,
+    GroupBy.OUTCOME: lambda r: r.request_outcome,
+    GroupBy.DAY: _day,
+    GroupBy.HOUR: _hour,
+}
+"""The group key of a request, read from its final row."""
+
+
+def aggregate(
+    rows: Iterable[AttemptRow], group_by: GroupBy, min_samples: int
+) -> tuple[GroupFigures, ...]:
+    """The figures of every group, sorted by key. Rows may come in any order."""
+    requests: dict[str, _Request] = {}
+    for row in rows:  # one pass over the rows: each request's final row and its cost
+        request = requests.get(row.request_id)
+        if request is None:
+            request = requests[row.request_id] = _Request()
+        if row.final:
+            request.final = row
+        if row.deployment is None:
+            continue  # no provider was asked: nothing billed
+        if row.cost_usd is None:
+            request.cost_known = False
+        else:
+            request.costs.append(row.cost_usd)
+    key_of = KEYS[group_by]
+    groups: dict[str, _Group] = {}
+    for request in requests.values():  # one pass over the requests
+        final = request.final
+        if final is None:  # its deciding row is not written yet (a batch cut in two)
+            continue
+        key = key_of(final)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = _Group()
+        _add(group, final, request)
+    return tuple(_figures(key, groups[key], min_samples) for key in sorted(groups))
+
+
+def _add(group: _Group, final: AttemptRow, request: _Request) -> None:
+    group.requests += 1
+    if final.answered:
+        group.answered += 1
+    else:
+        outcome = final.request_outcome
+        group.failed[outcome] = group.failed.get(outcome, 0) + 1
+    if final.request_latency_s is not None:
+        group.latencies.append(final.request_latency_s)
+    if final.ttft_s is not None:
+        group.ttfts.append(final.ttft_s)
+    if final.tokens_in is not None and final.tokens_out is not None:
+        group.tokens_known += 1
+        group.tokens_in += final.tokens_in
+        group.tokens_out += final.tokens_out
+    if request.cost_known:
+        group.costs.append(math.fsum(request.costs))
+
+
+def _figures(key: str, g: _Group, min_samples: int) -> GroupFigures:
+    g.latencies.sort()
+    g.ttfts.sort()
+    n = g.requests
+    return GroupFigures(
+        key=key,
+        requests=n,
+        answered=g.answered,
+        failed=g.failed,
+        success_rate=g.answered / n if n else None,
+        latency_p50_s=percentile(g.latencies, 0.5),
+        latency_p95_s=percentile(g.latencies, 0.95),
+        ttft_p50_s=percentile(g.ttfts, 0.5),
+        ttft_p95_s=percentile(g.ttfts, 0.95),
+        tokens_in=g.tokens_in if g.tokens_known else None,
+        tokens_out=g.tokens_out if g.tokens_known else None,
+        # fsum: the same sum whatever order the store returned the rows in
+        cost_usd=math.fsum(g.costs) if g.costs else None,
+        token_coverage=g.tokens_known / n if n else None,
+        cost_coverage=len(g.costs) / n if n else None,
+        below_min_samples=n < min_samples,
+        latency_samples=len(g.latencies),
+        ttft_samples=len(g.ttfts),
+    )
