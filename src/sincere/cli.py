@@ -22,10 +22,13 @@ from rich.status import Status
 from rich.table import Table
 
 from sincere import __version__
+from sincere.agents.data import WINDOWS, window_of
+from sincere.agents.usage import GroupBy, Usage
 from sincere.answer import Answer
 from sincere.auth import Authenticator
+from sincere.backends.memory.events import InProcessEventBus
 from sincere.config import Settings, load_settings
-from sincere.context import Tier, new_request_id
+from sincere.context import ContextFactory, Tier, new_request_id
 from sincere.errors import ConfigError, ServiceError
 from sincere.events import EventType
 from sincere.identity import KeyRole
@@ -34,6 +37,7 @@ from sincere.llm.request import ChatRequest, Message
 from sincere.ports import EscalationStore, FlagState, FlagStore, KeyStore, Subscription
 from sincere.runtime import (
     build_runtime,
+    open_data_agent,
     open_escalation_store,
     open_flag_store,
     open_key_store,
@@ -588,6 +592,120 @@ def flags_set(
     """
     _flags_or_exit(_flag_store(config), (name, state is Switch.ON))
     err.print(f"{name} is {state} (set by {_operator()}); gateways apply it within 5 s")
+
+
+# ─── usage: the data agent's figures ─────────────────────────────────────────────────
+
+
+@app.command()
+def usage(
+    window: Annotated[
+        str | None,
+        typer.Option("--window", "-w", help=f"One of {', '.join(WINDOWS)} (default 24h)."),
+    ] = None,
+    by: Annotated[
+        GroupBy,
+        typer.Option(
+            "--by",
+            "-b",
+            help="Group by model, deployment, user, outcome, day or hour.",
+            case_sensitive=False,
+        ),
+    ] = GroupBy.MODEL,
+    user: Annotated[
+        str | None, typer.Option("--user", "-u", help="One user's traffic (default: all).")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="Start instead of --window: ISO 8601 or unix s.")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="End with --from (default now).")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the JSON object GET /v1/usage returns.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Requests, outcomes, latency, tokens and cost per group, read from the store, with
+    the freshness of the data and the reliability of each figure.
+
+    A figure resting on fewer requests than [usage] min_samples is marked with *.
+    Exit 75 when the store cannot be read (nothing is shown instead).
+    """
+    settings = _settings(config)
+    agent = open_data_agent(settings)
+    operator = Authenticator.operator(_operator())
+    ctx = ContextFactory(InProcessEventBus(), settings.defaults.timeout_s).create(
+        operator.user_id, operator.tier
+    )
+
+    async def ask() -> Usage:
+        asked = window_of(window, start, end, agent.now())
+        return await agent.usage(ctx, asked, by, user)
+
+    try:
+        figures = asyncio.run(ask())
+    except ServiceError as exc:
+        _print_error(exc, as_json)
+        raise typer.Exit(EXIT_RETRYABLE if exc.should_retry else EXIT_FAILED) from None
+    if as_json:
+        out.out(json.dumps(figures.to_dict(), indent=2))
+        return
+    _print_usage(figures)
+
+
+def _print_usage(u: Usage) -> None:
+    f = u.freshness
+    age = "nothing recorded" if f.age_s is None else f"newest record {f.age_s:.0f} s old"
+    err.print(
+        f"{u.window.label} ({_when(u.window.start)} to {_when(u.window.end)} UTC), "
+        f"{'all users' if u.user_id is None else 'user ' + escape(u.user_id)}, "
+        f"from {u.source} ({escape(u.scope)})" + (" [bold yellow]degraded[/]" if u.degraded else "")
+    )
+    err.print(
+        f"freshness {f.verdict}: {age} (warn after {f.warn_after_s:g} s, "
+        f"error after {f.error_after_s:g} s)"
+    )
+    columns = (
+        str(u.group_by),
+        "requests",
+        "answered",
+        "failed",
+        "success",
+        "latency p50/p95 s",
+        "ttft p50/p95 s",
+        "tokens in/out",
+        "cost usd",
+        "coverage tokens/cost",
+    )
+    rows = [
+        (
+            g.key,
+            str(g.requests) + ("*" if g.below_min_samples else ""),
+            str(g.answered),
+            ", ".join(f"{k} {v}" for k, v in sorted(g.failed.items())) or "0",
+            _num(g.success_rate, "{:.1%}"),
+            _pair(g.latency_p50_s, g.latency_p95_s, g.latency_samples < u.min_samples),
+            _pair(g.ttft_p50_s, g.ttft_p95_s, g.ttft_samples < u.min_samples),
+            f"{_num(g.tokens_in, '{}')}/{_num(g.tokens_out, '{}')}",
+            _num(g.cost_usd, "{:.6f}"),
+            f"{_num(g.token_coverage, '{:.0%}')}/{_num(g.cost_coverage, '{:.0%}')}",
+        )
+        for g in u.groups
+    ]
+    _rows(columns, rows)
+    if any(g.below_min_samples for g in u.groups):
+        few = f"* fewer than {u.min_samples} requests ([usage] min_samples): not reliable"
+        err.print(few, markup=False)
+    for note in u.notes:
+        err.print(f"[bold yellow]note[/]: {escape(note)}")
+
+
+def _num(value: float | None, spec: str) -> str:
+    """A figure, or "unknown" (never 0 for what is not known)."""
+    return "unknown" if value is None else spec.format(value)
+
+
+def _pair(p50: float | None, p95: float | None, few: bool) -> str:
+    return f"{_num(p50, '{:.3f}')}/{_num(p95, '{:.3f}')}" + ("*" if few else "")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from sincere.agents.data import DataAgent
 from sincere.auth import Authenticator
@@ -22,7 +23,7 @@ from sincere.backends.memory.breakers import InProcessBreakers
 from sincere.backends.memory.events import InProcessEventBus
 from sincere.backends.memory.limits import InProcessLimiter
 from sincere.backends.redis import connect
-from sincere.backends.sql.database import Database, open_database
+from sincere.backends.sql.database import Database, create_store_engine, open_database
 from sincere.backends.sql.escalation import SqlEscalationStore
 from sincere.backends.sql.flags import SqlFlagStore
 from sincere.backends.sql.history import SqlServiceHistory
@@ -334,3 +335,16 @@ def open_flag_store(settings: Settings) -> FlagStore:
     """The flag store alone, for commands that read and set flags without running the
     gateway (nothing to refresh: each command reads the store)."""
     return SqlFlagStore(open_database(settings.database_url()))
+
+
+def open_data_agent(settings: Settings) -> DataAgent:
+    """The data agent alone, for ``sincere usage``: the store is its only source (the CLI
+    serves no traffic, so it has no recent window of its own). A store that cannot be
+    reached now is still handed over: the agent's own question then fails as it would in
+    the server (``DataUnavailable``, saying why), rather than here with a driver's error."""
+    url = settings.database_url()
+    try:
+        database = open_database(url)
+    except (OperationalError, InterfaceError):
+        database = Database(create_store_engine(url), url)
+    return DataAgent(SqlTelemetryStore(database), None, settings.usage)
