@@ -25,15 +25,6 @@ NO_DEPLOYMENT = "none"  # the deployment key of requests that reached no deploym
 
 
 @dataclass(slots=True)
-class _Request:
-    """What the rows of one request add up to."""
-
-    final: AttemptRow | None = None
-    costs: list[float] = field(default_factory=list)
-    cost_known: bool = True
-
-
-@dataclass(slots=True)
 class _Group:
     requests: int = 0
     answered: int = 0
@@ -46,59 +37,67 @@ class _Group:
     costs: list[float] = field(default_factory=list)  # each known request's cost
 
 
-def _day(row: AttemptRow) -> str:
-    return datetime.fromtimestamp(row.at, UTC).strftime("%Y-%m-%d")
+def _calendar(size: int, layout: str) -> Callable[[AttemptRow], str]:
+    """The UTC day or hour of a request's start; formatted once per bucket, not per row."""
+    names: dict[int, str] = {}
+
+    def key(row: AttemptRow) -> str:
+        bucket = int(row.at // size)
+        name = names.get(bucket)
+        if name is None:
+            name = names[bucket] = datetime.fromtimestamp(bucket * size, UTC).strftime(layout)
+        return name
+
+    return key
 
 
-def _hour(row: AttemptRow) -> str:
-    return datetime.fromtimestamp(row.at, UTC).strftime("%Y-%m-%dT%H")
-
-
-KEYS: dict[GroupBy, Callable[[AttemptRow], str]] = {
-    GroupBy.MODEL: lambda r: r.requested_model,
-    GroupBy.DEPLOYMENT: lambda r: r.deployment or NO_DEPLOYMENT,
-    GroupBy.USER: lambda r: r.user_id,
-    GroupBy.OUTCOME: lambda r: r.request_outcome,
-    GroupBy.DAY: _day,
-    GroupBy.HOUR: _hour,
-}
-"""The group key of a request, read from its final row."""
+def _key_of(group_by: GroupBy) -> Callable[[AttemptRow], str]:
+    """The group key of a request, read from its final row."""
+    if group_by is GroupBy.MODEL:
+        return lambda r: r.requested_model
+    if group_by is GroupBy.DEPLOYMENT:
+        return lambda r: r.deployment or NO_DEPLOYMENT
+    if group_by is GroupBy.USER:
+        return lambda r: r.user_id
+    if group_by is GroupBy.OUTCOME:
+        return lambda r: r.request_outcome
+    if group_by is GroupBy.DAY:
+        return _calendar(86_400, "%Y-%m-%d")
+    return _calendar(3600, "%Y-%m-%dT%H")
 
 
 def aggregate(
     rows: Iterable[AttemptRow], group_by: GroupBy, min_samples: int
 ) -> tuple[GroupFigures, ...]:
     """The figures of every group, sorted by key. Rows may come in any order."""
-    requests: dict[str, _Request] = {}
+    finals: dict[str, AttemptRow] = {}
+    costs: dict[str, float | None] = {}  # per request; None: one attempt's is unknown
     for row in rows:  # one pass over the rows: each request's final row and its cost
-        request = requests.get(row.request_id)
-        if request is None:
-            request = requests[row.request_id] = _Request()
+        rid = row.request_id
         if row.final:
-            request.final = row
-        if row.deployment is None:
-            continue  # no provider was asked: nothing billed
-        if row.cost_usd is None:
-            request.cost_known = False
-        else:
-            request.costs.append(row.cost_usd)
-    key_of = KEYS[group_by]
+            finals[rid] = row
+        # no deployment: no provider was asked, nothing billed
+        cost = 0.0 if row.deployment is None else row.cost_usd
+        before = costs.get(rid, 0.0)
+        # A request's few attempts: mostly one cost besides zeros, so the sum does not
+        # depend on the order the store returns them in.
+        costs[rid] = None if before is None or cost is None else before + cost
+    key_of = _key_of(group_by)
     groups: dict[str, _Group] = {}
-    for request in requests.values():  # one pass over the requests
-        final = request.final
-        if final is None:  # its deciding row is not written yet (a batch cut in two)
-            continue
+    # one pass over the requests; one whose final row is not written yet (a batch cut in
+    # two) is left out rather than guessed
+    for rid, final in finals.items():
         key = key_of(final)
         group = groups.get(key)
         if group is None:
             group = groups[key] = _Group()
-        _add(group, final, request)
+        _add(group, final, costs[rid])
     return tuple(_figures(key, groups[key], min_samples) for key in sorted(groups))
 
 
-def _add(group: _Group, final: AttemptRow, request: _Request) -> None:
+def _add(group: _Group, final: AttemptRow, cost: float | None) -> None:
     group.requests += 1
-    if final.answered:
+    if final.request_outcome == "answered":
         group.answered += 1
     else:
         outcome = final.request_outcome
@@ -111,8 +110,8 @@ def _add(group: _Group, final: AttemptRow, request: _Request) -> None:
         group.tokens_known += 1
         group.tokens_in += final.tokens_in
         group.tokens_out += final.tokens_out
-    if request.cost_known:
-        group.costs.append(math.fsum(request.costs))
+    if cost is not None:
+        group.costs.append(cost)
 
 
 def _figures(key: str, g: _Group, min_samples: int) -> GroupFigures:
