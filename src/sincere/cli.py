@@ -708,5 +708,74 @@ def _pair(p50: float | None, p95: float | None, few: bool) -> str:
     return f"{_num(p50, '{:.3f}')}/{_num(p95, '{:.3f}')}" + ("*" if few else "")
 
 
+@app.command()
+def analyze(
+    question: Annotated[str, typer.Argument(help="A question about your own traffic.")],
+    window: Annotated[
+        str, typer.Option("--window", "-w", help="1h, 24h, 7d or 30d, up to now.")
+    ] = "7d",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the run as one JSON object.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Ask the analyst about your recorded usage: findings computed from the data, then a
+    narrative a model wrote from them that states only their numbers (or none, and why).
+
+    Exit codes as for chat: 75 when the data cannot be read now, 1, 78.
+    """
+    settings = _settings(config)
+    raise typer.Exit(asyncio.run(_analyze(settings, question, window, as_json)))
+
+
+async def _analyze(settings: Settings, question: str, window: str, as_json: bool) -> int:
+    from sincere.agents.data import window_of
+
+    try:
+        rt = build_runtime(settings)
+    except ConfigError as exc:
+        err.print(f"[bold red]configuration error[/]\n{escape(str(exc))}")
+        return EXIT_CONFIG
+    caller = Authenticator.operator(getpass.getuser())
+    events = await rt.bus.subscribe(caller.user_id)
+    progress = asyncio.create_task(_show_progress(events))
+    try:
+        run = await rt.analyst.run(caller, question, window_of(window, None, None, time.time()))
+    except ServiceError as exc:
+        _print_error(exc, as_json)
+        return EXIT_RETRYABLE if exc.should_retry else EXIT_FAILED
+    finally:
+        events.close()
+        progress.cancel()
+        with suppress(asyncio.CancelledError):
+            await progress
+        await rt.aclose()
+    if as_json:
+        out.out(json.dumps(run.to_dict(), indent=2))
+        return 0
+    out.print(f"[bold]Findings[/] (your traffic, {escape(run.window.label)})")
+    for finding in run.findings:
+        out.print(f"  • {finding.title}", markup=False)
+    if run.narrative is not None:
+        out.print("[bold]Narrative[/]")
+        out.print(run.narrative, markup=False)
+    else:
+        out.print("[bold]No narrative[/] (the findings above are the answer)")
+        out.print(f"  {run.narrative_reason}", markup=False)
+    lines = [
+        f"{q.tool}: {q.rows_read} rows from {q.source}"
+        + (" (degraded: " + q.scope + ")" if q.degraded else "")
+        + f" in {q.duration_s:.3f} s"
+        for q in run.queries
+    ]
+    lines += [f"narrator tried {a.summary()}" for a in run.attempts()]
+    cost = run.cost_usd()
+    if cost is not None:
+        lines.append(f"narrative cost ${cost:.6f}")
+    lines.append(f"run {run.id} in {run.duration_s:.2f} s")
+    out.print("\n".join(f"[dim]── {escape(line)}[/]" for line in lines))
+    return 0
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

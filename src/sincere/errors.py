@@ -259,6 +259,14 @@ class LoopRejected(QualityRejected):
     """The quality gate rejected a completion that ended in a repeated phrase."""
 
 
+class NumbersRejected(QualityRejected):
+    """A narrative stated numbers that none of its findings holds (the analyst's number
+    rule): invented data. A failed attempt like the quality gate's; the next route is tried."""
+
+    error_type = "invented_numbers"
+    title = "Narrative rejected: numbers not in the findings"
+
+
 # The request itself cannot succeed as it is.
 
 

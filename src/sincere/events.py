@@ -42,6 +42,13 @@ class EventType(StrEnum):
     # the wait it had once it is let through.
     REQUEST_QUEUED = "request_queued"
     REQUEST_DEQUEUED = "request_dequeued"
+    # An agent's run (the analyst): started, each tool (a data query) as it really runs,
+    # then completed or failed. Never a tool event for a tool that did not start.
+    AGENT_STARTED = "agent_started"
+    TOOL_EXECUTING = "tool_executing"
+    TOOL_COMPLETED = "tool_completed"
+    AGENT_COMPLETED = "agent_completed"
+    AGENT_FAILED = "agent_failed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from redis.asyncio import Redis
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from sincere.agents.analyst import Analyst
 from sincere.agents.data import DataAgent
 from sincere.auth import Authenticator
 from sincere.backends.memory.breakers import InProcessBreakers
@@ -106,6 +107,11 @@ class Runtime:
     trips: RoundTrips | None = None  # its round trips, shared by the Redis backends
     # When this process was built: the start of every state it has not seen change.
     started_at: float = field(default_factory=time.time)
+
+    @property
+    def analyst(self) -> Analyst:
+        """The analyst agent: findings from ``data``, a narrative through ``pipeline``."""
+        return Analyst(self.data, self.pipeline, self.contexts, self.settings)
 
     async def aclose(self) -> None:
         await self.escalation.flush()

@@ -43,7 +43,7 @@ from sincere.llm.failure import final_error
 from sincere.llm.pricing import cost_usd
 from sincere.llm.provider import Delta, Provider
 from sincere.llm.quality import rejection
-from sincere.llm.request import AttemptLimits, ChatRequest
+from sincere.llm.request import AnswerCheck, AttemptLimits, ChatRequest
 from sincere.llm.retry import RetryPolicy, backoff_s, is_retryable
 from sincere.llm.routes import Route, resolve_routes
 from sincere.ports import AdmissionQueue, Breakers, BreakerView, ProbeObserver, ProbeRecord
@@ -397,6 +397,8 @@ class ModelCascade:
             # Tool calls alone are an answer: only the text that comes with them is gated.
             if completion is not None and (completion.text.strip() or not completion.tool_calls):
                 _gate(route.name, log.sent + completion.text)
+            if completion is not None and request.answer_check is not None:
+                _check(route.name, request.answer_check, log.sent + completion.text)
             if completion is not None:
                 run.answer = self._guarded_answer(ctx, log, route, run, completion, started)
             if holdback is not None:
@@ -717,6 +719,13 @@ def _gate(deployment: str, text: str) -> None:
     if found is not None:
         error = LoopRejected if found.loop else QualityRejected
         raise error(f"{deployment}: rejected by sincere's quality gate: {found.reason}")
+
+
+def _check(deployment: str, check: AnswerCheck, text: str) -> None:
+    """The caller's own check of a finished answer (``ChatRequest.answer_check``)."""
+    rejected = check(text)
+    if rejected is not None:
+        raise type(rejected)(f"{deployment}: {rejected.message}")
 
 
 def _loop_retry_helps(route: Route, error: ServiceError, run: _Try) -> bool:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sincere.errors import QualityRejected
 from sincere.tool_calls import ToolCall
+
+AnswerCheck = Callable[[str], QualityRejected | None]
+"""A caller's own check of a finished answer's text: the rejection (a failed attempt, as
+the quality gate's: not retried, not counted by the breaker), or None when it passes."""
 
 MessageRole = Literal["system", "user", "assistant", "tool"]
 """Who speaks in a chat message (not to be confused with a key's ``identity.KeyRole``)."""
@@ -56,6 +61,10 @@ class ChatRequest:
     # An earlier attempt of this request ended in a loop: sample with stronger repetition
     # penalties (the embedded model; see EmbeddedProvider).
     loop_retry: bool = False
+    # The caller's check of each finished answer (the analyst's number rule); None: none.
+    # Never sent upstream. In a stream the text has reached the caller before the check,
+    # so a rejection there ends the stream in error, as the quality gate's does.
+    answer_check: AnswerCheck | None = field(default=None, compare=False)
 
     @classmethod
     def of(

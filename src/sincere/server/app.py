@@ -18,6 +18,7 @@ from sincere.llm.prober import probe_open_deployments
 from sincere.runtime import Runtime, build_runtime
 from sincere.server import (
     admin_routes,
+    agent_routes,
     http_errors,
     openai_routes,
     ops_routes,
@@ -65,6 +66,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(ops_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(usage_routes.router)
+    app.include_router(agent_routes.router)
     app.include_router(websocket.router)
     http_errors.install(app)
     _publish_body_schemas(app)
