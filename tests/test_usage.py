@@ -497,3 +497,37 @@ def test_the_cli_prints_the_figures_their_freshness_and_reliability(tmp_path: Pa
     down = _sincere(tmp_path, "--config", str(tmp_path / "down.toml"), "--json")
     assert down.returncode == 75, down.stderr
     assert json.loads(down.stdout)["error"]["error_type"] == "data_unavailable"
+
+
+def test_an_enterprise_user_whom_no_source_can_answer_gets_a_ticket_resolved_when_it_can(
+    tmp_path: Path, fault_server: FaultServer
+) -> None:
+    gateway = build_runtime(settings_for(tmp_path, fault_server.base_url), env={})
+    with LiveServer(gateway) as live:
+        live.keys["ent"], _ = run(gateway.keys.create("ent", "enterprise", "user"))
+        live.keys["free"], _ = run(gateway.keys.create("free", "free", "user"))
+        asyncio.run(_escalated_and_resolved(live))
+
+
+async def _escalated_and_resolved(live: LiveGateway) -> None:
+    gateway = live.gateway
+    working = gateway.data
+    async with httpx.AsyncClient(timeout=HANG_GUARD_S) as client:
+        gateway.data = DataAgent(_unreachable_store(), None, gateway.settings.usage)
+        down = await _usage(client, live, "ent")
+        free = await _usage(client, live, "free")
+        gateway.data = working  # the store answers again
+        back = await _usage(client, live, "ent")
+    assert down.status_code == 503
+    error = down.json()["error"]
+    assert error["code"] == "data_unavailable"
+    assert error["ticket_id"].startswith("tkt_")
+    assert error["incident_id"].startswith("inc_")
+    assert error["incident_state"] == "open"
+    assert [a["deployment"] for a in error["attempts"]] == ["usage:store"]
+    assert "ticket_id" not in free.json()["error"]  # free does not escalate
+    assert back.status_code == 200
+    (incident,) = await gateway.escalations.incidents()
+    assert incident.id == error["incident_id"]
+    assert incident.deployment == "usage:store"
+    assert str(incident.state) == "resolved"

@@ -9,16 +9,20 @@ the request id, as everywhere under /v1; with no source able to answer, a 503
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
-from sincere.agents.data import WINDOWS, window_of
+from sincere.agents.data import STORE, WINDOWS, window_of
 from sincere.agents.usage import GroupBy
-from sincere.errors import PermissionDenied
-from sincere.identity import KeyRole
+from sincere.attempts import Attempt
+from sincere.context import RequestContext
+from sincere.errors import DataUnavailable, PermissionDenied
+from sincere.identity import Caller, KeyRole
+from sincere.ports import RequestRecord
 from sincere.runtime import Runtime
 from sincere.server.http_errors import bearer_key, request_id
 from sincere.server.ops_routes import gateway
@@ -145,5 +149,42 @@ async def usage(
         user = key.user_id
     asked = window_of(window, start, end, gw.data.now())
     ctx = gw.contexts.create(key.user_id, key.tier, request_id=rid)
-    answer = await gw.data.usage(ctx, asked, group_by, user)
+    started_at, started = time.time(), time.monotonic()
+    try:
+        answer = await gw.data.usage(ctx, asked, group_by, user)
+    except DataUnavailable as exc:
+        raise await _escalated(gw, Caller.of(key), ctx, exc, started_at, started) from None
+    if not answer.degraded:
+        await gw.escalation.answered(STORE)  # the store answered: its outage is over
     return JSONResponse(answer.to_dict())
+
+
+async def _escalated(
+    gw: Runtime,
+    caller: Caller,
+    ctx: RequestContext,
+    exc: DataUnavailable,
+    started_at: float,
+    started: float,
+) -> DataUnavailable:
+    """No source could answer: for a tier that escalates, a ticket in the store's incident
+    (as for a deployment's outage), with its fields in the error the caller reads."""
+    duration = time.monotonic() - started
+    tried = Attempt("", STORE, "sql", exc.error_type, round(duration, 6), detail=exc.message)
+    error = exc.with_context(ctx.error_context("usage"), [tried])
+    record = RequestRecord(
+        request_id=ctx.request_id,
+        user_id=caller.user_id,
+        tier=str(caller.tier),
+        surface="usage",
+        requested_model="usage",
+        started_at=started_at,
+        duration_s=duration,
+        attempts=(tried,),
+        answer=None,
+        error=error,
+        contact=caller.contact,
+    )
+    await gw.escalation.finished(record)
+    assert isinstance(error, DataUnavailable)
+    return error

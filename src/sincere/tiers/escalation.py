@@ -69,7 +69,7 @@ class Escalation:
 
     async def finished(self, record: RequestRecord) -> None:
         if record.answer is not None:
-            await self._answered(record.answer.provenance.deployment)
+            await self.answered(record.answer.provenance.deployment)
             return
         error = record.error
         if error is None or record.stop_reason is not None or not escalates(error):
@@ -111,9 +111,10 @@ class Escalation:
         model = self._settings.model(record.requested_model)
         return model.deployments[0] if model is not None else None
 
-    async def _answered(self, deployment: str) -> None:
-        """An answer from a deployment with an open incident is its recovery (a breaker
-        that never opened never closes, so its transition cannot be waited for)."""
+    async def answered(self, deployment: str) -> None:
+        """An answer from a deployment (or a service, such as the store) with an open
+        incident is its recovery (a breaker that never opened never closes, so its
+        transition cannot be waited for)."""
         if self._open is None:
             self._open = await self._store.open_deployments()
         if deployment in self._open:
