@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
+from sincere.agents.usage import GroupBy, GroupFigures
 from sincere.answer import Answer, Usage
 from sincere.attempts import Attempt
 from sincere.context import RequestContext
@@ -434,6 +435,13 @@ class TelemetryStore(Protocol):
 
     async def rows(self, start: float, end: float, user_id: str | None = None) -> list[AttemptRow]:
         """The rows of requests started in ``[start, end)``, of one user or of all."""
+        ...
+
+    async def figures(
+        self, start: float, end: float, user_id: str | None, group_by: GroupBy, min_samples: int
+    ) -> tuple[tuple[GroupFigures, ...], int]:
+        """The figures ``agents.figures.aggregate`` makes of those rows, computed where the
+        rows are; and how many rows they rest on."""
         ...
 
 

@@ -22,13 +22,21 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sincere.agents.figures import aggregate
-from sincere.agents.usage import Freshness, GroupBy, Usage, Verdict, Window, iso
+from sincere.agents.usage import (
+    Freshness,
+    GroupBy,
+    GroupFigures,
+    Usage,
+    Verdict,
+    Window,
+    iso,
+)
 from sincere.config import UsageConfig
 from sincere.context import RequestContext
 from sincere.errors import BadRequest, DataUnavailable, ServiceError
 from sincere.events import EventType
 from sincere.ports import TelemetryStore
-from sincere.telemetry import AttemptRow, RecentWindow
+from sincere.telemetry import RecentWindow
 
 STORE = "usage:store"
 MEMORY = "usage:memory"
@@ -78,7 +86,10 @@ class DataAgent:
             service=STORE,
         )
         try:
-            rows = await self._store.rows(window.start, window.end, user_id)
+            # Computed where the rows are: only the figures travel.
+            groups, read = await self._store.figures(
+                window.start, window.end, user_id, group_by, self._settings.min_samples
+            )
             newest = await self._store.newest()
         except ServiceError as exc:
             await ctx.emit(
@@ -87,10 +98,10 @@ class DataAgent:
                 service=STORE,
             )
             raise
-        await ctx.emit(
-            EventType.SERVICE_READY, f"{len(rows)} rows read from {source}", service=STORE
+        await ctx.emit(EventType.SERVICE_READY, f"{read} rows read from {source}", service=STORE)
+        return self._usage(
+            groups, read, newest, source, False, STORE_SCOPE, window, group_by, user_id, ()
         )
-        return self._usage(rows, newest, source, False, STORE_SCOPE, window, group_by, user_id, ())
 
     async def _from_memory(
         self,
@@ -137,8 +148,18 @@ class DataAgent:
             f"{len(rows)} rows read from {MEMORY_SOURCE} ({scope}), degraded",
             service=MEMORY,
         )
+        groups = aggregate(rows, group_by, self._settings.min_samples)
         return self._usage(
-            rows, newest, MEMORY_SOURCE, True, scope, window, group_by, user_id, tuple(notes)
+            groups,
+            len(rows),
+            newest,
+            MEMORY_SOURCE,
+            True,
+            scope,
+            window,
+            group_by,
+            user_id,
+            tuple(notes),
         )
 
     def memory_scope(self) -> str:
@@ -149,7 +170,8 @@ class DataAgent:
 
     def _usage(
         self,
-        rows: list[AttemptRow],
+        groups: tuple[GroupFigures, ...],
+        rows_read: int,
         newest: float | None,
         source: str,
         degraded: bool,
@@ -182,11 +204,11 @@ class DataAgent:
             window=window,
             group_by=group_by,
             user_id=user_id,
-            groups=aggregate(rows, group_by, self._settings.min_samples),
+            groups=groups,
             freshness=freshness,
             min_samples=self._settings.min_samples,
             query=query,
-            rows_read=len(rows),
+            rows_read=rows_read,
             notes=notes,
         )
 

@@ -22,6 +22,9 @@ from sincere.agents.usage import GroupBy, GroupFigures
 from sincere.telemetry import AttemptRow, percentile
 
 NO_DEPLOYMENT = "none"  # the deployment key of requests that reached no deployment
+# Costs are given to 1e-12 USD: a sum's last binary digit depends on the order it is added
+# in (the database's, or this module's), far below any price.
+COST_DECIMALS = 12
 
 
 @dataclass(slots=True)
@@ -130,8 +133,7 @@ def _figures(key: str, g: _Group, min_samples: int) -> GroupFigures:
         ttft_p95_s=percentile(g.ttfts, 0.95),
         tokens_in=g.tokens_in if g.tokens_known else None,
         tokens_out=g.tokens_out if g.tokens_known else None,
-        # fsum: the same sum whatever order the store returned the rows in
-        cost_usd=math.fsum(g.costs) if g.costs else None,
+        cost_usd=round(math.fsum(g.costs), COST_DECIMALS) if g.costs else None,
         token_coverage=g.tokens_known / n if n else None,
         cost_coverage=len(g.costs) / n if n else None,
         below_min_samples=n < min_samples,
