@@ -105,6 +105,8 @@ def traffic(count: int, now: float, seed: int = 12) -> list[AttemptRow]:
                     ttft_s=rng.uniform(0.05, 0.8) if ok else None,
                     queue_wait_s=0.0 if final else None,
                     request_latency_s=rng.uniform(0.2, 6.0) if final else None,
+                    request_cost_usd=(tokens_in + 2 * tokens_out) / 1e6 if final and ok else None,
+                    request_rows=len(attempts) if final else None,
                 )
             )
     return rows[:count]
@@ -131,7 +133,10 @@ async def time_queries(server: Server, keys: dict[str, str]) -> dict[str, list[f
                 response = await client.get(f"/v1/usage?{query}{user}", headers=headers)
                 times.append(time.perf_counter() - started)
                 if response.status_code != 200:
-                    raise RuntimeError(f"/v1/usage?{query}: {response.status_code} {response.text}")
+                    raise RuntimeError(
+                        f"/v1/usage?{query}: {response.status_code} {response.text}\n"
+                        f"{server.tail()}"
+                    )
             timings[f"{who}: {query}"] = times
     return timings
 

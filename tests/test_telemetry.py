@@ -43,6 +43,8 @@ def _row(request_id: str, at: float, **changes: object) -> AttemptRow:
         "ttft_s": 0.05,
         "queue_wait_s": 0.0,
         "request_latency_s": 0.1,
+        "request_cost_usd": 0.00002,
+        "request_rows": 1,
     }
     values.update(changes)
     return AttemptRow(**values)  # type: ignore[arg-type]
@@ -131,3 +133,5 @@ async def test_every_attempt_of_a_failed_over_request_is_recorded_with_what_is_k
     assert won.tier == "standard"
     assert won.request_latency_s is not None
     assert won.ttft_s is not None
+    assert won.request_cost_usd is None  # one attempt's cost is unknown: the request's too
+    assert won.request_rows == 2

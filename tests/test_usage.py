@@ -63,8 +63,12 @@ def _row(request_id: str, at: float, **changes: object) -> AttemptRow:
         "ttft_s": 0.05,
         "queue_wait_s": 0.0,
         "request_latency_s": 0.1,
+        "request_rows": 1,
     }
     values.update(changes)
+    # The deciding row carries what all of the request's attempts were billed: this one's,
+    # unless a test says otherwise (a request of several attempts).
+    values.setdefault("request_cost_usd", values["cost_usd"])
     return AttemptRow(**values)  # type: ignore[arg-type]
 
 
@@ -79,12 +83,29 @@ def test_a_request_counts_once_its_cost_sums_its_attempts_and_unknown_stays_unkn
     unknown: dict[str, object] = {"tokens_in": None, "tokens_out": None, "ttft_s": None}
     rows = [
         # failed over: a billed failure (0.0: refused), then the answer
-        _row("r1", 10, index=1, deployment="spare", cost_usd=0.5, request_latency_s=2.0),
+        _row(
+            "r1",
+            10,
+            index=1,
+            deployment="spare",
+            cost_usd=0.5,
+            request_latency_s=2.0,
+            request_cost_usd=0.5,
+            request_rows=2,
+        ),
         _row("r1", 10, final=False, outcome="service_unavailable", cost_usd=0.0, **unknown),
         # one attempt's cost unknown: the request's cost is unknown
-        _row("r2", 20, cost_usd=None, request_latency_s=1.0),
+        _row("r2", 20, cost_usd=None, request_latency_s=1.0, request_cost_usd=None),
         # failed: no tokens; its cost (0.0) known
-        _row("r3", 30, request_outcome="timeout", cost_usd=0.0, request_latency_s=3.0, **unknown),
+        _row(
+            "r3",
+            30,
+            request_outcome="timeout",
+            cost_usd=0.0,
+            request_latency_s=3.0,
+            request_cost_usd=0.0,
+            **unknown,
+        ),
         # refused before any deployment: nothing was asked of a provider, nothing billed
         _row(
             "r4",
@@ -93,6 +114,7 @@ def test_a_request_counts_once_its_cost_sums_its_attempts_and_unknown_stays_unkn
             request_outcome="rate_limited",
             cost_usd=None,
             request_latency_s=0.001,
+            request_cost_usd=0.0,
             **unknown,
         ),
         # its deciding row is not recorded (yet): not counted

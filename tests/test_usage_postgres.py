@@ -48,7 +48,16 @@ async def test_figures_from_postgresql_are_exact(fresh_schema: str) -> None:
         rows = [_row(f"a{i}", now - 10 * i, cost_usd=0.1) for i in range(1, 6)]
         rows += [
             _row("f1", now - 5, index=0, final=False, outcome="timeout", cost_usd=0.0),
-            _row("f1", now - 5, index=1, request_outcome="timeout", cost_usd=0.2, tokens_in=None),
+            _row(
+                "f1",
+                now - 5,
+                index=1,
+                request_outcome="timeout",
+                cost_usd=0.2,
+                tokens_in=None,
+                request_cost_usd=0.2,  # 0.0 + 0.2
+                request_rows=2,
+            ),
             _row("b1", now - 3, user_id="bob", tokens_in=7, tokens_out=1),
         ]
         await store.write(rows)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -46,11 +47,12 @@ def _traffic(count: int) -> list[AttemptRow]:
             "requested_model": model,
             "request_outcome": outcome,
         }
+        request_rows: list[AttemptRow] = []
         for index in range(max(1, tries)):
             final = index == max(1, tries) - 1
             won = answered and final
             known = rng.random() < 0.9
-            rows.append(
+            request_rows.append(
                 AttemptRow(
                     **common,  # type: ignore[arg-type]
                     index=index,
@@ -68,6 +70,12 @@ def _traffic(count: int) -> list[AttemptRow]:
                     request_latency_s=round(rng.uniform(0.1, 5), 3) if final else None,
                 )
             )
+        costs = [r.cost_usd for r in request_rows]
+        cost = 0.0 if refused else (None if None in costs else sum(c or 0.0 for c in costs))
+        request_rows[-1] = replace(
+            request_rows[-1], request_cost_usd=cost, request_rows=len(request_rows)
+        )
+        rows += request_rows
     return rows
 
 

@@ -21,7 +21,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from sincere.attempts import OK
@@ -61,6 +61,10 @@ class AttemptRow:
     ttft_s: float | None
     queue_wait_s: float | None  # on the final row: the request's time in queues
     request_latency_s: float | None  # on the final row: the whole request's duration
+    # On the final row: what all of the request's attempts were billed (None: one of them
+    # is unknown; 0 for a request that reached no deployment), and its number of rows.
+    request_cost_usd: float | None = None
+    request_rows: int | None = None
 
     @property
     def answered(self) -> bool:
@@ -112,6 +116,10 @@ def rows_of(record: RequestRecord) -> list[AttemptRow]:
                 request_latency_s=record.duration_s if final else None,
             )
         )
+    if rows:
+        costs = [a.cost_usd for a in attempts]
+        cost = None if None in costs else math.fsum(c for c in costs if c is not None)
+        rows[-1] = replace(rows[-1], request_cost_usd=cost, request_rows=len(rows))
     if not rows:  # refused before any route was tried (a tier limit, a bad request)
         rows.append(
             AttemptRow(
@@ -135,6 +143,8 @@ def rows_of(record: RequestRecord) -> list[AttemptRow]:
                 ttft_s=None,
                 queue_wait_s=queue_wait,
                 request_latency_s=record.duration_s,
+                request_cost_usd=0.0,  # no provider was asked
+                request_rows=1,
             )
         )
     return rows

@@ -3,9 +3,10 @@
 A request is counted once, by its deciding (``final``) row: its outcome, its latency, its
 time to first token, the deployment that decided it. Its tokens are those of the answer
 (the answering attempt's, as the provider reported them); its cost is the sum of what
-each of its attempts was billed, since a failed attempt can be billed too, and is
-unknown as soon as one attempt's cost is unknown. A request that reached no deployment
-(refused by a tier limit, say) cost nothing: no provider was asked.
+each of its attempts was billed (``request_cost_usd``, summed when the request ended),
+since a failed attempt can be billed too, and is unknown as soon as one attempt's cost
+is unknown. A request that reached no deployment (refused by a tier limit, say) cost
+nothing: no provider was asked.
 
 Unknown stays unknown: a sum over a group is None when no request of the group has the
 figure, and the coverage says which share of the requests it rests on.
@@ -72,29 +73,20 @@ def _key_of(group_by: GroupBy) -> Callable[[AttemptRow], str]:
 def aggregate(
     rows: Iterable[AttemptRow], group_by: GroupBy, min_samples: int
 ) -> tuple[GroupFigures, ...]:
-    """The figures of every group, sorted by key. Rows may come in any order."""
-    finals: dict[str, AttemptRow] = {}
-    costs: dict[str, float | None] = {}  # per request; None: one attempt's is unknown
-    for row in rows:  # one pass over the rows: each request's final row and its cost
-        rid = row.request_id
-        if row.final:
-            finals[rid] = row
-        # no deployment: no provider was asked, nothing billed
-        cost = 0.0 if row.deployment is None else row.cost_usd
-        before = costs.get(rid, 0.0)
-        # A request's few attempts: mostly one cost besides zeros, so the sum does not
-        # depend on the order the store returns them in.
-        costs[rid] = None if before is None or cost is None else before + cost
+    """The figures of every group, sorted by key. Rows may come in any order; a request is
+    read from its deciding row, which carries what its attempts were billed in all."""
     key_of = _key_of(group_by)
     groups: dict[str, _Group] = {}
-    # one pass over the requests; one whose final row is not written yet (a batch cut in
-    # two) is left out rather than guessed
-    for rid, final in finals.items():
+    # A request whose final row is not written yet (a batch cut in two) is left out rather
+    # than guessed.
+    for final in rows:
+        if not final.final:
+            continue
         key = key_of(final)
         group = groups.get(key)
         if group is None:
             group = groups[key] = _Group()
-        _add(group, final, costs[rid])
+        _add(group, final, final.request_cost_usd)
     return tuple(_figures(key, groups[key], min_samples) for key in sorted(groups))
 
 

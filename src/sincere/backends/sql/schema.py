@@ -161,6 +161,8 @@ telemetry_attempts = Table(
     Column("ttft_s", Float, nullable=True),
     Column("queue_wait_s", Float, nullable=True),
     Column("request_latency_s", Float, nullable=True),
+    Column("request_cost_usd", Float, nullable=True),
+    Column("request_rows", Integer, nullable=True),
     Index("ux_telemetry_attempts_request", "request_id", "attempt", unique=True),
     Index("ix_telemetry_attempts_at", "at"),
     Index("ix_telemetry_attempts_user_at", "user_id", "at"),

@@ -35,6 +35,8 @@ def upgrade() -> None:
         sa.Column("ttft_s", sa.Float, nullable=True),
         sa.Column("queue_wait_s", sa.Float, nullable=True),
         sa.Column("request_latency_s", sa.Float, nullable=True),
+        sa.Column("request_cost_usd", sa.Float, nullable=True),
+        sa.Column("request_rows", sa.Integer, nullable=True),
     )
     op.create_index(
         "ux_telemetry_attempts_request",
