@@ -16,38 +16,10 @@ from sincere.telemetry import AttemptRow, RecentWindow, TelemetryWriter
 from tests.clocks import ManualClock
 from tests.faults import Fault, FaultServer
 from tests.live import LiveServer, fallback_config, run
+from tests.test_usage import _row
 
 HANG_GUARD_S = 30
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/test"  # nothing listens there
-
-
-def _row(request_id: str, at: float, **changes: object) -> AttemptRow:
-    values: dict[str, object] = {
-        "at": at,
-        "request_id": request_id,
-        "index": 0,
-        "user_id": "alice",
-        "tier": "free",
-        "surface": "http",
-        "requested_model": "gpt",
-        "model": "gpt",
-        "deployment": "up",
-        "outcome": "ok",
-        "final": True,
-        "request_outcome": "answered",
-        "status_code": None,
-        "latency_s": 0.1,
-        "tokens_in": 10,
-        "tokens_out": 5,
-        "cost_usd": 0.00002,
-        "ttft_s": 0.05,
-        "queue_wait_s": 0.0,
-        "request_latency_s": 0.1,
-        "request_cost_usd": 0.00002,
-        "request_rows": 1,
-    }
-    values.update(changes)
-    return AttemptRow(**values)  # type: ignore[arg-type]
 
 
 async def test_a_batch_written_twice_counts_once_and_old_rows_are_pruned(tmp_path: Path) -> None:
