@@ -286,6 +286,11 @@ class ServiceHistory(Protocol):
         """The newest transitions of one service, newest first."""
         ...
 
+    async def between(self, service: str, start: float, end: float) -> list[RecordedTransition]:
+        """The transitions of one service recorded in ``[start, end)``, oldest first, led by
+        the last one before ``start`` when there is one (the state the range began in)."""
+        ...
+
 
 # ─── escalation ──────────────────────────────────────────────────────────────────────
 

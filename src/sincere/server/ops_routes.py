@@ -1,4 +1,5 @@
-"""Operator routes: /health, /livez, /readyz, /status and /metrics.
+"""Operator routes: /health, /livez, /readyz, /status (HTML for browsers, the Statuspage
+API v2 under /api/v2, an Atom feed of incidents) and /metrics.
 
 Every value they show is read at request time from the process: breaker states and their
 schedules, each deployment's last observed health, transitions recorded in the store, a
@@ -21,7 +22,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection
 from redis.exceptions import RedisError
 from sqlalchemy import text
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from sincere import __version__
 from sincere.errors import DataUnavailable
@@ -31,7 +32,9 @@ from sincere.llm.breaker import BreakerState
 from sincere.ports import Breakers, BreakerView, RecordedTransition
 from sincere.redact import REDACTED, redact
 from sincere.runtime import Runtime
+from sincere.server import status_page
 from sincere.server.http_errors import bearer_key, request_id
+from sincere.tiers.incidents import Incident
 
 log = logging.getLogger("sincere.server")
 router = APIRouter(tags=["operations"])
@@ -62,6 +65,10 @@ class HealthJSON(JSONResponse):
 
 class PrometheusText(Response):
     media_type = CONTENT_TYPE_LATEST
+
+
+class AtomXML(Response):
+    media_type = "application/atom+xml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,18 +146,32 @@ async def health(gw: Runtime = Depends(gateway)) -> Response:  # noqa: B008
 
 @router.get(
     "/status",
+    response_model=dict[str, Any],
     responses={
+        200: {"content": {"text/html": {}}},
         401: {"description": "An unknown or revoked API key was sent", "content": _PROBLEM},
         503: {"description": "The recorded history is unavailable", "content": _PROBLEM},
     },
 )
-async def status(request: Request, gw: Runtime = Depends(gateway)) -> dict[str, Any]:  # noqa: B008
+async def status(request: Request, gw: Runtime = Depends(gateway)) -> Response | dict[str, Any]:  # noqa: B008
     """The status page: each deployment's state now, since when, and its recorded transitions.
 
-    Public: states and times. With an admin key, the reasons and messages too: they may
-    quote a provider's words, which are for operators.
+    JSON unless the client prefers HTML (a browser): then the page, with 90 daily uptime bars
+    per component and the incidents, needing no key and no JavaScript. Public: states and
+    times. With an admin key, the JSON has the reasons and messages too: they may quote a
+    provider's words, which are for operators.
     """
-    detailed = await _is_admin(request, gw)
+    if _prefers_html(request.headers.get("accept", "")):
+        view = await _public_page(request, gw)
+        markup = status_page.html(
+            view.url, view.body["status"], view.components, view.incidents, view.now
+        )
+        return HTMLResponse(markup, headers={"Cache-Control": "no-cache"})
+    return await _status_body(gw, await _is_admin(request, gw))
+
+
+async def _status_body(gw: Runtime, detailed: bool) -> dict[str, Any]:
+    """The /status JSON: every component's state now and its last recorded transitions."""
     breakers = gw.cascade.breakers
     history = await _recorded_history(gw, list(breakers.names()))
     registry = gw.cascade.registry
@@ -172,6 +193,112 @@ async def status(request: Request, gw: Runtime = Depends(gateway)) -> dict[str, 
         "services": services,
         "backends": backends,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class PublicPage:
+    """What the public status page shows, read once per request."""
+
+    url: str  # the page's base URL, ending in /
+    now: float
+    body: dict[str, Any]  # the public /status JSON
+    components: list[status_page.Component]
+    incidents: list[dict[str, Any]]  # Statuspage-shaped, newest first
+
+
+async def _public_page(request: Request, gw: Runtime) -> PublicPage:
+    """The public view (no key is read): states now, 90 days of recorded transitions, and
+    the escalation store's incidents."""
+    body = await _status_body(gw, detailed=False)
+    now = time.time()
+    names = [s["name"] for s in body["services"]]
+    history = await _history_between(gw, names, now - 90 * status_page.DAY_S, now)
+    comps = status_page.components(body, history, now, gw.started_at)
+    url = str(request.base_url)
+    by_name = {c.name: c for c in comps}
+    incidents = [
+        status_page.incident_json(i, url + "status", by_name, now)
+        for i in await _escalated_incidents(gw)
+    ]
+    return PublicPage(url, now, body, comps, incidents)
+
+
+@router.get("/api/v2/status.json", tags=["status page"])
+async def statuspage_status(request: Request, gw: Runtime = Depends(gateway)) -> dict[str, Any]:  # noqa: B008
+    """Statuspage's public ``status.json``: the page and its overall indicator."""
+    view = await _public_page(request, gw)
+    return {
+        "page": status_page.page(view.url, view.now),
+        "status": status_page.status(view.body["status"]),
+    }
+
+
+@router.get("/api/v2/components.json", tags=["status page"])
+async def statuspage_components(request: Request, gw: Runtime = Depends(gateway)) -> dict[str, Any]:  # noqa: B008
+    """Statuspage's public ``components.json``: every deployment, the store and Redis."""
+    view = await _public_page(request, gw)
+    return {
+        "page": status_page.page(view.url, view.now),
+        "components": [status_page.component_json(c, view.now) for c in view.components],
+    }
+
+
+@router.get("/api/v2/incidents.json", tags=["status page"])
+async def statuspage_incidents(request: Request, gw: Runtime = Depends(gateway)) -> dict[str, Any]:  # noqa: B008
+    """Statuspage's public ``incidents.json``: the escalation store's incidents, newest first."""
+    view = await _public_page(request, gw)
+    return {"page": status_page.page(view.url, view.now), "incidents": view.incidents}
+
+
+@router.get("/api/v2/incidents/unresolved.json", tags=["status page"])
+async def statuspage_unresolved(request: Request, gw: Runtime = Depends(gateway)) -> dict[str, Any]:  # noqa: B008
+    """Statuspage's public ``incidents/unresolved.json``."""
+    view = await _public_page(request, gw)
+    unresolved = [i for i in view.incidents if i["status"] != "resolved"]
+    return {"page": status_page.page(view.url, view.now), "incidents": unresolved}
+
+
+@router.get("/api/v2/summary.json", tags=["status page"])
+async def statuspage_summary(request: Request, gw: Runtime = Depends(gateway)) -> dict[str, Any]:  # noqa: B008
+    """Statuspage's public ``summary.json``: page, status, components, unresolved incidents."""
+    view = await _public_page(request, gw)
+    return {
+        "page": status_page.page(view.url, view.now),
+        "status": status_page.status(view.body["status"]),
+        "components": [status_page.component_json(c, view.now) for c in view.components],
+        "incidents": [i for i in view.incidents if i["status"] != "resolved"],
+        "scheduled_maintenances": [],
+    }
+
+
+@router.get("/status/feed.atom", tags=["status page"], response_class=AtomXML)
+@router.get("/history.atom", tags=["status page"], response_class=AtomXML)
+async def status_feed(request: Request, gw: Runtime = Depends(gateway)) -> Response:  # noqa: B008
+    """An Atom feed of the incidents, newest first (``/history.atom`` as on Statuspage)."""
+    view = await _public_page(request, gw)
+    return AtomXML(status_page.atom(view.url, view.incidents, view.now))
+
+
+def _prefers_html(accept: str) -> bool:
+    """Whether the client prefers ``text/html`` (a browser) to JSON: only an explicit
+    ``text/html`` counts, so an API client sending nothing or ``*/*`` keeps the JSON."""
+    html_q = json_q = 0.0
+    for item in accept.split(","):
+        kind, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        kind = kind.lower()
+        if kind == "text/html":
+            html_q = max(html_q, q)
+        elif kind in ("application/json", "application/*", "*/*"):
+            json_q = max(json_q, q)
+    return html_q > 0 and html_q >= json_q
 
 
 @router.get(
@@ -332,6 +459,37 @@ async def _recorded_history(gw: Runtime, names: list[str]) -> dict[str, list[Rec
         log.warning("reading the service history failed", exc_info=True)
         raise DataUnavailable(
             f"the recorded service history could not be read ({type(exc).__name__})"
+        ) from exc
+
+
+async def _history_between(
+    gw: Runtime, names: list[str], start: float, end: float
+) -> dict[str, list[RecordedTransition]]:
+    """Each service's transitions in ``[start, end)`` (led by the one before), or a 503."""
+
+    async def read() -> dict[str, list[RecordedTransition]]:
+        await gw.history_writer.flush()
+        return {name: await gw.history.between(name, start, end) for name in names}
+
+    try:
+        return await asyncio.wait_for(read(), gw.settings.defaults.connect_timeout_s)
+    except Exception as exc:  # uptime must not be guessed
+        log.warning("reading the service history failed", exc_info=True)
+        raise DataUnavailable(
+            f"the recorded service history could not be read ({type(exc).__name__})"
+        ) from exc
+
+
+async def _escalated_incidents(gw: Runtime) -> list[Incident]:
+    """The escalation store's incidents, newest first, or a 503 when it cannot be read."""
+    try:
+        return await asyncio.wait_for(
+            gw.escalations.incidents(50), gw.settings.defaults.connect_timeout_s
+        )
+    except Exception as exc:  # an empty list would claim there were none
+        log.warning("reading the incidents failed", exc_info=True)
+        raise DataUnavailable(
+            f"the recorded incidents could not be read ({type(exc).__name__})"
         ) from exc
 
 

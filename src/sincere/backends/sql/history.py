@@ -22,6 +22,11 @@ class SqlServiceHistory:
         """The newest transitions of one service, newest first."""
         return await self._db.run(self._select, service, limit)
 
+    async def between(self, service: str, start: float, end: float) -> list[RecordedTransition]:
+        """The transitions in ``[start, end)``, oldest first, led by the last one before
+        ``start`` (the state the range began in), when there is one."""
+        return await self._db.run(self._select_between, service, start, end)
+
     def _insert(self, service: str, state: str, message: str, at: float) -> None:
         with self._db.engine.begin() as conn:
             conn.execute(
@@ -39,3 +44,19 @@ class SqlServiceHistory:
                 .limit(limit)
             ).all()
         return [RecordedTransition(r.service, r.state, r.message, r.at) for r in rows]
+
+    def _select_between(self, service: str, start: float, end: float) -> list[RecordedTransition]:
+        t = service_transitions.c
+        with self._db.engine.connect() as conn:
+            before = conn.execute(
+                select(service_transitions)
+                .where(t.service == service, t.at < start)
+                .order_by(t.at.desc(), t.id.desc())
+                .limit(1)
+            ).all()
+            within = conn.execute(
+                select(service_transitions)
+                .where(t.service == service, t.at >= start, t.at < end)
+                .order_by(t.at, t.id)
+            ).all()
+        return [RecordedTransition(r.service, r.state, r.message, r.at) for r in [*before, *within]]
