@@ -6,7 +6,7 @@ import pytest
 
 from sincere.backends.memory.events import InProcessEventBus
 from sincere.context import ContextFactory
-from sincere.events import EPOCH_SPAN, EventType, SlowConsumer
+from sincere.events import EPOCH_SPAN, GAP_DROPPED, EventType, SlowConsumer
 
 
 async def _publish(bus: InProcessEventBus, user: str, n: int) -> None:
@@ -151,3 +151,17 @@ async def test_zero_means_from_the_start_of_this_stream() -> None:
     assert replay.gap is False
     assert len(replay.events) == 2
     assert await bus.bounds("bob") == (7 * EPOCH_SPAN + 1, 7 * EPOCH_SPAN)  # a user with no events
+
+
+async def test_the_last_id_an_empty_stream_announces_resumes_it_with_the_true_gap_reason() -> None:
+    # A client connected before any event gets the stream's start as its last id (bounds);
+    # resuming from it after the history dropped events is a dropped-events gap, not an id
+    # of an earlier process.
+    bus = InProcessEventBus(epoch=3, history=3)
+    _, announced = await bus.bounds("alice")
+    await _publish(bus, "alice", 5)
+    replay = await bus.replay("alice", after_id=announced)
+    assert replay.gap is True
+    assert replay.reason == GAP_DROPPED
+    assert [e.id for e in replay.events] == [announced + 3, announced + 4, announced + 5]
+    assert (await InProcessEventBus(epoch=3).replay("alice", after_id=announced)).gap is False

@@ -217,8 +217,9 @@ class InProcessEventBus:
             # Not an id this stream gave: taken as given it would hide the events numbered
             # up to it. Everything retained, as a gap.
             return Replay(tuple(log.history), gap=True, reason=GAP_BEYOND)
-        if 0 < after_id <= self._start:
+        if 0 < after_id < self._start:
             # An earlier process's id: what came after it there is gone with that process.
+            # The start itself is this stream's own: bounds() announces it while it is empty.
             return Replay(tuple(log.history), gap=True, reason=GAP_BEFORE)
         seen = max(after_id, self._start)
         oldest, _ = self._bounds(log)
