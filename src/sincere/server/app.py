@@ -22,6 +22,7 @@ from sincere.server import (
     http_errors,
     openai_routes,
     ops_routes,
+    playground,
     usage_routes,
     websocket,
 )
@@ -68,6 +69,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(usage_routes.router)
     app.include_router(agent_routes.router)
     app.include_router(websocket.router)
+    app.include_router(playground.router)
+    app.mount("/static", playground.static_files(), name="static")
     http_errors.install(app)
     _publish_body_schemas(app)
     app.add_middleware(ServeAhead, route=openai_routes.CHAT_ROUTE)

@@ -82,7 +82,13 @@ async def events(websocket: WebSocket) -> None:
     sub = await gw.bus.subscribe(record.user_id, last_event_id)
     try:
         await websocket.send_json(
-            {"type": "ready", "user_id": record.user_id, "last_event_id": last_id}
+            {
+                "type": "ready",
+                "user_id": record.user_id,
+                "last_event_id": last_id,
+                # A client that hears nothing for a few of these knows the link is dead.
+                "heartbeat_s": gw.settings.server.heartbeat_s,
+            }
         )
         if sub.gap:
             gap: dict[str, Any] = {

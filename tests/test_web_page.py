@@ -1,0 +1,372 @@
+"""The web page in a real browser (Debian's Chromium through Playwright) against a real
+gateway whose deployments are fault servers: the playground's chat, provenance, errors,
+queue places and live events, the status page without JavaScript, and keyboard-only use."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from sincere.config import load_settings
+from sincere.runtime import build_runtime
+from tests.browser import chromium
+from tests.faults import Fault, FaultServer
+from tests.live import LiveGateway, LiveServer, run
+from tests.redis_cut import RedisCut
+
+GUARD_MS = 30_000  # a hang guard: only a broken page takes this long
+expect.set_options(timeout=GUARD_MS)
+UP_TEXT = "Paris is the capital of France."
+SPARE_TEXT = "The spare deployment answers: Paris."
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    # One per test, set up after the suite's async fixtures: while Playwright's sync API is
+    # started it holds this thread's event loop, which pytest-asyncio needs between tests.
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def spare() -> Iterator[FaultServer]:
+    with FaultServer(Fault.ok(SPARE_TEXT)) as server:
+        yield server
+
+
+@pytest.fixture
+def site(
+    request: pytest.FixtureRequest, tmp_path: Path, fault_server: FaultServer, spare: FaultServer
+) -> Iterator[LiveGateway]:
+    """Model 'gpt' on deployment 'up' (one request at a time), falling back to 'backup' on
+    'spare'; heartbeats every 0.5 s so that the page notices a dead link quickly. An indirect
+    parameter sets how many events are kept per user for replay."""
+    history = getattr(request, "param", {}).get("event_history", 1000)
+    fault_server.default = Fault.ok(UP_TEXT)
+    path = tmp_path / "sincere.toml"
+    path.write_text(
+        f"""
+[defaults]
+max_retries = 0
+first_token_timeout_s = 10
+stream_idle_timeout_s = 10
+
+[server]
+heartbeat_s = 0.5
+event_history = {history}
+
+[[models]]
+name = "gpt"
+deployments = ["up"]
+fallbacks = ["backup"]
+
+[[models]]
+name = "backup"
+deployments = ["spare"]
+
+[[deployments]]
+name = "up"
+provider = "openai"
+base_url = "{fault_server.base_url}"
+model = "up-model"
+max_concurrency = 1
+input_price_per_mtok = 1.0
+output_price_per_mtok = 2.0
+
+[[deployments]]
+name = "spare"
+provider = "openai"
+base_url = "{spare.base_url}"
+model = "spare-model"
+"""
+    )
+    settings = load_settings(path, env={"SINCERE_DATA_DIR": str(tmp_path / "data")})
+    gateway = build_runtime(settings, env={})
+    with LiveServer(gateway) as live:
+        live.keys["alice"], _ = run(gateway.keys.create("alice", "enterprise", "user"))
+        yield live
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    ctx = browser.new_context(viewport={"width": 375, "height": 800})
+    ctx.set_default_timeout(GUARD_MS)
+    yield ctx
+    ctx.close()
+
+
+def _open(context: BrowserContext, site: LiveGateway) -> Page:
+    """The playground with alice's key entered and the models listed."""
+    page = context.new_page()
+    page.goto(site.url + "/")
+    page.get_by_label("Your sincere API key").fill(site.keys["alice"])
+    page.get_by_role("button", name="Use this key").click()
+    expect(page.get_by_label("Model")).to_have_value("gpt")
+    expect(page.locator("#events-state")).to_have_text("Live.")
+    return page
+
+
+def _ask(page: Page, prompt: str) -> None:
+    page.get_by_label("Message").fill(prompt)
+    page.get_by_role("button", name="Send").click()
+
+
+def _event_ids(page: Page) -> list[int]:
+    ids = page.locator("#events li[data-event-id]").evaluate_all(
+        "items => items.map(i => Number(i.dataset.eventId))"
+    )
+    return [int(i) for i in ids]
+
+
+def test_a_chat_is_answered_with_its_provenance_and_the_key_stays_in_the_tab(
+    context: BrowserContext, site: LiveGateway, fault_server: FaultServer
+) -> None:
+    page = _open(context, site)
+    with page.expect_response("**/v1/chat/completions") as answered:
+        _ask(page, "What is the capital of France?")
+    rid = answered.value.headers["x-request-id"]
+    turn = page.get_by_role("article", name="Answer 1")
+    expect(turn).to_have_attribute("data-state", "answered")
+    expect(turn.locator(".answer")).to_have_text(UP_TEXT)
+    provenance = turn.locator("dl.provenance")
+    expect(provenance).to_contain_text("Deploymentup")
+    expect(provenance.locator(".attempts li")).to_have_count(1)
+    expect(provenance.locator(".attempts li")).to_contain_text("up (gpt): ok")
+    expect(provenance).to_contain_text(re.compile(r"Tokens\d+ in, \d+ out"))
+    expect(provenance).to_contain_text(re.compile(r"Cost\$\d+\.\d{6}"))
+    expect(provenance).to_contain_text(re.compile(r"Latency\d+ ms"))
+    expect(provenance).to_contain_text(re.compile(r"First token\d+ ms"))
+    expect(provenance).to_contain_text(f"Request id{rid}")
+    # The events panel shows the request's own events, live.
+    expect(page.locator("#events")).to_contain_text("request completed")
+    # The key is in this tab's session storage only: no cookie, never in a URL.
+    key = site.keys["alice"]
+    assert page.evaluate("sessionStorage.getItem('sincere.key')") == key
+    assert context.cookies() == []
+    assert key not in page.url
+    # A second turn carries the conversation: the upstream sees the first answer.
+    _ask(page, "And of Italy?")
+    expect(page.get_by_role("article", name="Answer 2")).to_have_attribute("data-state", "answered")
+    sent = fault_server.completions[-1].body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert sent[1]["content"] == UP_TEXT
+
+
+def test_a_failing_primary_shows_its_degraded_event_while_the_fallback_answers(
+    context: BrowserContext, site: LiveGateway, fault_server: FaultServer, spare: FaultServer
+) -> None:
+    fault_server.script(Fault.status(503, message="upstream overloaded"))
+    spare.default = Fault.ok(SPARE_TEXT, delay_s=2.0)  # the fallback takes its time
+    page = _open(context, site)
+    _ask(page, "What is the capital of France?")
+    turn = page.get_by_role("article", name="Answer 1")
+    degraded = page.locator("#events li.ev-service_degraded")
+    expect(degraded).to_contain_text("up failed (service_unavailable)")
+    # Seen while it happens: the answer has not arrived yet.
+    assert turn.get_attribute("data-state") != "answered"
+    expect(turn).to_have_attribute("data-state", "answered")
+    expect(turn.locator(".answer")).to_have_text(SPARE_TEXT)
+    attempts = turn.locator("dl.provenance .attempts li")
+    expect(attempts).to_have_count(2)
+    expect(attempts.nth(0)).to_contain_text("up (gpt): service_unavailable HTTP 503")
+    expect(attempts.nth(1)).to_contain_text("spare (backup): ok")
+    expect(turn.locator("dl.provenance")).to_contain_text("Deploymentspare")
+
+
+def test_all_routes_down_shows_the_error_its_request_id_and_a_retry_after_countdown(
+    context: BrowserContext, site: LiveGateway, fault_server: FaultServer, spare: FaultServer
+) -> None:
+    fault_server.default = Fault.rate_limited(retry_after=6)
+    spare.default = Fault.rate_limited(retry_after=6)
+    page = _open(context, site)
+    with page.expect_response("**/v1/chat/completions") as failed:
+        _ask(page, "What is the capital of France?")
+    response = failed.value
+    assert response.status == 429
+    rid = response.headers["x-request-id"]
+    turn = page.get_by_role("article", name="Answer 1")
+    expect(turn).to_have_attribute("data-state", "failed")
+    expect(turn.locator(".state")).to_contain_text("Failed: 429")
+    error = turn.locator("dl.error-detail")
+    expect(error).to_contain_text(f"Request id{rid}")
+    expect(error.locator(".attempts li")).to_have_count(2)
+    expect(error.locator(".attempts li").nth(0)).to_contain_text("up (gpt)")
+    expect(error.locator(".attempts li").nth(1)).to_contain_text("spare (backup)")
+    countdown = turn.locator(".retry-countdown")
+    expect(countdown).to_contain_text(re.compile(r"retry in \d+ s"))
+    first = int(re.findall(r"\d+", countdown.inner_text())[0])
+    assert first == int(response.headers["retry-after"])
+    retry = turn.get_by_role("button", name="Send again")
+    expect(retry).to_be_disabled()
+    expect(countdown).to_contain_text(f"retry in {first - 1} s")  # it counts down
+    expect(countdown).to_have_text("you may retry now", timeout=GUARD_MS)
+    expect(retry).to_be_enabled()
+    # The error body's own message is shown as it is.
+    body = response.json()
+    expect(turn.locator(".error-message")).to_have_text(body["error"]["message"])
+
+
+def test_a_queued_request_shows_its_place_then_its_answer(
+    context: BrowserContext, site: LiveGateway, fault_server: FaultServer
+) -> None:
+    fault_server.default = Fault.ok(UP_TEXT, delay_s=1.5)
+    page = _open(context, site)
+    key = site.keys["alice"]
+    # Another request holds the deployment's one slot while the page asks.
+    with httpx.Client(timeout=GUARD_MS / 1000) as client:
+        holder = threading.Thread(
+            target=client.post,
+            args=(f"{site.v1}/chat/completions",),
+            kwargs={
+                "json": {"model": "gpt", "messages": [{"role": "user", "content": "hold"}]},
+                "headers": {"authorization": f"Bearer {key}"},
+            },
+        )
+        holder.start()
+        expect(page.locator("#events li.ev-request_started")).to_have_count(1)
+        _ask(page, "What is the capital of France?")
+        turn = page.get_by_role("article", name="Answer 1")
+        expect(turn.locator(".state")).to_contain_text("Queued for up: position 1 (0 ahead")
+        expect(turn).to_have_attribute("data-state", "answered")
+        holder.join()
+    expect(page.locator("#events li.ev-request_queued")).not_to_have_count(0)
+    expect(page.locator("#events li.ev-request_dequeued")).not_to_have_count(0)
+
+
+def test_the_event_panel_survives_a_network_drop_without_duplicates_or_gaps(
+    context: BrowserContext, site: LiveGateway
+) -> None:
+    page = _open(context, site)
+    _chat(site)
+    expect(page.locator("#events li.ev-request_completed")).to_have_count(1)
+    context.set_offline(True)
+    expect(page.locator("#events-state")).to_contain_text("Offline")
+    _chat(site)  # while the page is offline: its events must arrive after it is back
+    _chat(site)
+    context.set_offline(False)
+    expect(page.locator("#events-state")).to_contain_text("Live again")
+    expect(page.locator("#events li.ev-request_completed")).to_have_count(3)
+    ids = _event_ids(page)
+    assert len(ids) == len(set(ids)), f"duplicates: {ids}"
+    assert ids == list(range(ids[0], ids[0] + len(ids))), f"gaps: {ids}"
+    expect(page.locator("#events li.gap")).to_have_count(0)
+    replay = run(site.gateway.bus.replay("alice", ids[0] - 1))
+    assert [e.id for e in replay.events] == ids  # exactly the user's events, in order
+
+
+def _chat(site: LiveGateway) -> None:
+    """One answered request of alice's, sent by the test (not the page)."""
+    body = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"authorization": f"Bearer {site.keys['alice']}"}
+    response = httpx.post(f"{site.v1}/chat/completions", json=body, headers=headers)
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("site", [{"event_history": 3}], indirect=True)
+def test_a_gap_the_gateway_reports_after_a_long_drop_is_shown(
+    context: BrowserContext, site: LiveGateway
+) -> None:
+    page = _open(context, site)
+    context.set_offline(True)
+    expect(page.locator("#events-state")).to_contain_text("Offline")
+    for _ in range(3):  # more events than the gateway keeps for replay
+        _chat(site)
+    context.set_offline(False)
+    expect(page.locator("#events-state")).to_contain_text("Live again")
+    gap = page.locator("#events li.gap")
+    expect(gap).to_have_count(1)
+    expect(gap).to_contain_text("older events were dropped from the retained history")
+    ids = _event_ids(page)  # what could be replayed: the newest three, in order
+    retained = run(site.gateway.bus.replay("alice", 0)).events
+    assert ids == [e.id for e in retained]
+
+
+def test_a_silent_network_drop_is_noticed_by_its_missing_heartbeats_and_resumed(
+    context: BrowserContext, site: LiveGateway
+) -> None:
+    """The link goes quiet without closing (what a lost Wi-Fi does): the page must notice
+    from the heartbeats it no longer hears, reconnect once it can, and miss nothing."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    port = int(site.url.rsplit(":", 1)[1])
+    link = asyncio.run_coroutine_threadsafe(RedisCut("127.0.0.1", port).start(), loop).result()
+    try:
+        via = LiveGateway(site.gateway, f"http://127.0.0.1:{link.port}", site.keys)
+        page = _open(context, via)
+        _chat(site)
+        expect(page.locator("#events li.ev-request_completed")).to_have_count(1)
+        loop.call_soon_threadsafe(link.silence)
+        expect(page.locator("#events-state")).to_contain_text("nothing heard for")
+        _chat(site)  # while the page hears nothing
+        loop.call_soon_threadsafe(link.restore)
+        expect(page.locator("#events-state")).to_contain_text("Live again")
+        expect(page.locator("#events li.ev-request_completed")).to_have_count(2)
+        ids = _event_ids(page)
+        assert ids == list(range(ids[0], ids[0] + len(ids))), f"gaps or duplicates: {ids}"
+    finally:
+        asyncio.run_coroutine_threadsafe(link.aclose(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+
+
+def test_the_status_page_needs_no_javascript(browser: Browser, site: LiveGateway) -> None:
+    ctx = browser.new_context(java_script_enabled=False, viewport={"width": 375, "height": 800})
+    try:
+        page = ctx.new_page()
+        page.goto(site.url + "/status")
+        expect(page.get_by_role("heading", name="sincere status")).to_be_visible()
+        names = page.locator("section.component h3 > span:first-child").all_inner_texts()
+        assert {"up (llm-deployment)", "spare (llm-deployment)", "store (sqlite)"} <= {
+            " ".join(n.split()) for n in names
+        }
+        expect(
+            page.get_by_role("list", name="Uptime of up, one bar per day over 90 days")
+        ).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        # The playground says plainly that it needs JavaScript, and where to go instead.
+        page.goto(site.url + "/")
+        expect(page.locator("noscript, .notice").first).to_be_attached()
+    finally:
+        ctx.close()
+
+
+def test_the_playground_works_from_the_keyboard_alone_at_375_px(
+    context: BrowserContext, site: LiveGateway
+) -> None:
+    page = context.new_page()
+    page.goto(site.url + "/")
+    keyboard = page.keyboard
+    keyboard.press("Tab")  # the skip link comes first
+    assert page.evaluate("document.activeElement.textContent") == "Skip to the message box"
+    keyboard.press("Tab")
+    keyboard.press("Tab")  # past the status link
+    assert page.evaluate("document.activeElement.id") == "key"
+    keyboard.type(site.keys["alice"])
+    keyboard.press("Enter")
+    expect(page.get_by_label("Model")).to_have_value("gpt")
+    # With the key in use, the message box has the focus; the model is two steps back.
+    assert page.evaluate("document.activeElement.id") == "prompt"
+    keyboard.press("Shift+Tab")
+    keyboard.press("Shift+Tab")
+    assert page.evaluate("document.activeElement.id") == "model"
+    keyboard.press("Tab")
+    keyboard.press("Tab")
+    keyboard.type("What is the capital of France?")
+    keyboard.press("Control+Enter")
+    turn = page.get_by_role("article", name="Answer 1")
+    expect(turn).to_have_attribute("data-state", "answered")
+    # Every control has an accessible name; nothing is wider than the phone's screen.
+    for control in page.locator("input, select, textarea, button").all():
+        name = control.evaluate(
+            "e => (e.labels && e.labels[0] && e.labels[0].textContent) || e.textContent"
+        )
+        assert name.strip(), control.evaluate("e => e.outerHTML")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
