@@ -14,17 +14,14 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from sincere.config import load_settings
-from sincere.runtime import build_runtime
 from tests.browser import chromium
 from tests.faults import Fault, FaultServer
-from tests.live import LiveGateway, LiveServer, run
+from tests.live import LiveGateway, run
 from tests.redis_cut import RedisCut
+from tests.web_site import SPARE_TEXT, UP_TEXT, web_site
 
 GUARD_MS = 30_000  # a hang guard: only a broken page takes this long
 expect.set_options(timeout=GUARD_MS)
-UP_TEXT = "Paris is the capital of France."
-SPARE_TEXT = "The spare deployment answers: Paris."
 
 
 @pytest.fixture
@@ -50,47 +47,7 @@ def site(
     parameter sets how many events are kept per user for replay."""
     history = getattr(request, "param", {}).get("event_history", 1000)
     fault_server.default = Fault.ok(UP_TEXT)
-    path = tmp_path / "sincere.toml"
-    path.write_text(
-        f"""
-[defaults]
-max_retries = 0
-first_token_timeout_s = 10
-stream_idle_timeout_s = 10
-
-[server]
-heartbeat_s = 0.5
-event_history = {history}
-
-[[models]]
-name = "gpt"
-deployments = ["up"]
-fallbacks = ["backup"]
-
-[[models]]
-name = "backup"
-deployments = ["spare"]
-
-[[deployments]]
-name = "up"
-provider = "openai"
-base_url = "{fault_server.base_url}"
-model = "up-model"
-max_concurrency = 1
-input_price_per_mtok = 1.0
-output_price_per_mtok = 2.0
-
-[[deployments]]
-name = "spare"
-provider = "openai"
-base_url = "{spare.base_url}"
-model = "spare-model"
-"""
-    )
-    settings = load_settings(path, env={"SINCERE_DATA_DIR": str(tmp_path / "data")})
-    gateway = build_runtime(settings, env={})
-    with LiveServer(gateway) as live:
-        live.keys["alice"], _ = run(gateway.keys.create("alice", "enterprise", "user"))
+    with web_site(tmp_path, fault_server, spare, event_history=history) as live:
         yield live
 
 
@@ -208,9 +165,27 @@ def test_all_routes_down_shows_the_error_its_request_id_and_a_retry_after_countd
     expect(countdown).to_contain_text(f"retry in {first - 1} s")  # it counts down
     expect(countdown).to_have_text("you may retry now", timeout=GUARD_MS)
     expect(retry).to_be_enabled()
-    # The error body's own message is shown as it is.
+    # The error body's own message is shown as it is, with the enterprise user's ticket.
     body = response.json()
     expect(turn.locator(".error-message")).to_have_text(body["error"]["message"])
+    ticket = body["error"]["ticket_id"]
+    expect(error).to_contain_text(f"Ticket{ticket} in incident {body['error']['incident_id']}")
+
+
+def test_a_slow_answer_can_be_stopped_from_the_keyboard_and_ends_visibly(
+    context: BrowserContext, site: LiveGateway, fault_server: FaultServer
+) -> None:
+    fault_server.default = Fault.ok(UP_TEXT, delay_s=8)
+    page = _open(context, site)
+    _ask(page, "What is the capital of France?")
+    turn = page.get_by_role("article", name="Answer 1")
+    expect(turn.locator(".state")).to_contain_text("Sent; waiting for the gateway (")
+    page.keyboard.press("Escape")
+    expect(turn).to_have_attribute("data-state", "stopped")
+    expect(turn.locator(".state")).to_contain_text("Stopped by you")
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    # The gateway saw the client go: the request ends as failed on the user's stream.
+    expect(page.locator("#events li.ev-request_failed")).to_contain_text("model_cascade")
 
 
 def test_a_queued_request_shows_its_place_then_its_answer(
