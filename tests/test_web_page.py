@@ -209,6 +209,10 @@ def test_a_queued_request_shows_its_place_then_its_answer(
         _ask(page, "What is the capital of France?")
         turn = page.get_by_role("article", name="Answer 1")
         expect(turn.locator(".state")).to_contain_text("Queued for up: position 1 (0 ahead")
+        # Nothing measured yet on 'up': no estimate is made up.
+        expect(turn.locator(".state")).to_contain_text(
+            "the gateway has no wait estimate to give yet (0 measured answers)"
+        )
         expect(turn).to_have_attribute("data-state", "answered")
         holder.join()
     expect(page.locator("#events li.ev-request_queued")).not_to_have_count(0)

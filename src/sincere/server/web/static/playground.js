@@ -264,7 +264,7 @@ function queueComment(turn, line) {
   }
   const estimate = f.estimate_known === "true"
     ? `estimated wait ${secs(Number(f.estimated_wait_ms_p50))} (90% within ${secs(Number(f.estimated_wait_ms_p90))}, from ${f.estimate_samples} measured answers)`
-    : `no wait estimate yet (${f.estimate_samples} measured answers; 5 are needed)`;
+    : `the gateway has no wait estimate to give yet (${f.estimate_samples} measured answers)`;
   setState(turn, "queued", "");
   tick(turn, `Queued for ${f.deployment}: position ${f.position} (${f.ahead} ahead, ${f.serving} of ${f.capacity} slots busy); ${estimate}`);
 }
