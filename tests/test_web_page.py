@@ -349,3 +349,25 @@ def test_the_playground_works_from_the_keyboard_alone_at_375_px(
         )
         assert name.strip(), control.evaluate("e => e.outerHTML")
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
+def test_usage_shows_the_recorded_figures_with_their_source_and_freshness(
+    context: BrowserContext, site: LiveGateway
+) -> None:
+    page = _open(context, site)
+    _ask(page, "What is the capital of France?")
+    expect(page.get_by_role("article", name="Answer 1")).to_have_attribute("data-state", "answered")
+    row = page.locator("#usage tbody tr", has=page.get_by_role("rowheader", name="gpt"))
+    for _ in range(GUARD_MS // 100):  # the writer records in batches: ask until it has
+        page.get_by_role("button", name="Show").click()
+        expect(page.locator("#usage-state")).to_contain_text("As of")
+        if row.count():
+            break
+        page.wait_for_timeout(100)
+    expect(page.locator("#usage-state")).to_contain_text("from sql:sqlite: all processes")
+    cells = row.locator("td").all_inner_texts()
+    assert cells[:3] == ["1", "1", "0"]  # requests, answered, failed
+    assert re.fullmatch(r"\d+ ms", cells[3])
+    assert re.fullmatch(r"\$\d+\.\d{6}", cells[4])
+    # Figures resting on too few requests say so.
+    assert "too few to rely on" in (row.get_attribute("title") or "")

@@ -45,6 +45,8 @@ function useKey(key) {
   $("key-state").textContent = "A key is in use in this tab.";
   loadModels();
   events.start();
+  $("usage-refresh").disabled = false;
+  $("usage-state").textContent = "Choose a window and press Show.";
   $("prompt").focus(); // the next thing to do: write
 }
 
@@ -59,6 +61,9 @@ function forgetKey() {
   $("model").disabled = true;
   $("send").disabled = true;
   $("model-state").textContent = "Enter a key to list the models it may use.";
+  $("usage-refresh").disabled = true;
+  $("usage").replaceChildren();
+  $("usage-state").textContent = "Enter a key to see your recorded usage.";
   $("key").focus();
 }
 
@@ -352,6 +357,52 @@ function countDown(node, button, seconds) {
   }, 1000);
 }
 
+// ─── usage ────────────────────────────────────────────────────────────────────────────
+async function loadUsage() {
+  // The gateway's own figures from its recorded telemetry, with what they rest on: source,
+  // freshness and sample sizes. Figures it does not know are shown as unknown.
+  const state = $("usage-state");
+  const query = new URLSearchParams({ window: $("usage-window").value, group_by: $("usage-group").value });
+  state.textContent = "Asking the gateway…";
+  let response;
+  try {
+    response = await fetch(`/v1/usage?${query}`, { headers: authHeaders() });
+  } catch (err) {
+    state.textContent = `The gateway could not be reached (${err.message}).`;
+    return;
+  }
+  const body = await readJson(response);
+  if (!response.ok) {
+    const error = body?.error ?? {};
+    const rid = error.request_id ?? response.headers.get("x-request-id");
+    const ticket = error.ticket_id ? ` Ticket ${error.ticket_id}.` : "";
+    state.textContent = `${response.status}: ${error.message ?? "usage could not be read"} (request ${rid}).${ticket}`;
+    $("usage").replaceChildren();
+    return;
+  }
+  const f = body.freshness;
+  const age = f.age_s === null ? "nothing recorded yet" : `newest record ${f.age_s.toFixed(0)} s old (${f.verdict})`;
+  state.textContent = `As of ${new Date(body.as_of).toLocaleTimeString()} from ${body.source}${body.degraded ? " (degraded)" : ""}: ${body.scope}; ${age}.`;
+  const head = ["", "requests", "answered", "failed", "latency p50", "cost"];
+  const table = el("table", {},
+    el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { scope: "col", text: h })))));
+  const rows = el("tbody");
+  for (const g of body.groups) {
+    const failed = Object.values(g.failed).reduce((a, b) => a + b, 0);
+    const few = g.reliability.below_min_samples;
+    rows.append(el("tr", few ? { class: "few", title: `fewer than ${body.reliability.min_samples} requests: too few to rely on` } : {},
+      el("th", { scope: "row", text: g.key }),
+      el("td", { text: String(g.requests) }),
+      el("td", { text: String(g.answered) }),
+      el("td", { text: String(failed) }),
+      el("td", { text: g.latency_s.p50 === null ? "unknown" : ms(g.latency_s.p50) }),
+      el("td", { text: g.cost_usd === null ? "unknown" : `$${g.cost_usd.toFixed(6)}` })));
+  }
+  table.append(rows);
+  const notes = body.notes.map((n) => el("p", { class: "small", text: n }));
+  $("usage").replaceChildren(...(body.groups.length ? [table] : [el("p", { class: "small", text: "No requests in this window." })]), ...notes);
+}
+
 // ─── the events panel ─────────────────────────────────────────────────────────────────
 class EventsPanel {
   constructor() {
@@ -501,6 +552,10 @@ $("key-form").addEventListener("submit", (e) => {
   if (key) useKey(key);
 });
 $("forget").addEventListener("click", forgetKey);
+$("usage-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  loadUsage();
+});
 $("chat-form").addEventListener("submit", (e) => {
   e.preventDefault();
   const prompt = $("prompt").value.trim();
