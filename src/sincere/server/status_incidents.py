@@ -54,7 +54,7 @@ def incidents(
     alone: list[tuple[str, Outage]] = []
     by_start = sorted(escalated, key=lambda i: i.opened_at)
     for name, outage in outages:
-        cover = next((i for i in by_start if _overlap(i, name, outage, now)), None)
+        cover = next((i for i in by_start if _overlap(i, outage, now)), None)
         if cover is None:
             alone.append((name, outage))
         else:
@@ -75,8 +75,8 @@ def linked(all_incidents: Sequence[dict[str, Any]], url: str) -> list[dict[str, 
     return [{**i, "shortlink": f"{url}status#{i['id']}"} for i in all_incidents]
 
 
-def _overlap(incident: Incident, name: str, outage: Outage, now: float) -> bool:
-    if incident.deployment != name:
+def _overlap(incident: Incident, outage: Outage, now: float) -> bool:
+    if incident.deployment != outage.service:  # a shared part's is never a deployment's
         return False
     ends = incident.resolved_at if incident.resolved_at is not None else now
     outage_end = outage.end if outage.end is not None else now
