@@ -110,6 +110,9 @@ def test_a_browser_gets_the_page_with_states_bars_and_no_data(live: LiveGateway)
     start = _midnight(2)
     for state, at in (("ready", start), ("unavailable", start + 43200), ("ready", start + 64800)):
         run(live.gateway.history.record("up", state, "", at))
+    # A gateway process observed from then on (the states hold only while one did).
+    process = run(live.gateway.history.begin_observing(start))
+    run(live.gateway.history.still_observing(process, time.time()))
     response = httpx.get(live.url + "/status", headers={"Accept": BROWSER}, timeout=10)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
@@ -119,11 +122,12 @@ def test_a_browser_gets_the_page_with_states_bars_and_no_data(live: LiveGateway)
         assert f"{name} <span" in page
     assert "Operational" in page
     two_days_ago = (datetime.now(UTC).date() - timedelta(days=2)).isoformat()
-    assert f'title="{two_days_ago}: 75.00% up"' in page
+    assert f'title="{two_days_ago}: 75.00% up; no requests"' in page
     three_days_ago = (datetime.now(UTC).date() - timedelta(days=3)).isoformat()
-    assert f'title="{three_days_ago}: no data"' in page
+    assert f'title="{three_days_ago}: no data (not observed); no requests"' in page
     assert page.count('class="bar-') >= 90 * 2  # a deployment and the store, 90 days each
-    assert "No incidents recorded." in page
+    # The recorded outage is an incident of its own, resolved when it was recorded ready.
+    assert 'up unavailable <span class="small">(resolved)</span>' in page
 
 
 @pytest.mark.parametrize("accept", [None, "*/*", "application/json"])

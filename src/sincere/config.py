@@ -27,6 +27,9 @@ from sincere.errors import ConfigError
 
 EMBEDDED_MODEL = "smollm2"
 EMBEDDED_DEPLOYMENT = "embedded"
+# The service history names the shared parts (the store, Redis) with this prefix, so no
+# deployment may take a name that starts with it.
+RESERVED_PREFIX = "backend:"
 
 
 class _Strict(BaseModel):
@@ -88,6 +91,15 @@ class DeploymentConfig(_Strict):
     # Requests it serves at once; more wait in its admission queue. None: no limit (an
     # embedded model serves one at a time, so its capacity is 1).
     max_concurrency: int | None = Field(None, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if name.startswith(RESERVED_PREFIX):
+            raise ValueError(
+                f"names starting with {RESERVED_PREFIX!r} are reserved for the store and Redis"
+            )
+        return name
 
     @property
     def capacity(self) -> int | None:
@@ -286,6 +298,23 @@ class EscalationConfig(_Strict):
         return schedule
 
 
+class StatusConfig(_Strict):
+    """The status page (/status, /api/v2, the feed): its checks, rules and cache."""
+
+    # Every process probes the store and Redis this often (a transition is recorded when
+    # the state changes) and records that it is still observing (its lifetime's heartbeat).
+    check_interval_s: float = Field(30.0, gt=0)
+    # partial_outage: a deployment whose circuit is closed but whose recorded attempts of the
+    # last partial_window_s failed (by its own fault) at partial_failure_share or more, with
+    # at least partial_min_attempts attempts; with fewer the rule does not apply.
+    partial_window_s: float = Field(300.0, gt=0)
+    partial_failure_share: float = Field(0.25, gt=0, le=1)
+    partial_min_attempts: int = Field(20, ge=1)
+    # The public page is computed once per this many seconds per process, and served with
+    # Cache-Control: max-age of what is left of it (0: computed for every request).
+    cache_ttl_s: float = Field(5.0, ge=0)
+
+
 class StoreConfig(_Strict):
     # SQLAlchemy URL (or SINCERE_DATABASE_URL); default: SQLite in the data directory.
     url: str | None = None
@@ -333,6 +362,7 @@ class Settings(_Strict):
     escalation: EscalationConfig = EscalationConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     usage: UsageConfig = UsageConfig()
+    status: StatusConfig = StatusConfig()
     agents: AgentsConfig = AgentsConfig()
     data_dir: Path
     source: Path | None = None

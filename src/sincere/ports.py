@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from sincere.agents.usage import GroupBy, GroupFigures
 from sincere.answer import Answer, Usage
 from sincere.attempts import Attempt
+from sincere.availability import AttemptCounts
 from sincere.context import RequestContext
 from sincere.errors import ErrorContext, ServiceError
 from sincere.events import Event, EventType, Replay
@@ -278,7 +279,8 @@ class RecordedTransition:
 
 
 class ServiceHistory(Protocol):
-    """Every recorded state change of every service, for /status and recovery estimates."""
+    """Every recorded state change of every service, for /status and recovery estimates,
+    and when gateway processes were observing them (time none observed is "no data")."""
 
     async def record(self, service: str, state: str, message: str, at: float) -> None: ...
 
@@ -289,6 +291,19 @@ class ServiceHistory(Protocol):
     async def between(self, service: str, start: float, end: float) -> list[RecordedTransition]:
         """The transitions of one service recorded in ``[start, end)``, oldest first, led by
         the last one before ``start`` when there is one (the state the range began in)."""
+        ...
+
+    async def begin_observing(self, at: float) -> int:
+        """Record that a gateway process observes its services from ``at``; its id."""
+        ...
+
+    async def still_observing(self, process: int, at: float) -> None:
+        """Record that the process ``process`` was still observing at ``at``."""
+        ...
+
+    async def observed(self, start: float, end: float) -> list[tuple[float, float]]:
+        """The lifetimes ``(started_at, last_seen_at)`` of the processes that observed some
+        of ``[start, end)``, by start."""
         ...
 
 
@@ -440,6 +455,13 @@ class TelemetryStore(Protocol):
 
     async def rows(self, start: float, end: float, user_id: str | None = None) -> list[AttemptRow]:
         """The rows of requests started in ``[start, end)``, of one user or of all."""
+        ...
+
+    async def attempt_counts(
+        self, start: float, end: float, *, by_day: bool
+    ) -> list[AttemptCounts]:
+        """Per deployment (and UTC day, ``by_day``): the attempts sent to it, failed by its
+        fault and answered (``sincere.availability``), of requests started in the range."""
         ...
 
     async def figures(

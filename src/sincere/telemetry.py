@@ -213,6 +213,11 @@ class TelemetryWriter:
             self.dropped += 1
 
     @property
+    def store(self) -> TelemetryStore:
+        """Where the rows are written (the status page counts them there)."""
+        return self._store
+
+    @property
     def pending(self) -> int:
         return len(self._queued)
 

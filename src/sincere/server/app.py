@@ -23,6 +23,8 @@ from sincere.server import (
     openai_routes,
     ops_routes,
     playground,
+    status_routes,
+    status_watch,
     usage_routes,
     websocket,
 )
@@ -43,9 +45,10 @@ def create_app(runtime: Runtime) -> FastAPI:
         prober = asyncio.create_task(probe_open_deployments(runtime.cascade))
         relay = asyncio.create_task(runtime.relay.run())  # the outbox's notifications
         recorder = asyncio.create_task(runtime.telemetry.run())  # attempts, in batches
+        watch = asyncio.create_task(status_watch.of(_app).run())  # the store, Redis, uptime
         # The server's protocols find the limits and the drain here (see serving).
         yield {SERVER_KEY: runtime.settings.server, SHUTDOWN_KEY: shutdown}
-        for task in (prober, relay, recorder):
+        for task in (prober, relay, recorder, watch):
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
@@ -65,6 +68,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.event_sockets = websocket.SocketLimit(runtime.settings.server.max_sockets_per_user)
     app.include_router(openai_routes.router)
     app.include_router(ops_routes.router)
+    app.include_router(status_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(usage_routes.router)
     app.include_router(agent_routes.router)

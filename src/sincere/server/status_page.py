@@ -1,10 +1,12 @@
 """The public status page: HTML for browsers, Atlassian Statuspage's API v2 shapes for
 aggregators and widgets, and an Atom feed of incidents.
 
-Everything here is shaped from what ops_routes measured and read: the components' states now
-(the /status body), their recorded transitions over 90 days and the escalation store's
-incidents. No value is made up: a day without a record is "no data", an uptime without any
-covered time is null, and a page without incidents lists none.
+Everything here is shaped from what status_body and status_view measured and read: the
+components' states now (the /status body), their recorded transitions over 90 days clipped
+to the time a gateway process observed, the requests recorded per day, and the incidents
+(status_incidents). No value is made up: a day without a record is "no data", an uptime
+without any covered time is null, a day whose requests are no longer kept has no count, and
+a page without incidents lists none.
 """
 
 from __future__ import annotations
@@ -13,17 +15,18 @@ import hashlib
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from sincere.availability import AttemptCounts
 from sincere.ports import RecordedTransition
-from sincere.tiers.incidents import Incident, IncidentState
-from sincere.uptime import DAY_S, Day, Uptime, daily, spans, windows
+from sincere.server.status_watch import SERVICES
+from sincere.uptime import DAY_S, Day, Interval, Uptime, daily, spans, windows, with_answers
 
-__all__ = ["DAY_S", "Component"]
+__all__ = ["DAY_S", "Component", "Records"]
 
 PAGE_NAME = "sincere"
 ATOM_NS = "http://www.w3.org/2005/Atom"
@@ -57,13 +60,14 @@ class Component:
     name: str
     kind: str
     state: str
-    since: str | None  # ISO time it entered the state (None: measured now, no history)
+    since: str | None  # ISO time it entered the state (None: not known)
     position: int
     description: str
     created_at: str
     transitions: tuple[dict[str, Any], ...]  # the last ones, newest first
     days: tuple[Day, ...]
     uptime: Mapping[str, Uptime]
+    note: str | None = None  # what a measured state rests on (a partial outage's counts)
 
     @property
     def word(self) -> str:
@@ -75,51 +79,100 @@ def stable_id(*parts: str) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:12]
 
 
-def components(
-    body: Mapping[str, Any],
-    history: Mapping[str, Sequence[RecordedTransition]],
-    now: float,
-    started_at: float,
-) -> list[Component]:
-    """The deployments (with their recorded history) and the shared parts (the store, Redis:
-    measured now, with no recorded history, so all their days are "no data")."""
+@dataclass(frozen=True, slots=True)
+class Records:
+    """What the page is computed from, besides the /status body: 90 days of it."""
+
+    history: Mapping[str, Sequence[RecordedTransition]]  # by name in the history
+    observed: Sequence[Interval]  # the stretches some gateway process observed
+    counts: Mapping[str, Mapping[date, AttemptCounts]]  # per deployment and UTC day
+    counted_since: date | None  # the first day whose requests are all retained (None: none)
+
+
+def components(body: Mapping[str, Any], records: Records, now: float) -> list[Component]:
+    """The deployments and the shared parts (the store, Redis), each with its state now and
+    its recorded history clipped to the observed time; a deployment's days also count its
+    requests, and its observed time with no recorded state on a day it answered requests
+    counts as up (``uptime.with_answers``)."""
     result: list[Component] = []
     for service in body["services"]:
-        recorded = list(history.get(service["name"], ()))
-        state_spans = spans(recorded, now)
-        first = recorded[0].at if recorded else started_at
+        name = service["name"]
+        recorded = list(records.history.get(name, ()))
+        # Only days whose rows are all kept are counted (an older day may be half pruned).
+        since = records.counted_since
+        mine = {d: c for d, c in records.counts.get(name, {}).items() if since and d >= since}
+        state_spans = with_answers(
+            spans(recorded, now, records.observed),
+            records.observed,
+            [day for day, c in mine.items() if c.answered > 0],
+        )
         result.append(
             Component(
-                id=stable_id(PAGE_NAME, "deployment", service["name"]),
-                name=service["name"],
+                id=stable_id(PAGE_NAME, "deployment", name),
+                name=name,
                 kind="llm-deployment",
                 state=service["state"],
                 since=service["since"],
                 position=len(result) + 1,
-                description=f"LLM deployment {service['name']}",
-                created_at=_iso(min(first, started_at)),
+                description=f"LLM deployment {name}",
+                created_at=_created(recorded, records.observed, now),
                 transitions=tuple(service["recent_transitions"]),
-                days=tuple(daily(state_spans, now)),
+                days=tuple(
+                    daily(
+                        state_spans,
+                        now,
+                        observed=records.observed,
+                        counts=_day_counts(mine, records.counted_since, now),
+                    )
+                ),
                 uptime=windows(state_spans, now),
+                note=service.get("partial_outage", {}).get("description"),
             )
         )
     for backend in body["backends"]:
+        recorded = list(records.history.get(SERVICES[backend["name"]], ()))
+        state_spans = spans(recorded, now, records.observed)
         result.append(
             Component(
                 id=stable_id(PAGE_NAME, "backend", backend["name"]),
                 name=backend["name"],
                 kind=backend["kind"],
                 state=backend["state"],
-                since=None,
+                since=backend["since"],
                 position=len(result) + 1,
                 description=f"{backend['name']} ({backend['kind']}), checked at "
                 f"{backend['checked_at']}",
-                created_at=_iso(started_at),
-                transitions=(),
-                days=tuple(daily([], now)),
-                uptime=windows([], now),
+                created_at=_created(recorded, records.observed, now),
+                transitions=tuple(backend["recent_transitions"]),
+                days=tuple(daily(state_spans, now, observed=records.observed)),
+                uptime=windows(state_spans, now),
             )
         )
+    return result
+
+
+def _created(
+    recorded: Sequence[RecordedTransition], observed: Sequence[Interval], now: float
+) -> str:
+    """When the component was first on record: its first transition or observed time."""
+    first = [t.at for t in recorded[:1]] + [lo for lo, _ in observed[:1]]
+    return _iso(min(first, default=now))
+
+
+def _day_counts(
+    counts: Mapping[date, AttemptCounts], since: date | None, now: float
+) -> dict[date, tuple[int, int]]:
+    """(requests, failed) of each day from ``since`` to today: 0 where nothing was recorded;
+    the days before ``since`` are left out (their rows are no longer kept)."""
+    if since is None:
+        return {}
+    today = datetime.fromtimestamp(now, UTC).date()
+    result: dict[date, tuple[int, int]] = {}
+    day = since
+    while day <= today:
+        c = counts.get(day)
+        result[day] = (c.attempts, c.failed) if c is not None else (0, 0)
+        day += timedelta(days=1)
     return result
 
 
@@ -136,8 +189,10 @@ def status(indicator: str) -> dict[str, Any]:
     return {"indicator": indicator, "description": _DESCRIPTION[indicator]}
 
 
-def component_json(c: Component, now: float) -> dict[str, Any]:
-    return {
+def component_json(c: Component, now: float, *, extended: bool = True) -> dict[str, Any]:
+    """A component in Statuspage's shape; ``extended``: with sincere's own figures under
+    ``sincere`` (uptime per window, requests per day; clients of Statuspage ignore it)."""
+    shape = {
         "id": c.id,
         "name": c.name,
         "status": c.state,
@@ -152,76 +207,20 @@ def component_json(c: Component, now: float) -> dict[str, Any]:
         "group": False,
         "only_show_if_degraded": False,
     }
-
-
-def incident_json(
-    incident: Incident, url: str, by_name: Mapping[str, Component], now: float
-) -> dict[str, Any]:
-    """An escalation incident in Statuspage's shape; its updates are the recorded times:
-    opened, the last new failure (when later than the opening) and resolved."""
-    updates = [
-        _update(
-            incident,
-            "opened",
-            "investigating",
-            f"Requests to {incident.deployment} are failing ({incident.failure_class}).",
-            incident.opened_at,
-        )
-    ]
-    last_failure = incident.updated_at
-    if incident.resolved_at is not None and last_failure >= incident.resolved_at:
-        last_failure = incident.opened_at  # the resolve itself moved updated_at
-    if last_failure > incident.opened_at:
-        updates.append(
-            _update(
-                incident,
-                "updated",
-                "investigating",
-                f"{incident.ticket_count} failed requests recorded so far.",
-                last_failure,
-            )
-        )
-    if incident.state is IncidentState.RESOLVED and incident.resolved_at is not None:
-        updates.append(
-            _update(
-                incident,
-                "resolved",
-                "resolved",
-                f"{incident.deployment} answers again; {incident.ticket_count} failed "
-                "requests in all.",
-                incident.resolved_at,
-            )
-        )
-    resolved = incident.state is IncidentState.RESOLVED
-    component = by_name.get(incident.deployment)
-    return {
-        "id": incident.id,
-        "name": f"{incident.deployment}: {incident.failure_class}",
-        "status": "resolved" if resolved else "investigating",
-        "created_at": _iso(incident.opened_at),
-        "updated_at": _iso(incident.updated_at),
-        "monitoring_at": None,
-        "resolved_at": _iso(incident.resolved_at) if incident.resolved_at is not None else None,
-        # Escalated incidents are requests that failed: a major impact on that deployment.
-        "impact": "major",
-        "shortlink": f"{url}#{incident.id}",
-        "started_at": _iso(incident.opened_at),
-        "page_id": stable_id(PAGE_NAME, "page"),
-        "incident_updates": list(reversed(updates)),  # newest first, as Statuspage lists them
-        "components": [component_json(component, now)] if component is not None else [],
-    }
-
-
-def _update(incident: Incident, step: str, state: str, body: str, at: float) -> dict[str, Any]:
-    return {
-        "id": f"{incident.id}_{step}",
-        "incident_id": incident.id,
-        "status": state,
-        "body": body,
-        "created_at": _iso(at),
-        "updated_at": _iso(at),
-        "display_at": _iso(at),
-    }
+    if extended:
+        counted = [d for d in c.days if d.requests is not None]
+        shape["sincere"] = {
+            "kind": c.kind,
+            "note": c.note,
+            "uptime": {window: u.to_dict() for window, u in c.uptime.items()},
+            "requests_counted_since": counted[0].day.isoformat() if counted else None,
+            "requests_by_day": [
+                {"date": d.day.isoformat(), "requests": d.requests, "failed": d.failed}
+                for d in counted
+                if d.requests
+            ],
+        }
+    return shape
 
 
 def atom(url: str, incidents: Sequence[dict[str, Any]], now: float) -> bytes:

@@ -31,6 +31,19 @@ service_transitions = Table(
     Index("ix_service_transitions_service_at", "service", "at"),
 )
 
+# One row per gateway process that observed its services (the status page's checks ran):
+# when it started and when it last said it was still observing. Time no process observed
+# is "no data" on the status page, never up nor down.
+gateway_processes = Table(
+    "gateway_processes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", Float, nullable=False),
+    Column("last_seen_at", Float, nullable=False),
+    Index("ix_gateway_processes_last_seen_at", "last_seen_at"),
+    sqlite_autoincrement=True,  # never reuse an id, even one whose row is gone
+)
+
 # One row per event stream (a process's event bus): its epoch numbers that process's event ids.
 event_streams = Table(
     "event_streams",

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, text
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sincere.agents.figures import COST_DECIMALS, NO_DEPLOYMENT
 from sincere.agents.usage import GroupBy, GroupFigures
+from sincere.availability import DEPLOYMENT_FAILURES, NOT_SENT, AttemptCounts
 from sincere.backends.sql.database import Database
 from sincere.backends.sql.schema import telemetry_attempts as t
 from sincere.telemetry import AttemptRow, percentile
@@ -54,6 +55,17 @@ class SqlTelemetryStore:
     ) -> tuple[tuple[GroupFigures, ...], int]:
         with self._db.engine.connect() as conn:
             return figures_sql(conn, start, end, user_id, group_by, min_samples)
+
+    async def attempt_counts(
+        self, start: float, end: float, *, by_day: bool
+    ) -> list[AttemptCounts]:
+        """Per deployment (and UTC day, ``by_day``): the attempts of requests started in
+        ``[start, end)`` sent to it, those that failed by its fault and those answered."""
+        return await self._db.run(self._attempt_counts, start, end, by_day)
+
+    def _attempt_counts(self, start: float, end: float, by_day: bool) -> list[AttemptCounts]:
+        with self._db.engine.connect() as conn:
+            return attempt_counts_sql(conn, start, end, by_day)
 
     async def rows(self, start: float, end: float, user_id: str | None = None) -> list[AttemptRow]:
         """The rows of requests started in ``[start, end)``, of one user or all."""
@@ -238,3 +250,38 @@ def _mostly(conn: Connection, start: float, end: float) -> bool:
         return True
     covered = min(end, float(newest)) - max(start, float(oldest))
     return bool(covered / (float(newest) - float(oldest)) > _SCAN_SHARE)
+
+
+# ─── attempt counts, for the status page ──────────────────────────────────────────────
+#
+# One aggregation over every attempt row of the range, grouped by deployment (and UTC
+# day); which outcomes are sent, failed or answered is sincere.availability's vocabulary.
+
+_COUNTS = """
+SELECT deployment, {day} AS day, COUNT(*),
+       SUM(CASE WHEN outcome IN :failures THEN 1 ELSE 0 END),
+       SUM(CASE WHEN outcome = 'ok' THEN 1 ELSE 0 END)
+FROM telemetry_attempts {hint}
+WHERE at >= :start AND at < :end AND deployment IS NOT NULL AND outcome NOT IN :not_sent
+GROUP BY deployment{by_day}
+"""
+
+
+def attempt_counts_sql(
+    conn: Connection, start: float, end: float, by_day: bool
+) -> list[AttemptCounts]:
+    day = _CALENDAR[(conn.dialect.name, GroupBy.DAY)] if by_day else "NULL"
+    hint = "NOT INDEXED" if _mostly(conn, start, end) else ""
+    query = text(_COUNTS.format(day=day, hint=hint, by_day=", day" if by_day else "")).bindparams(
+        bindparam("failures", expanding=True), bindparam("not_sent", expanding=True)
+    )
+    params = {
+        "start": start,
+        "end": end,
+        "failures": sorted(DEPLOYMENT_FAILURES),
+        "not_sent": sorted(NOT_SENT),
+    }
+    return [
+        AttemptCounts(deployment, day, int(n), int(failed or 0), int(answered or 0))
+        for deployment, day, n, failed, answered in conn.execute(query, params)
+    ]
