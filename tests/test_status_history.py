@@ -35,6 +35,7 @@ from sincere.ports import RecordedTransition
 from sincere.runtime import build_runtime
 from sincere.server import status_watch
 from sincere.server.status_cache import SharedValue
+from sincere.server.status_counts import DayCounts
 from sincere.server.status_incidents import outage_id
 from sincere.server.status_watch import STORE
 from sincere.telemetry import AttemptRow
@@ -683,3 +684,47 @@ def test_the_public_json_of_status_is_not_cached(live: LiveGateway) -> None:
     assert {b["name"] for b in response.json()["backends"]} == {"store"}
     (store,) = response.json()["backends"]
     assert store["since_basis"] in ("process_start", "transition")
+
+
+class _Recorded:
+    """The real store's counts, with the start of every read noted."""
+
+    def __init__(self, store: SqlTelemetryStore) -> None:
+        self.store = store
+        self.starts: list[float] = []
+
+    async def attempt_counts(self, start: float, end: float, *, by_day: bool) -> list[Any]:
+        self.starts.append(start)
+        return await self.store.attempt_counts(start, end, by_day=by_day)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+async def test_a_final_days_counts_are_read_once_and_an_open_days_every_time(
+    store_url: str,
+) -> None:
+    _clear_of_midnight()
+    db = open_database(store_url)
+    store = SqlTelemetryStore(db)
+    recorded = _Recorded(store)
+    today, yesterday, older = (date.fromisoformat(_day(n)) for n in (0, 1, 3))
+    now = _midnight(0) + 2 * 3600  # two hours into today: yesterday is final after one
+    days = DayCounts(recorded, final_after=3600)
+    try:
+        await store.write([_row("a", "ok", _midnight(3) + 10), _row("a", "timeout", _midnight(1))])
+        await store.write([_row("a", "ok", _midnight(0) + 10)])
+        first = await days.read(now - 90 * DAY_S, now)
+        assert {d: c.attempts for d, c in first["a"].items()} == {older: 1, yesterday: 1, today: 1}
+        assert first["a"][yesterday].failed == 1
+        # Rows that would change a final day are not read again (none can come: the rule);
+        # today's are.
+        await store.write([_row("a", "ok", _midnight(3) + 20), _row("a", "ok", _midnight(0) + 20)])
+        second = await days.read(now - 90 * DAY_S + 60, now + 60)
+        assert {d: c.attempts for d, c in second["a"].items()} == {older: 1, yesterday: 1, today: 2}
+        assert recorded.starts == [_midnight(90), _midnight(0)]  # all 90 days once, then today
+        # A day that is not final yet (yesterday within its first hour) is read again.
+        fresh = DayCounts(recorded, final_after=3 * 3600)
+        await fresh.read(now - 90 * DAY_S, now)
+        await fresh.read(now - 90 * DAY_S, now)
+        assert recorded.starts[-1] == _midnight(1)
+    finally:
+        db.engine.dispose()

@@ -24,6 +24,7 @@ from sincere.server.http_errors import bearer_key, request_id
 from sincere.server.ops_routes import gateway, watch
 from sincere.server.status_body import status_body
 from sincere.server.status_cache import Fresh, SharedValue
+from sincere.server.status_counts import DayCounts, final_after_s
 from sincere.server.status_view import PublicPage
 from sincere.server.status_watch import StatusWatch
 
@@ -80,9 +81,17 @@ async def _public_page(request: Request, gw: Runtime) -> Fresh[PublicPage]:
     async def compute() -> PublicPage:
         now = time.time()
         body = await status_body(gw, seen, detailed=False, now=now)
-        return await status_view.compute(gw, seen, body, now)
+        return await status_view.compute(gw, seen, _day_counts(request.app, gw), body, now)
 
     return await _page_cache(request.app, gw).get(compute)
+
+
+def _day_counts(app: Starlette, gw: Runtime) -> DayCounts:
+    days: DayCounts | None = getattr(app.state, "status_day_counts", None)
+    if days is None:
+        days = DayCounts(gw.telemetry.store, final_after_s(gw.settings))
+        app.state.status_day_counts = days
+    return days
 
 
 def _page_cache(app: Starlette, gw: Runtime) -> SharedValue[PublicPage]:

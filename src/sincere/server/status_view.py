@@ -21,6 +21,7 @@ from sincere.outages import outages
 from sincere.ports import RecordedTransition
 from sincere.runtime import Runtime
 from sincere.server import status_incidents, status_page
+from sincere.server.status_counts import DayCounts
 from sincere.server.status_watch import SERVICES, StatusWatch
 from sincere.uptime import DAY_S, stretches
 
@@ -40,14 +41,17 @@ class PublicPage:
     incidents: list[dict[str, Any]]  # Statuspage-shaped (without shortlink), newest first
 
 
-async def compute(gw: Runtime, watch: StatusWatch, body: dict[str, Any], now: float) -> PublicPage:
-    """The page from ``body`` (the states now) and the records of the last 90 days."""
+async def compute(
+    gw: Runtime, watch: StatusWatch, days: DayCounts, body: dict[str, Any], now: float
+) -> PublicPage:
+    """The page from ``body`` (the states now) and the records of the last 90 days (the
+    attempts of days that can no longer change from ``days``, which keeps them)."""
     start = now - HISTORY_DAYS * DAY_S
     names = [s["name"] for s in body["services"]] + [SERVICES[b["name"]] for b in body["backends"]]
     history, lifetimes, counts, escalated = await asyncio.gather(
         _read(gw, "service history", _history(gw, names, start, now)),
         _read(gw, "service history", gw.history.observed(start, now)),
-        _read(gw, "request counts", _counts(gw, start, now)),
+        _read(gw, "request counts", _counts(gw, days, start, now)),
         _read(gw, "incidents", gw.escalations.incidents(50)),
     )
     # This process observes now whatever the store has of it (its heartbeat may lag).
@@ -76,15 +80,13 @@ async def _history(
     return {name: await gw.history.between(name, start, end) for name in names}
 
 
-async def _counts(gw: Runtime, start: float, end: float) -> dict[str, dict[date, AttemptCounts]]:
+async def _counts(
+    gw: Runtime, days: DayCounts, start: float, end: float
+) -> dict[str, dict[date, AttemptCounts]]:
     """The attempts per deployment and day (none when telemetry is off: nothing counted)."""
     if not gw.settings.telemetry.enabled:
         return {}
-    result: dict[str, dict[date, AttemptCounts]] = {}
-    for c in await gw.telemetry.store.attempt_counts(start, end, by_day=True):
-        if c.day is not None:
-            result.setdefault(c.deployment, {})[date.fromisoformat(c.day)] = c
-    return result
+    return await days.read(start, end)
 
 
 def _counted_since(gw: Runtime, now: float) -> date | None:
