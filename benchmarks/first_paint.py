@@ -1,7 +1,7 @@
 """What the web page costs a browser: first contentful paint of the playground (``/``) and
 of the status page (``/status``), beside a one-line HTML page as the floor, in one run.
 
-    PYTHONPATH=src:. .venv/bin/python -m benchmarks.first_paint [--rounds 40]
+    PYTHONPATH=src:. .venv/bin/python -m benchmarks.first_paint [--rounds 40] [--attempts N]
 
 Debian's Chromium (headless, through Playwright; see tests/browser.py) loads each page in
 turn, every round in a fresh browser context (an empty cache: a first visit), then once more
@@ -9,26 +9,33 @@ in the same context (a return visit: the static files from the cache). The gatew
 `sincere serve` in front of the fast upstream (benchmarks/upstream.py); the floor is
 `<!doctype html><h1>x</h1>` served by Python's http.server on the same machine. Reported:
 p50 and p95 of first contentful paint and of the load event, and each page's p50 over the
-floor's.
+floor's. With ``--attempts N`` the gateway's store (SQLite) first gets N recorded attempts
+of benchmark traffic over 30 days (benchmarks/usage.py's), which the status page counts; the
+time of its first computation in the new process (90 days read) is reported apart, since
+later visits read the cached view or only today's rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import statistics
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 from playwright.sync_api import Browser
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from tests.browser import chromium
 
 from benchmarks.overhead import HOST, Servers, console, start_sincere, start_upstream, versions
+from benchmarks.usage import fill
 
 FLOOR = b"<!doctype html><title>floor</title><h1>x</h1>"
 # Paint and load times of the navigation, from the page's own Performance API.
@@ -81,6 +88,9 @@ def _visit(browser: Browser, url: str, first: Samples, again: Samples) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=40, help="visits of each page (default 40)")
+    parser.add_argument(
+        "--attempts", type=int, default=0, help="recorded attempts in the store (default none)"
+    )
     args = parser.parse_args()
     floor = ThreadingHTTPServer((HOST, 0), _Floor)
     threading.Thread(target=floor.serve_forever, daemon=True).start()
@@ -88,8 +98,16 @@ def main() -> None:
         servers = Servers(Path(tmp))
         try:
             upstream = start_upstream(servers)
+            if args.attempts:
+                database = Path(tmp) / "sincere-data" / "sincere.db"
+                database.parent.mkdir()
+                with Progress(console=console) as progress:
+                    asyncio.run(fill(f"sqlite:///{database}", args.attempts, progress))
             sincere, _ = start_sincere(servers, upstream)
             base = f"http://{HOST}:{sincere.port}"
+            began = time.perf_counter()  # the first page of the process: 90 days read
+            httpx.get(base + "/status", headers={"accept": "text/html"}, timeout=60)
+            first_page_s = time.perf_counter() - began
             pages = {
                 "floor (one-line HTML)": f"http://{HOST}:{floor.server_address[1]}/",
                 "playground `/`": base + "/",
@@ -118,14 +136,23 @@ def main() -> None:
         finally:
             servers.stop_all()
             floor.shutdown()
-    console.print(_report(first, again, args.rounds, version))
+    console.print(_report(first, again, args, version, first_page_s))
 
 
-def _report(first: dict[str, Samples], again: dict[str, Samples], rounds: int, browser: str) -> str:
+def _report(
+    first: dict[str, Samples],
+    again: dict[str, Samples],
+    args: argparse.Namespace,
+    browser: str,
+    first_page_s: float,
+) -> str:
     floor_name = next(iter(first))
     floor_p50 = statistics.median(first[floor_name].fcp_ms)
     lines = [
-        f"Chromium {browser} headless, {rounds} rounds; {versions()}",
+        f"Chromium {browser} headless, {args.rounds} rounds, {args.attempts:,} recorded "
+        f"attempts; {versions()}",
+        "",
+        f"The process's first `/status` page (its 90 days read): {first_page_s * 1000:.0f} ms",
         "",
         "| page | visit | FCP p50 | FCP p95 | load p50 | load p95 | FCP p50 ÷ floor |",
         "|---|---|---|---|---|---|---|",
