@@ -6,6 +6,7 @@ computed once for many readers."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -728,3 +729,37 @@ async def test_a_final_days_counts_are_read_once_and_an_open_days_every_time(
         assert recorded.starts[-1] == _midnight(1)
     finally:
         db.engine.dispose()
+
+
+def test_the_past_days_are_counted_at_startup_so_the_first_page_reads_only_the_open_ones(
+    tmp_path: Path, fault_server: FaultServer
+) -> None:
+    _clear_of_midnight()
+    gateway = build_runtime(_settings(tmp_path, fault_server.base_url), env={})
+    run(gateway.telemetry.store.write([_row("up", "ok", _midnight(3) + 60)]))
+    starts: list[float] = []  # the start of every read of the attempt counts
+    done = threading.Event()
+
+    def before(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM telemetry_attempts" in statement and "GROUP BY deployment" in statement:
+            floats = [p for p in parameters if isinstance(p, float)]
+            starts.append(min(floats))  # the window's start: the earliest time bound
+
+    def after(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM telemetry_attempts" in statement and "GROUP BY deployment, day" in statement:
+            done.set()
+
+    event.listen(gateway.database.engine, "before_cursor_execute", before)
+    event.listen(gateway.database.engine, "after_cursor_execute", after)
+    with LiveServer(gateway) as live:
+        assert done.wait(GUARD_S), "the past days were never counted"
+        time.sleep(0.1)  # the read's result kept (the loop's next step)
+        page = _get(live, "/api/v2/components.json")
+    assert page.status_code == 200
+    assert starts[0] == _midnight(90), starts  # at startup: 90 days, once
+    # The page's own read: the days still open only (yesterday too in today's first hour).
+    assert len(starts) >= 2, starts
+    assert all(start >= _midnight(1) for start in starts[1:]), starts
+    up = next(c for c in page.json()["components"] if c["name"] == "up")
+    counted = {d["date"]: d for d in up["sincere"]["requests_by_day"]}
+    assert counted[_day(3)]["requests"] == 1

@@ -201,7 +201,8 @@ function endUnsent(turn, err, messages, prompt) {
 
 function stopped(turn) {
   finish(turn);
-  setState(turn, "stopped", "Stopped by you. The partial text above is all that arrived.");
+  const partial = turn.text.textContent ? " The text above is partial: all that arrived." : "";
+  setState(turn, "stopped", `Stopped by you.${partial}`);
 }
 
 async function readStream(response, turn, rid, messages, prompt) {
@@ -235,7 +236,7 @@ async function readStream(response, turn, rid, messages, prompt) {
         }
         const chunk = JSON.parse(data);
         if (chunk.error) {
-          turn.text.append(el("p", { class: "small", text: text ? "(the text above is partial: the stream failed)" : "" }));
+          if (text) turn.text.append(el("p", { class: "small", text: "(the text above is partial: the stream failed)" }));
           showError(turn, { status: chunk.error.status ?? null, error: chunk.error, rid, inBand: true, messages, prompt });
           return;
         }
