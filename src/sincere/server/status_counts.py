@@ -13,6 +13,7 @@ SQLite, measured in docs/benchmarks.md).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
@@ -51,8 +52,15 @@ class DayCounts:
         self._store = store
         self._final_after = final_after
         self._final: dict[date, dict[str, AttemptCounts]] = {}  # a run of days from the first
+        self._lock = asyncio.Lock()
 
     async def read(self, start: float, now: float) -> PerDay:
+        # One read at a time: one that comes during the startup's 90 days waits for them,
+        # then reads only what is still open, rather than scanning the same rows again.
+        async with self._lock:
+            return await self._read(start, now)
+
+    async def _read(self, start: float, now: float) -> PerDay:
         first = datetime.fromtimestamp(start, UTC).date()
         today = datetime.fromtimestamp(now, UTC).date()
         for day in [d for d in self._final if d < first]:
