@@ -37,6 +37,21 @@ _env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def duration(seconds: float) -> str:
+    """A recorded length of time in the largest unit that keeps it readable: 9 s, 14 min,
+    5.2 h, 31.0 d."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86_400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86_400:.1f} d"
+
+
+_env.filters["duration"] = duration
 _WORDS = {
     "operational": "Operational",
     "degraded_performance": "Degraded performance",
