@@ -209,3 +209,24 @@ async def test_a_user_gets_at_most_max_sockets_per_user_event_sockets(
                     assert again.close_code == events_route.CLOSE_POLICY_VIOLATION
                     assert time.monotonic() < deadline, "the slot was never freed"
             await asyncio.sleep(0.01)
+
+
+def test_a_late_body_gets_its_408_even_if_the_client_still_sends_after_it(
+    strict: LiveGateway,
+) -> None:
+    """A client that keeps sending after the gateway's 408 must still read the 408: a socket
+    closed with unread bytes, or one that receives more, answers with a reset, and a reset
+    makes the client's system drop the answer it has not read yet."""
+    with _connect(strict) as sock:
+        sock.sendall(_chat_head(strict, 1000) + b"{")
+        sock.recv(1, socket.MSG_PEEK)  # the 408 has arrived (unread)
+        time.sleep(0.2)  # the gateway is done with the connection
+        for _ in range(20):  # bytes the client had queued before it saw the answer
+            try:
+                sock.sendall(b" " * 100)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            time.sleep(0.01)
+        status, _, body = _response(_read_to_end(sock))
+    assert status == 408
+    assert json.loads(body)["error"]["request_id"] == "slow-upload"
