@@ -189,9 +189,13 @@ def test_a_slow_answer_can_be_stopped_from_the_keyboard_and_ends_visibly(
     expect(page.locator("#events li.ev-request_failed")).to_contain_text("model_cascade")
 
 
-def test_a_queued_request_shows_its_place_then_its_answer(
-    context: BrowserContext, site: LiveGateway, fault_server: FaultServer
+@pytest.mark.parametrize("measured", [0, 5])
+def test_a_queued_request_shows_its_place_and_the_gateways_estimate_then_its_answer(
+    context: BrowserContext, site: LiveGateway, fault_server: FaultServer, measured: int
 ) -> None:
+    fault_server.default = Fault.ok(UP_TEXT, delay_s=0.3)
+    for _ in range(measured):  # answers whose service times the gateway measures
+        _chat(site)
     fault_server.default = Fault.ok(UP_TEXT, delay_s=1.5)
     page = _open(context, site)
     key = site.keys["alice"]
@@ -209,15 +213,28 @@ def test_a_queued_request_shows_its_place_then_its_answer(
         expect(page.locator("#events li.ev-request_started")).to_have_count(1)
         _ask(page, "What is the capital of France?")
         turn = page.get_by_role("article", name="Answer 1")
-        expect(turn.locator(".state")).to_contain_text("Queued for up: position 1 (0 ahead")
-        # Nothing measured yet on 'up': no estimate is made up.
-        expect(turn.locator(".state")).to_contain_text(
-            "the gateway has no wait estimate to give yet (0 measured answers)"
-        )
+        state = turn.locator(".state")
+        expect(state).to_contain_text("Queued for up: position 1 (0 ahead")
+        shown = state.inner_text()
         expect(turn).to_have_attribute("data-state", "answered")
         holder.join()
-    expect(page.locator("#events li.ev-request_queued")).not_to_have_count(0)
     expect(page.locator("#events li.ev-request_dequeued")).not_to_have_count(0)
+    queued = [
+        e for e in run(site.gateway.bus.replay("alice", 0)).events if e.type == "request_queued"
+    ]
+    told = queued[-1].data  # what the gateway announced: the page must say the same
+    assert told["estimate_samples"] == measured
+    assert told["estimate_known"] is (measured >= 5)  # the gateway's rule: five answers
+    if not told["estimate_known"]:
+        # Too few measured: no estimate is made up.
+        assert f"the gateway has no wait estimate to give yet ({measured} measured" in shown
+        return
+    found = re.search(r"estimated wait ([\d.]+) s \(90% within ([\d.]+) s, from (\d+)", shown)
+    assert found, shown
+    p50, p90, samples = float(found[1]), float(found[2]), int(found[3])
+    assert abs(p50 - told["estimated_wait_ms_p50"] / 1000) <= 0.05
+    assert abs(p90 - told["estimated_wait_ms_p90"] / 1000) <= 0.05
+    assert samples == measured
 
 
 def test_the_event_panel_survives_a_network_drop_without_duplicates_or_gaps(
