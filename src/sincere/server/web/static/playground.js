@@ -256,7 +256,8 @@ async function readStream(response, turn, rid, messages, prompt) {
     }
   }
   // Neither [DONE] nor an error: the answer is not known to be complete.
-  showError(turn, { status: null, error: { message: "The stream ended before the answer was complete (no [DONE]); the text above is partial." }, rid, messages, prompt });
+  const partial = text ? "; the text above is partial" : "";
+  showError(turn, { status: null, error: { message: `The stream ended before the answer was complete (no [DONE])${partial}.` }, rid, messages, prompt });
 }
 
 function queueComment(turn, line) {
