@@ -33,7 +33,7 @@ def _page(browser: Browser, site: LiveGateway, width: int) -> Page:
 
 def _ask(page: Page, prompt: str, state: str) -> None:
     page.get_by_label("Message").fill(prompt)
-    page.get_by_role("button", name="Send").click()
+    page.get_by_role("button", name="Send", exact=True).click()
     expect(page.locator("article.turn").last).to_have_attribute("data-state", state)
 
 
@@ -75,7 +75,7 @@ def take(out: Path) -> list[Path]:
         holder.start()
         expect(page.locator("#events li.ev-request_started")).to_have_count(3)
         page.get_by_label("Message").fill("Is the queue moving?")
-        page.get_by_role("button", name="Send").click()
+        page.get_by_role("button", name="Send", exact=True).click()
         expect(page.locator("article.turn").last).to_have_attribute("data-state", "queued")
         shot(page, "playground-queued")
         expect(page.locator("article.turn").last).to_have_attribute("data-state", "answered")

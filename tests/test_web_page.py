@@ -8,8 +8,9 @@ import asyncio
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from tests.live import LiveGateway, run
 from tests.redis_cut import RedisCut
 from tests.web_site import SPARE_TEXT, UP_TEXT, web_site
 
+T = TypeVar("T")
 GUARD_MS = 30_000  # a hang guard: only a broken page takes this long
 expect.set_options(timeout=GUARD_MS)
 
@@ -73,7 +75,7 @@ def _open(context: BrowserContext, site: LiveGateway) -> Page:
 
 def _ask(page: Page, prompt: str) -> None:
     page.get_by_label("Message").fill(prompt)
-    page.get_by_role("button", name="Send").click()
+    page.get_by_role("button", name="Send", exact=True).click()
 
 
 def _event_ids(page: Page) -> list[int]:
@@ -184,7 +186,7 @@ def test_a_slow_answer_can_be_stopped_from_the_keyboard_and_ends_visibly(
     page.keyboard.press("Escape")
     expect(turn).to_have_attribute("data-state", "stopped")
     expect(turn.locator(".state")).to_contain_text("Stopped by you")
-    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    expect(page.get_by_role("button", name="Send", exact=True)).to_be_enabled()
     # The gateway saw the client go: the request ends as failed on the user's stream.
     expect(page.locator("#events li.ev-request_failed")).to_contain_text("model_cascade")
 
@@ -285,33 +287,78 @@ def test_a_gap_the_gateway_reports_after_a_long_drop_is_shown(
     assert ids == [e.id for e in retained]
 
 
+class _Link:
+    """The page's way to the gateway through a TCP proxy the test can silence or cut
+    (tests/redis_cut.py), run on a loop of its own."""
+
+    def __init__(self, site: LiveGateway) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        port = int(site.url.rsplit(":", 1)[1])
+        self._proxy = self._call(RedisCut("127.0.0.1", port).start())
+        self.site = LiveGateway(site.gateway, f"http://127.0.0.1:{self._proxy.port}", site.keys)
+
+    def _call(self, job: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(job, self._loop).result()
+
+    def silence(self) -> None:
+        self._loop.call_soon_threadsafe(self._proxy.silence)
+
+    def cut(self) -> None:
+        self._loop.call_soon_threadsafe(self._proxy.cut)
+
+    def restore(self) -> None:
+        self._loop.call_soon_threadsafe(self._proxy.restore)
+
+    def close(self) -> None:
+        self._call(self._proxy.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+
+
+@pytest.fixture
+def link(site: LiveGateway) -> Iterator[_Link]:
+    proxied = _Link(site)
+    yield proxied
+    proxied.close()
+
+
 def test_a_silent_network_drop_is_noticed_by_its_missing_heartbeats_and_resumed(
-    context: BrowserContext, site: LiveGateway
+    context: BrowserContext, site: LiveGateway, link: _Link
 ) -> None:
     """The link goes quiet without closing (what a lost Wi-Fi does): the page must notice
     from the heartbeats it no longer hears, reconnect once it can, and miss nothing."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    port = int(site.url.rsplit(":", 1)[1])
-    link = asyncio.run_coroutine_threadsafe(RedisCut("127.0.0.1", port).start(), loop).result()
-    try:
-        via = LiveGateway(site.gateway, f"http://127.0.0.1:{link.port}", site.keys)
-        page = _open(context, via)
-        _chat(site)
-        expect(page.locator("#events li.ev-request_completed")).to_have_count(1)
-        loop.call_soon_threadsafe(link.silence)
-        expect(page.locator("#events-state")).to_contain_text("nothing heard for")
-        _chat(site)  # while the page hears nothing
-        loop.call_soon_threadsafe(link.restore)
-        expect(page.locator("#events-state")).to_contain_text("Live again")
-        expect(page.locator("#events li.ev-request_completed")).to_have_count(2)
-        ids = _event_ids(page)
-        assert ids == list(range(ids[0], ids[0] + len(ids))), f"gaps or duplicates: {ids}"
-    finally:
-        asyncio.run_coroutine_threadsafe(link.aclose(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
+    page = _open(context, link.site)
+    _chat(site)
+    expect(page.locator("#events li.ev-request_completed")).to_have_count(1)
+    link.silence()
+    expect(page.locator("#events-state")).to_contain_text("nothing heard for")
+    _chat(site)  # while the page hears nothing
+    link.restore()
+    expect(page.locator("#events-state")).to_contain_text("Live again")
+    expect(page.locator("#events li.ev-request_completed")).to_have_count(2)
+    ids = _event_ids(page)
+    assert ids == list(range(ids[0], ids[0] + len(ids))), f"gaps or duplicates: {ids}"
+
+
+def test_an_answer_cut_off_mid_stream_ends_as_failed_with_its_partial_text_kept(
+    context: BrowserContext, site: LiveGateway, fault_server: FaultServer, link: _Link
+) -> None:
+    fault_server.default = Fault.stall(after_chunks=2, seconds=20)  # two pieces, then silence
+    page = _open(context, link.site)
+    _ask(page, "What is the capital of France?")
+    turn = page.get_by_role("article", name="Answer 1")
+    expect(turn).to_have_attribute("data-state", "streaming")
+    partial = turn.locator(".answer").inner_text()
+    assert partial
+    link.cut()  # the connection to the gateway breaks mid-answer
+    expect(turn).to_have_attribute("data-state", "failed")
+    expect(turn.locator(".error-message")).to_contain_text(
+        "The connection broke before the answer was complete"
+    )
+    assert turn.locator(".answer").inner_text().startswith(partial)  # nothing taken back
+    expect(page.get_by_role("button", name="Send", exact=True)).to_be_enabled()
 
 
 def test_the_status_page_needs_no_javascript(browser: Browser, site: LiveGateway) -> None:
