@@ -6,6 +6,7 @@ computed once for many readers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import uuid
@@ -41,6 +42,7 @@ from sincere.server.status_incidents import outage_id
 from sincere.server.status_watch import STORE
 from sincere.telemetry import AttemptRow
 from sincere.uptime import DAY_S, daily, spans, stretches, uptime, with_answers
+from tests.clocks import ManualClock
 from tests.faults import Fault, FaultServer
 from tests.live import LiveGateway, LiveServer, run, settings_for
 from tests.redis_cut import RedisCut
@@ -754,3 +756,33 @@ def test_the_past_days_are_counted_at_startup_so_the_first_page_reads_only_the_o
     up = next(c for c in page.json()["components"] if c["name"] == "up")
     counted = {d["date"]: d for d in up["sincere"]["requests_by_day"]}
     assert counted[_day(3)]["requests"] == 1
+
+
+async def test_a_watch_that_did_not_run_for_a_while_begins_a_new_lifetime_and_ends_its_last(
+    tmp_path: Path, fault_server: FaultServer
+) -> None:
+    """A tick far later than due (the process was suspended, the machine slept) must not
+    stretch the observed time over the pause; stopping writes the lifetime's last moment."""
+    gateway = build_runtime(_settings(tmp_path, fault_server.base_url), env={})
+    clock = ManualClock(unix=gateway.started_at)
+    watch = status_watch.StatusWatch(gateway, clock=clock.time)
+    interval = gateway.settings.status.check_interval_s
+    try:
+        await watch.tick()
+        clock.advance(interval)
+        await watch.tick()  # on time: the same lifetime, extended
+        first_end = clock.time()
+        clock.advance(interval + status_watch.STALL_S + 1)  # the process did not run
+        await watch.tick()
+        resumed = clock.time()
+        clock.advance(5)
+        task = asyncio.create_task(watch.run())  # its first tick at resumed + 5
+        await asyncio.sleep(0.2)
+        clock.advance(3)  # before its next tick, the process stops
+        task.cancel()  # the way out writes the lifetime's end
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        lifetimes = await gateway.history.observed(0, clock.time() + 1)
+    finally:
+        await gateway.aclose()
+    assert lifetimes == [(gateway.started_at, first_end), (resumed, resumed + 8)]
