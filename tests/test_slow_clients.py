@@ -230,3 +230,19 @@ def test_a_late_body_gets_its_408_even_if_the_client_still_sends_after_it(
         status, _, body = _response(_read_to_end(sock))
     assert status == 408
     assert json.loads(body)["error"]["request_id"] == "slow-upload"
+
+
+def test_after_a_408_the_gateway_closes_in_stages_so_late_bytes_cannot_reset_the_answer(
+    strict: LiveGateway,
+) -> None:
+    """RFC 9112 §9.6: a server that closes at once while the client still sends answers the
+    client's next bytes with a reset, which can erase the 408 from the client's buffers
+    before it is read. The gateway ends its side first, reads and drops what still comes,
+    and closes only when the client does (or after a short linger)."""
+    with _connect(strict) as sock:
+        sock.sendall(_chat_head(strict, 1000) + b"{")
+        status, _, _ = _response(_read_to_end(sock))  # the 408, then the gateway's FIN
+        assert status == 408
+        sock.sendall(b" " * 100)  # bytes the client had queued before it read the answer
+        time.sleep(0.2)  # a reset, if any, has arrived by now
+        sock.sendall(b" " * 100)  # refused (EPIPE) once the gateway has reset the connection

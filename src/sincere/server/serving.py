@@ -36,6 +36,9 @@ from sincere.server.lifecycle import CONNECTION_EXTENSION, ClientConnection, Shu
 # protocol it makes: how the protocols find the app's limits and its drain.
 SERVER_KEY = "sincere.server"
 SHUTDOWN_KEY = "sincere.shutdown"
+# After a 408, how long the client's remaining bytes are read and dropped before the
+# connection is closed anyway (a client that closes its side ends it at once).
+LINGER_S = 2.0
 # Set in a request's scope state when the protocol answered 408 for its late body.
 READ_TIMED_OUT = "sincere.read_timed_out"
 
@@ -83,6 +86,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._extension: dict[object, object] = {"connection": self._connection}
         self._deadline: asyncio.TimerHandle | None = None
         self._reading: Literal["head", "body"] | None = None  # what is incomplete, if any
+        self._lingering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -95,6 +99,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._connection.close()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # after a timed-out read: dropped (see _close_in_stages)
         super().data_received(data)
         if self._reading is None or self._deadline is not None or self._limits is None:
             return  # nothing incomplete, or its deadline already runs
@@ -140,7 +146,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self._reading == "head" and self._limits is not None:
             what = f"the request head did not arrive within {self._limits.header_timeout_s:g} s"
             self._send_408(what, self._path(), new_request_id())
-        self.transport.close()
+            self._close_in_stages()
+            return
+        self.transport.close()  # nothing came: nothing to answer
 
     def _body_late(self) -> None:
         """The body is not complete in time. Unanswered: 408 (the application, waiting for
@@ -156,7 +164,31 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             rid = state.get("request_id")  # the request-id middleware's, when it ran
             what = f"the request body did not arrive within {self._limits.body_timeout_s:g} s"
             self._send_408(what, cycle.scope["path"], rid if isinstance(rid, str) else None)
-        self.transport.close()
+        self._close_in_stages()
+
+    def _close_in_stages(self) -> None:
+        """Close a connection whose client may still be sending (RFC 9112 §9.6).
+
+        Closing at once with the client's bytes unread, or before its next ones arrive,
+        answers them with a reset, and a reset can erase the answer just sent (the 408)
+        from the client's buffers before it is read. So: the app is told the client is
+        gone (it answers nothing more), our side ends after the answer (a FIN), what
+        still comes is read and dropped, and the connection closes when the client closes
+        its side or after ``LINGER_S``.
+        """
+        self._lingering = True
+        self._disarm()
+        if self.cycle is not None:
+            if not self.cycle.response_complete:
+                self.cycle.disconnected = True  # uvicorn's own mark: nothing more is sent
+            self.cycle.message_event.set()
+        self._connection.close()
+        if self.transport.is_closing() or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self.transport.resume_reading()  # flow control may have paused it: drain it
+        self.loop.call_later(LINGER_S, self.transport.close)
 
     def _send_408(self, message: str, path: str, rid: str | None) -> None:
         rid = rid or new_request_id()
