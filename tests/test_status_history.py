@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -724,40 +723,6 @@ async def test_a_final_days_counts_are_read_once_and_an_open_days_every_time(
         db.engine.dispose()
 
 
-def test_the_past_days_are_counted_at_startup_so_the_first_page_reads_only_the_open_ones(
-    tmp_path: Path, fault_server: FaultServer
-) -> None:
-    _clear_of_midnight()
-    gateway = build_runtime(_settings(tmp_path, fault_server.base_url), env={})
-    run(gateway.telemetry.store.write([_row("up", "ok", _midnight(3) + 60)]))
-    starts: list[float] = []  # the start of every read of the attempt counts
-    done = threading.Event()
-
-    def before(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "FROM telemetry_attempts" in statement and "GROUP BY deployment" in statement:
-            floats = [p for p in parameters if isinstance(p, float)]
-            starts.append(min(floats))  # the window's start: the earliest time bound
-
-    def after(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "FROM telemetry_attempts" in statement and "GROUP BY deployment, day" in statement:
-            done.set()
-
-    event.listen(gateway.database.engine, "before_cursor_execute", before)
-    event.listen(gateway.database.engine, "after_cursor_execute", after)
-    with LiveServer(gateway) as live:
-        assert done.wait(GUARD_S), "the past days were never counted"
-        time.sleep(0.1)  # the read's result kept (the loop's next step)
-        page = _get(live, "/api/v2/components.json")
-    assert page.status_code == 200
-    assert starts[0] == _midnight(90), starts  # at startup: 90 days, once
-    # The page's own read: the days still open only (yesterday too in today's first hour).
-    assert len(starts) >= 2, starts
-    assert all(start >= _midnight(1) for start in starts[1:]), starts
-    up = next(c for c in page.json()["components"] if c["name"] == "up")
-    counted = {d["date"]: d for d in up["sincere"]["requests_by_day"]}
-    assert counted[_day(3)]["requests"] == 1
-
-
 async def test_a_watch_that_did_not_run_for_a_while_begins_a_new_lifetime_and_ends_its_last(
     tmp_path: Path, fault_server: FaultServer
 ) -> None:
@@ -786,3 +751,38 @@ async def test_a_watch_that_did_not_run_for_a_while_begins_a_new_lifetime_and_en
     finally:
         await gateway.aclose()
     assert lifetimes == [(gateway.started_at, first_end), (resumed, resumed + 8)]
+
+
+class _Held(_Recorded):
+    """The real store's counts, each read held until the test lets it go."""
+
+    def __init__(self, store: SqlTelemetryStore) -> None:
+        super().__init__(store)
+        self.go = asyncio.Event()
+
+    async def attempt_counts(self, start: float, end: float, *, by_day: bool) -> list[Any]:
+        self.starts.append(start)
+        await self.go.wait()
+        return await self.store.attempt_counts(start, end, by_day=by_day)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+async def test_a_count_read_the_page_gave_up_on_runs_on_and_is_kept(store_url: str) -> None:
+    _clear_of_midnight()
+    db = open_database(store_url)
+    store = SqlTelemetryStore(db)
+    held = _Held(store)
+    now = _midnight(0) + 2 * 3600
+    days = DayCounts(held, final_after=3600)
+    try:
+        await store.write([_row("a", "ok", _midnight(3) + 10)])
+        with pytest.raises(TimeoutError):  # the page's bound on its reads: it gives up
+            await asyncio.wait_for(days.read(now - 90 * DAY_S, now), 0.05)
+        held.go.set()  # the long read ends after all
+        counts = await days.read(now - 90 * DAY_S, now)  # the same read's result
+        assert counts["a"][date.fromisoformat(_day(3))].attempts == 1
+        await days.read(now - 90 * DAY_S, now)
+        # One read of the 90 days, never started again; then only today's.
+        assert held.starts == [_midnight(90), _midnight(0)]
+    finally:
+        db.engine.dispose()

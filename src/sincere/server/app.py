@@ -46,10 +46,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         relay = asyncio.create_task(runtime.relay.run())  # the outbox's notifications
         recorder = asyncio.create_task(runtime.telemetry.run())  # attempts, in batches
         watch = asyncio.create_task(status_watch.of(_app).run())  # the store, Redis, uptime
-        warm = asyncio.create_task(status_routes.warm(_app))  # the page's past days, once
         # The server's protocols find the limits and the drain here (see serving).
         yield {SERVER_KEY: runtime.settings.server, SHUTDOWN_KEY: shutdown}
-        for task in (prober, relay, recorder, watch, warm):
+        for task in (prober, relay, recorder, watch):
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task

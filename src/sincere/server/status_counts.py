@@ -52,13 +52,16 @@ class DayCounts:
         self._store = store
         self._final_after = final_after
         self._final: dict[date, dict[str, AttemptCounts]] = {}  # a run of days from the first
-        self._lock = asyncio.Lock()
+        self._flight: asyncio.Task[PerDay] | None = None
 
     async def read(self, start: float, now: float) -> PerDay:
-        # One read at a time: one that comes during the startup's 90 days waits for them,
-        # then reads only what is still open, rather than scanning the same rows again.
-        async with self._lock:
-            return await self._read(start, now)
+        """The counts; a read the caller gives up on (the page's bound on its reads) runs
+        on, so that what it finds is kept and a later page gets it, instead of every page
+        starting the same long read again and giving it up again."""
+        if self._flight is None or self._flight.done():
+            self._flight = asyncio.get_running_loop().create_task(self._read(start, now))
+            self._flight.add_done_callback(_retrieved)
+        return await asyncio.shield(self._flight)
 
     async def _read(self, start: float, now: float) -> PerDay:
         first = datetime.fromtimestamp(start, UTC).date()
@@ -82,3 +85,10 @@ class DayCounts:
             for deployment, counts in by_deployment.items():
                 result.setdefault(deployment, {})[day] = counts
         return result
+
+
+def _retrieved(task: asyncio.Task[PerDay]) -> None:
+    """A read nobody waits for any more still has its failure taken (the page that asked
+    has already said it could not read the counts)."""
+    if not task.cancelled():
+        task.exception()

@@ -10,7 +10,6 @@ old it is: its ``generated_at`` / ``updated_at`` is when it was computed, and
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -28,9 +27,7 @@ from sincere.server.status_cache import Fresh, SharedValue
 from sincere.server.status_counts import DayCounts, final_after_s
 from sincere.server.status_view import PublicPage
 from sincere.server.status_watch import StatusWatch
-from sincere.uptime import DAY_S
 
-log = logging.getLogger("sincere.server")
 router = APIRouter(tags=["status page"])
 _PROBLEM: dict[str, Any] = {"application/problem+json": {}}
 
@@ -87,20 +84,6 @@ async def _public_page(request: Request, gw: Runtime) -> Fresh[PublicPage]:
         return await status_view.compute(gw, seen, _day_counts(request.app, gw), body, now)
 
     return await _page_cache(request.app, gw).get(compute)
-
-
-async def warm(app: Starlette) -> None:
-    """Read the past days' attempt counts once, in the background, when the process starts:
-    the first visitor of the page then waits for today's rows only, not 90 days' (1.6 s at
-    a million attempts on SQLite, docs/benchmarks.md)."""
-    gw: Runtime = app.state.runtime
-    if not gw.settings.telemetry.enabled:
-        return
-    now = time.time()
-    try:
-        await _day_counts(app, gw).read(now - status_view.HISTORY_DAYS * DAY_S, now)
-    except Exception:  # the page reads them itself, and says so if it cannot
-        log.warning("reading the status page's past request counts failed", exc_info=True)
 
 
 def _day_counts(app: Starlette, gw: Runtime) -> DayCounts:
