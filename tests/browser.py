@@ -1,6 +1,6 @@
 """Debian's Chromium driven by Playwright, for the web page's tests, benchmark and screenshots.
 
-Playwright's own browser download cannot reach its servers here; ``scripts/bootstrap``
+Playwright's own browser download cannot reach its servers here; ``scripts/test``
 installs Debian's ``chromium`` and Playwright launches that (``SINCERE_CHROMIUM`` names
 another build). ``--no-sandbox``: CI runs as root, where Chromium's sandbox refuses to start.
 """

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from sincere.backends.memory.events import InProcessEventBus
 from sincere.config import BUILTIN_DEPLOYMENT, Settings, load_settings
@@ -17,6 +19,7 @@ from tests.faults import FaultServer
 from tests.live import LiveGateway, LiveServer, run, settings_for
 
 T = TypeVar("T")
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 _open: list[Any] = []
@@ -75,3 +78,19 @@ def live(tmp_path: Path, fault_server: FaultServer) -> Iterator[LiveGateway]:
         ):
             running.keys[name], _ = run(gateway.keys.create(name, tier, role))
         yield running
+
+
+@pytest.fixture
+def fresh_schema() -> Iterator[str]:
+    """A PostgreSQL URL (the machine's 127.0.0.1:5432, database test) whose tables live in a
+    schema of their own, dropped afterwards."""
+    schema = f"sincere_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

@@ -141,21 +141,6 @@ def _chat(live: LiveGateway, key: str) -> httpx.Response:
     )
 
 
-@pytest.fixture
-def fresh_schema() -> Iterator[str]:
-    """A PostgreSQL URL whose tables live in a schema of their own, dropped afterwards."""
-    schema = f"status_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":

@@ -8,12 +8,11 @@ import socket
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -30,21 +29,6 @@ from tests.redis_cut import RedisCut
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 STARTING_TOGETHER = 6
-
-
-@pytest.fixture
-def fresh_schema() -> Iterator[str]:
-    """A PostgreSQL URL whose tables live in a schema of their own, dropped afterwards."""
-    schema = f"sincere_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 # Each "process" imports everything, says so, then opens the database when told to.

@@ -4,11 +4,6 @@ its source, and a user's question answered from that user's rows only."""
 from __future__ import annotations
 
 import math
-import uuid
-from collections.abc import Iterator
-
-import pytest
-from sqlalchemy import create_engine, text
 
 from sincere.agents.data import DataAgent, window_of
 from sincere.agents.usage import GroupBy, Verdict
@@ -22,21 +17,6 @@ from tests.clocks import ManualClock
 from tests.test_usage import _row
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture
-def fresh_schema() -> Iterator[str]:
-    """A PostgreSQL URL whose tables live in a schema of their own, dropped afterwards."""
-    schema = f"sincere_usage_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 async def test_figures_from_postgresql_are_exact(fresh_schema: str) -> None:

@@ -8,7 +8,7 @@ take (its timeout and the longest queue wait) when that is longer. Final days ar
 per process, and never read again: the first page of a process reads the 90 days once, the
 next ones only the days still open (today, and yesterday for its first hour). Without this,
 every page computation scanned every attempt row of 90 days (1.0 s at a million rows on
-SQLite, measured in docs/benchmarks.md).
+SQLite, timed while this was built; docs/benchmarks.md has the page's first paint).
 """
 
 from __future__ import annotations

@@ -230,7 +230,7 @@ async function readStream(response, turn, rid, messages, prompt) {
         if (data === "[DONE]") {
           finish(turn);
           history = [...messages, { role: "assistant", content: text }];
-          setState(turn, "answered", `Answered by ${provenance?.deployment ?? "?"} in ${provenance ? ms(provenance.latency_s) : "?"}`);
+          setState(turn, "answered", provenance ? `Answered by ${provenance.deployment} in ${ms(provenance.latency_s)}` : "Answered; no provenance arrived with it");
           turn.details.replaceChildren(provenanceView(provenance, usage, rid));
           return;
         }
