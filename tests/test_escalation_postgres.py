@@ -9,7 +9,6 @@ import time
 from sincere.backends.sql import open_database
 from sincere.backends.sql.escalation import SqlEscalationStore
 from sincere.tiers.incidents import DeliveryAttempt, Destination, Failure
-from tests.test_store_postgres import fresh_schema  # noqa: F401 - a fixture
 
 TARGETS = (Destination("webhook:http://127.0.0.1/hooks", "webhook"),)
 AT_ONCE = 16
@@ -30,7 +29,7 @@ def _failure(n: int) -> Failure:
 
 
 async def test_failures_at_once_on_several_connections_open_one_incident(
-    fresh_schema: str,  # noqa: F811
+    fresh_schema: str,
 ) -> None:
     # Separate engines: separate connection pools, as separate processes have.
     stores = [SqlEscalationStore(open_database(fresh_schema)) for _ in range(4)]
